@@ -1,0 +1,96 @@
+"""Convolutional blocks: MBConv (CoAtNet/EfficientNet) and ConvNeXt."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..spec import StageSpec
+from .base import Block, register_block
+from .layers import (DropPath, LayerNorm2d, SqueezeExcite, avg_pool, conv_nd, layer_scale,
+                     make_act, make_norm2d)
+
+
+def pooled_projection(in_ch: int, out_ch: int, stride: int, dims: int) -> nn.Module:
+    """Shortcut for a block that changes stride or width: average pool, then a
+    1x1 conv with bias (CoAtNet's ``Proj(Pool(x))``)."""
+    layers: list[nn.Module] = []
+    if stride > 1:
+        layers.append(avg_pool(dims, stride))
+    if in_ch != out_ch:
+        layers.append(conv_nd(dims)(in_ch, out_ch, 1))
+    return nn.Sequential(*layers) if layers else nn.Identity()
+
+
+@register_block("mbconv")
+class MBConv(Block):
+    """Pre-norm inverted bottleneck: BN -> 1x1 expand -> BN act -> depthwise
+    kxk (carries the stride) -> BN act -> SE -> 1x1 project, plus a residual
+    (pooled and projected when the stride or width changes). The hidden width
+    is ``width * expansion`` (CoAtNet/MaxViT expand the output width)."""
+
+    layout = "nchw"
+
+    def __init__(self, in_ch: int, stage: StageSpec, *, stride: int = 1,
+                 drop_path: float = 0.0, dims: int = 2):
+        super().__init__(in_ch, stage, stride=stride, drop_path=drop_path, dims=dims)
+        out = stage.width
+        mid = int(round(out * stage.expansion))
+        conv = conv_nd(dims)
+        k = stage.kernel
+        self.shortcut = pooled_projection(in_ch, out, stride, dims)
+        self.pre_norm = make_norm2d(stage.norm, in_ch, dims)
+        self.conv1 = conv(in_ch, mid, 1, bias=False)
+        self.norm1 = make_norm2d(stage.norm, mid, dims)
+        self.act1 = make_act(stage.act)
+        self.conv2 = conv(mid, mid, k, stride=stride, padding=k // 2, groups=mid, bias=False)
+        self.norm2 = make_norm2d(stage.norm, mid, dims)
+        self.act2 = make_act(stage.act)
+        self.se = SqueezeExcite(mid, stage.se_ratio) if stage.se_ratio else nn.Identity()
+        self.conv3 = conv(mid, out, 1, bias=True)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        x = self.act1(self.norm1(self.conv1(self.pre_norm(x))))
+        x = self.act2(self.norm2(self.conv2(x)))
+        x = self.conv3(self.se(x))
+        return shortcut + self.drop_path(x)
+
+
+@register_block("convnext")
+class ConvNeXtBlock(Block):
+    """Depthwise kxk -> LayerNorm -> Linear(expansion x) -> act -> Linear ->
+    layer scale, plus a residual. Stages that downsample or change width
+    start with LayerNorm + a stride x stride conv (ConvNeXt's downsampler)."""
+
+    layout = "nchw"
+
+    def __init__(self, in_ch: int, stage: StageSpec, *, stride: int = 1,
+                 drop_path: float = 0.0, dims: int = 2):
+        super().__init__(in_ch, stage, stride=stride, drop_path=drop_path, dims=dims)
+        dim = stage.width
+        k = stage.kernel
+        self.dwconv = conv_nd(dims)(dim, dim, k, padding=k // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if stage.norm == "ln" else nn.Identity()
+        self.bn = make_norm2d("bn", dim, dims) if stage.norm == "bn" else None
+        hidden = int(round(dim * stage.expansion))
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_act(stage.act)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.ls = layer_scale(dim, stage.layer_scale)
+        self.drop_path = DropPath(drop_path)
+
+    @classmethod
+    def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
+        if stage.stride == 1 and in_ch == stage.width:
+            return None
+        norm = LayerNorm2d(in_ch, eps=1e-6) if stage.norm == "ln" else make_norm2d(stage.norm, in_ch, dims)
+        return nn.Sequential(norm, conv_nd(dims)(in_ch, stage.width, stage.stride, stride=stage.stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x)
+        if self.bn is not None:
+            y = self.bn(y)
+        y = y.movedim(1, -1)
+        y = self.ls(self.fc2(self.act(self.fc1(self.norm(y)))))
+        return x + self.drop_path(y.movedim(-1, 1))

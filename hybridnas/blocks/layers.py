@@ -1,0 +1,329 @@
+"""Shared building blocks: norms, activations, drop-path, SE, MLP and attention.
+
+Every block in ``hybridnas.blocks`` is assembled from these, so a fix here
+reaches all of them. Norms and activations are created from the names used in
+specs (``'bn'``, ``'ln'``, ``'gelu'``...).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "make_act", "make_norm2d", "make_norm_last", "LayerNorm2d", "DropPath", "SqueezeExcite",
+    "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc", "to_nchw",
+]
+
+_ACTS = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "hardswish": nn.Hardswish,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
+}
+
+
+def make_act(name: str) -> nn.Module:
+    try:
+        return _ACTS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTS)}") from None
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dim of an NCHW (or NCL) tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.movedim(1, -1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.movedim(-1, 1)
+
+
+def make_norm2d(name: str, channels: int, dims: int = 2) -> nn.Module:
+    """Norm for channels-first tensors (NCHW, or NCL when dims=1)."""
+    if name == "bn":
+        return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+    if name == "ln":
+        return LayerNorm2d(channels, eps=1e-6)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {name!r}")
+
+
+class _BatchNormLast(nn.BatchNorm1d):
+    """BatchNorm over the last dim of a channels-last tensor of any rank."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return super().forward(x.reshape(-1, shape[-1])).reshape(shape)
+
+
+def make_norm_last(name: str, channels: int) -> nn.Module:
+    """Norm for channels-last tensors (NHWC, NLC or tokens)."""
+    if name == "ln":
+        return nn.LayerNorm(channels, eps=1e-6)
+    if name == "bn":
+        return _BatchNormLast(channels)
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {name!r}")
+
+
+def to_nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.movedim(1, -1)
+
+
+def to_nchw(x: torch.Tensor) -> torch.Tensor:
+    return x.movedim(-1, 1)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the residual branch per sample while training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float, channels_last: bool = True):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), float(init)))
+        self.channels_last = channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return x * self.gamma
+        return x * self.gamma.view(-1, *([1] * (x.ndim - 2)))
+
+
+def layer_scale(dim: int, init: float | None, channels_last: bool = True) -> nn.Module:
+    return LayerScale(dim, init, channels_last) if init else nn.Identity()
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-excitation on channels-first maps (reduction relative to ``channels``)."""
+
+    def __init__(self, channels: int, ratio: float = 0.25, act: str = "silu"):
+        super().__init__()
+        hidden = max(1, int(round(channels * ratio)))
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = make_act(act)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.ndim))
+        s = x.mean(dims, keepdim=True)
+        if x.ndim == 3:  # 1-D maps: use the 2-D 1x1 convs on a (B, C, 1, 1) view
+            s = s.unsqueeze(-1)
+            s = self.fc2(self.act(self.fc1(s))).squeeze(-1)
+        else:
+            s = self.fc2(self.act(self.fc1(s)))
+        return x * torch.sigmoid(s)
+
+
+class Mlp(nn.Module):
+    """Two linear layers with an activation, on channels-last input."""
+
+    def __init__(self, dim: int, hidden: int, out: int | None = None, act: str = "gelu"):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = make_act(act)
+        self.fc2 = nn.Linear(hidden, out or dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class RelPosBias(nn.Module):
+    """CoAtNet/Swin relative position bias with a table sized for a ``window``.
+
+    The table holds one bias per head and relative offset (2w-1 x 2w-1). For a
+    grid smaller than the window the table is cropped around its centre (the
+    offsets are a subset); for a larger grid it is resized bilinearly, so the
+    block runs at any input resolution.
+    """
+
+    def __init__(self, heads: int, window: int | tuple[int, int]):
+        super().__init__()
+        wh, ww = (window, window) if isinstance(window, int) else window
+        self.window = (wh, ww)
+        self.heads = heads
+        self.table = nn.Parameter(torch.zeros(heads, 2 * wh - 1, 2 * ww - 1))
+        nn.init.trunc_normal_(self.table, std=0.02)
+        self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+
+    def _index(self, h: int, w: int, device: torch.device) -> torch.Tensor:
+        key = (h, w, str(device))
+        idx = self._index_cache.get(key)
+        if idx is None:
+            coords = torch.stack(torch.meshgrid(
+                torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+            )).flatten(1)  # 2, N
+            rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N
+            idx = (rel[0] + h - 1) * (2 * w - 1) + (rel[1] + w - 1)
+            self._index_cache[key] = idx
+        return idx
+
+    def forward(self, h: int, w: int) -> torch.Tensor:
+        """Bias of shape (heads, h*w, h*w) for an h x w grid."""
+        wh, ww = self.window
+        table = self.table
+        th, tw = 2 * h - 1, 2 * w - 1
+        if (th, tw) != tuple(table.shape[1:]):
+            if h <= wh and w <= ww:
+                oh, ow = wh - h, ww - w
+                table = table[:, oh:oh + th, ow:ow + tw]
+            else:
+                table = F.interpolate(table.unsqueeze(0), size=(th, tw), mode="bilinear",
+                                      align_corners=False).squeeze(0)
+        idx = self._index(h, w, table.device)
+        return table.flatten(1)[:, idx]
+
+
+class OffsetBias(nn.Module):
+    """LeViT/EfficientFormer attention bias: one learned value per head and
+    absolute offset (|dy|, |dx|) in a ``resolution`` x ``resolution`` table.
+    Offsets beyond the table are clamped to its edge, so any grid works.
+    ``q_stride`` supports LeViT's shrink attention (queries on a subsampled grid).
+    """
+
+    def __init__(self, heads: int, resolution: int):
+        super().__init__()
+        self.resolution = resolution
+        self.table = nn.Parameter(torch.zeros(heads, resolution * resolution))
+        self._index_cache: dict[tuple, torch.Tensor] = {}
+
+    def forward(self, h: int, w: int, q_stride: int = 1) -> torch.Tensor:
+        key = (h, w, q_stride, str(self.table.device))
+        idx = self._index_cache.get(key)
+        if idx is None:
+            dev = self.table.device
+            ky, kx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev),
+                                    indexing="ij")
+            qh, qw = -(-h // q_stride), -(-w // q_stride)
+            qy, qx = torch.meshgrid(torch.arange(qh, device=dev) * q_stride,
+                                    torch.arange(qw, device=dev) * q_stride, indexing="ij")
+            r = self.resolution - 1
+            dy = (qy.flatten()[:, None] - ky.flatten()[None, :]).abs().clamp(max=r)
+            dx = (qx.flatten()[:, None] - kx.flatten()[None, :]).abs().clamp(max=r)
+            idx = dy * self.resolution + dx
+            self._index_cache[key] = idx
+        return self.table[:, idx]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention on channels-last tokens (B, N, C) using
+    ``scaled_dot_product_attention``; ``bias`` (heads, N, N) is added to the
+    logits when given. Projects ``dim`` to ``out_dim`` (default ``dim``)."""
+
+    def __init__(self, dim: int, heads: int, out_dim: int | None = None,
+                 attn_dim: int | None = None, qkv_bias: bool = True):
+        super().__init__()
+        attn_dim = attn_dim or dim
+        if attn_dim % heads:
+            raise ValueError(f"heads={heads} does not divide attention width {attn_dim}")
+        self.heads = heads
+        self.head_dim = attn_dim // heads
+        self.qkv = nn.Linear(dim, 3 * attn_dim, bias=qkv_bias)
+        self.proj = nn.Linear(attn_dim, out_dim or dim)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn_mask = None
+        if bias is not None:
+            attn_mask = bias.to(q.dtype)
+        if mask is not None:
+            neg = torch.zeros_like(mask, dtype=q.dtype).masked_fill(~mask, float("-inf"))
+            attn_mask = neg if attn_mask is None else attn_mask + neg
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def trunc_normal_init(module: nn.Module) -> None:
+    """ViT-style init for linear layers (used by transformer-type blocks)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv_out(n: int, stride: int) -> int:
+    return math.ceil(n / stride)
+
+
+def conv_nd(dims: int) -> type[nn.Module]:
+    """nn.Conv2d for images, nn.Conv1d for sequences."""
+    return nn.Conv2d if dims == 2 else nn.Conv1d
+
+
+def avg_pool(dims: int, stride: int) -> nn.Module:
+    """Stride-``stride`` average pooling whose output size is ceil(n / stride)."""
+    pool = nn.AvgPool2d if dims == 2 else nn.AvgPool1d
+    return pool(kernel_size=stride, stride=stride, ceil_mode=True, count_include_pad=False)
+
+
+def partition(x: torch.Tensor, window: int, grid: bool = False):
+    """Split channels-last maps (B, H, W, C) into attention windows.
+
+    ``grid=False``: non-overlapping window x window blocks (MaxViT block
+    attention); ``grid=True``: a window x window grid of tokens strided across
+    the whole map (MaxViT grid attention). The window shrinks to the map when
+    the map is smaller; otherwise the map is zero-padded to a multiple of it
+    and the returned key mask (or None) hides the padding.
+    Returns (windows (B*nW, N, C), mask (B*nW, 1, 1, N) | None, info).
+    """
+    b, h, w, c = x.shape
+    wh, ww = min(window, h), min(window, w)
+    ph, pw = (-h) % wh, (-w) % ww
+    if ph or pw:
+        x = F.pad(x, (0, 0, 0, pw, 0, ph))
+    hp, wp = h + ph, w + pw
+    nh, nw = hp // wh, wp // ww
+    if grid:
+        win = x.view(b, wh, nh, ww, nw, c).permute(0, 2, 4, 1, 3, 5)
+    else:
+        win = x.view(b, nh, wh, nw, ww, c).permute(0, 1, 3, 2, 4, 5)
+    win = win.reshape(b * nh * nw, wh * ww, c)
+    mask = None
+    if ph or pw:
+        valid = torch.zeros(hp, wp, dtype=torch.bool, device=x.device)
+        valid[:h, :w] = True
+        if grid:
+            vm = valid.view(wh, nh, ww, nw).permute(1, 3, 0, 2)
+        else:
+            vm = valid.view(nh, wh, nw, ww).permute(0, 2, 1, 3)
+        vm = vm.reshape(1, nh * nw, 1, 1, wh * ww).expand(b, -1, -1, -1, -1)
+        mask = vm.reshape(b * nh * nw, 1, 1, wh * ww)
+    return win, mask, (b, h, w, c, wh, ww, nh, nw, grid)
+
+
+def unpartition(win: torch.Tensor, info) -> torch.Tensor:
+    """Inverse of ``partition`` (drops the padding)."""
+    b, h, w, _, wh, ww, nh, nw, grid = info
+    c = win.shape[-1]
+    if grid:
+        x = win.view(b, nh, nw, wh, ww, c).permute(0, 3, 1, 4, 2, 5)
+    else:
+        x = win.view(b, nh, nw, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(b, nh * wh, nw * ww, c)
+    if x.shape[1] != h or x.shape[2] != w:
+        x = x[:, :h, :w]
+    return x

@@ -1,0 +1,32 @@
+"""Stems: patchify (ViT/ConvNeXt) and stacked strided convs (Xiao et al.'s
+ViT_C stem, CoAtNet S0, MaxViT, EfficientFormer and LeViT stems)."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..spec import StemSpec
+from .layers import conv_nd, make_act, make_norm2d
+
+
+def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
+    conv = conv_nd(dims)
+    if spec.kind == "none":
+        return nn.Identity()
+    if spec.kind == "patchify":
+        k = spec.kernel
+        return nn.Sequential(conv(in_chans, spec.widths[0], k, stride=k, bias=spec.bias),
+                             make_norm2d(spec.norm, spec.widths[0], dims))
+    layers: list[nn.Module] = []
+    prev = in_chans
+    last = len(spec.widths) - 1
+    for j, (width, stride) in enumerate(zip(spec.widths, spec.strides)):
+        layers.append(conv(prev, width, spec.kernel, stride=stride, padding=spec.kernel // 2,
+                           bias=spec.bias))
+        if j < last or spec.last_norm:
+            layers.append(make_norm2d(spec.norm, width, dims))
+        if j < last or spec.last_act:
+            layers.append(make_act(spec.act))
+        prev = width
+    if spec.proj:
+        layers.append(conv(prev, spec.proj, 1, bias=True))
+    return nn.Sequential(*layers)

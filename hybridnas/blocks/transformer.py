@@ -1,0 +1,142 @@
+"""Attention blocks: the pre-norm transformer (CoAtNet relative attention,
+ViT global attention) and the interleaved conv-attention block."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..spec import StageSpec
+from .base import Block, register_block
+from .layers import (Attention, DropPath, LayerNorm2d, Mlp, RelPosBias, conv_nd, layer_scale,
+                     make_norm2d, make_norm_last, partition, unpartition)
+
+
+def grid_size(x: torch.Tensor) -> tuple[int, int]:
+    """(H, W) of a channels-last map; (1, L) for 1-D maps; (0, 0) for tokens."""
+    if x.ndim == 4:
+        return x.shape[1], x.shape[2]
+    return (0, 0)
+
+
+class TokenMixer(nn.Module):
+    """Self-attention over a channels-last map with an optional relative
+    position bias and optional window partitioning. Used by every block that
+    attends over a grid, so masking and bias handling live in one place."""
+
+    def __init__(self, dim: int, heads: int, out_dim: int | None = None, rel_window: int = 0,
+                 window: int = 0, dims: int = 2):
+        super().__init__()
+        self.attn = Attention(dim, heads, out_dim=out_dim, attn_dim=out_dim or dim)
+        self.window = window
+        self.dims = dims
+        table = rel_window if not window else window
+        self.rel = None
+        if rel_window or window:
+            self.rel = RelPosBias(heads, (table, table) if dims == 2 else (1, table))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if x.ndim == 3 and self.dims == 1 and self.rel is not None:
+            x = x.unsqueeze(1)  # (B, L, C) -> (B, 1, L, C): a 1 x L grid
+        if x.ndim == 4 and self.window:
+            win, mask, info = partition(x, self.window)
+            bias = self.rel(info[4], info[5]) if self.rel is not None else None
+            y = unpartition(self.attn(win, bias, mask), info)
+        else:
+            b, c = x.shape[0], x.shape[-1]
+            bias = None
+            if self.rel is not None:
+                if x.ndim != 4:
+                    raise ValueError("relative position bias needs a grid, not tokens")
+                bias = self.rel(x.shape[1], x.shape[2])
+            y = self.attn(x.reshape(b, -1, c), bias)
+            y = y.reshape(*x.shape[:-1], -1)
+        return y.reshape(*shape[:-1], -1)
+
+
+@register_block("transformer")
+class TransformerBlock(Block):
+    """Pre-norm attention + MLP on channels-last maps or tokens.
+
+    attention='rel': CoAtNet relative attention (bias table sized for
+    ``window``); 'global': plain multi-head attention (ViT). A stride-2 or
+    width-changing first block follows CoAtNet: ``Proj(Pool(x)) +
+    Attn(Pool(Norm(x)))``, the attention projecting to the new width."""
+
+    layout = "nhwc"
+
+    def __init__(self, in_ch: int, stage: StageSpec, *, stride: int = 1,
+                 drop_path: float = 0.0, dims: int = 2):
+        super().__init__(in_ch, stage, stride=stride, drop_path=drop_path, dims=dims)
+        out = stage.width
+        self.dims = dims
+        self.stride = stride
+        self.pool = None
+        if stride > 1:
+            pool = nn.AvgPool2d if dims == 2 else nn.AvgPool1d
+            self.pool = pool(stride, stride, ceil_mode=True, count_include_pad=False)
+        self.proj = nn.Linear(in_ch, out) if in_ch != out else nn.Identity()
+        self.norm1 = make_norm_last(stage.norm, in_ch)
+        rel = stage.window if stage.attention == "rel" else 0
+        self.mixer = TokenMixer(in_ch, stage.heads, out_dim=out, rel_window=rel, dims=dims)
+        self.ls1 = layer_scale(out, stage.layer_scale)
+        self.norm2 = make_norm_last(stage.norm, out)
+        self.mlp = Mlp(out, int(round(out * stage.mlp_ratio)), act=stage.act)
+        self.ls2 = layer_scale(out, stage.layer_scale)
+        self.drop_path = DropPath(drop_path)
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x.movedim(-1, 1)).movedim(1, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            shortcut = self.proj(self._pool(x))
+            y = self.mixer(self._pool(self.norm1(x)))
+        else:
+            shortcut = self.proj(x)
+            y = self.mixer(self.norm1(x))
+        x = shortcut + self.drop_path(self.ls1(y))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+
+
+@register_block("interleaved")
+class InterleavedBlock(Block):
+    """Local then global then channel mixing, each pre-norm with a residual:
+    depthwise kxk conv over the 2-D token grid (+ linear), self-attention
+    (global, relative-bias or windowed), FFN. Stages that downsample or
+    change width start with LayerNorm + a stride x stride conv."""
+
+    layout = "nhwc"
+
+    def __init__(self, in_ch: int, stage: StageSpec, *, stride: int = 1,
+                 drop_path: float = 0.0, dims: int = 2):
+        super().__init__(in_ch, stage, stride=stride, drop_path=drop_path, dims=dims)
+        dim = stage.width
+        k = stage.kernel
+        self.norm_local = make_norm_last(stage.norm, dim)
+        self.dwconv = conv_nd(dims)(dim, dim, k, padding=k // 2, groups=dim)
+        self.local_proj = nn.Linear(dim, dim)
+        self.norm_attn = make_norm_last(stage.norm, dim)
+        rel = stage.window if stage.attention == "rel" else 0
+        win = stage.window if stage.attention == "window" else 0
+        self.mixer = TokenMixer(dim, stage.heads, rel_window=rel, window=win, dims=dims)
+        self.norm_ffn = make_norm_last(stage.norm, dim)
+        self.mlp = Mlp(dim, int(round(dim * stage.mlp_ratio)), act=stage.act)
+        self.ls1 = layer_scale(dim, stage.layer_scale)
+        self.ls2 = layer_scale(dim, stage.layer_scale)
+        self.ls3 = layer_scale(dim, stage.layer_scale)
+        self.drop_path = DropPath(drop_path)
+
+    @classmethod
+    def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
+        if stage.stride == 1 and in_ch == stage.width:
+            return None
+        norm = LayerNorm2d(in_ch, eps=1e-6) if stage.norm == "ln" else make_norm2d(stage.norm, in_ch, dims)
+        return nn.Sequential(norm, conv_nd(dims)(in_ch, stage.width, stage.stride, stride=stage.stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dwconv(self.norm_local(x).movedim(-1, 1)).movedim(1, -1)
+        x = x + self.drop_path(self.ls1(self.local_proj(h)))
+        x = x + self.drop_path(self.ls2(self.mixer(self.norm_attn(x))))
+        return x + self.drop_path(self.ls3(self.mlp(self.norm_ffn(x))))

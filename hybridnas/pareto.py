@@ -1,0 +1,90 @@
+"""Pareto fronts and hypervolume (pure numpy; used by search progress,
+run summaries and dashboards).
+
+Objectives are given as columns with a direction each, e.g. accuracy
+(maximise) and latency (minimise)::
+
+    >>> import numpy as np
+    >>> pts = np.array([[0.9, 10.0], [0.8, 5.0], [0.7, 20.0]])
+    >>> pareto_mask(pts, maximize=[True, False]).tolist()
+    [True, True, False]
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["pareto_mask", "hypervolume", "default_reference"]
+
+
+def _to_min(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2 or pts.shape[1] != len(maximize):
+        raise ValueError(f"points of shape {pts.shape} do not match {len(maximize)} objectives")
+    sign = np.where(np.asarray(maximize), -1.0, 1.0)
+    return pts * sign
+
+
+def pareto_mask(points, maximize: Sequence[bool]) -> np.ndarray:
+    """Boolean mask of the non-dominated rows (NaN rows are never on the front)."""
+    pts = _to_min(points, maximize)
+    n = len(pts)
+    ok = ~np.isnan(pts).any(axis=1)
+    mask = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(ok):
+        other = pts[ok]
+        dominated = np.any(np.all(other <= pts[i], axis=1) & np.any(other < pts[i], axis=1))
+        mask[i] = not dominated
+    return mask
+
+
+def default_reference(points, maximize: Sequence[bool]) -> np.ndarray:
+    """A reference point slightly worse than the worst value of each objective
+    (in the objectives' own directions)."""
+    pts = np.asarray(points, dtype=float)
+    worst = np.where(np.asarray(maximize), np.nanmin(pts, axis=0), np.nanmax(pts, axis=0))
+    span = np.nanmax(pts, axis=0) - np.nanmin(pts, axis=0)
+    pad = np.where(span > 0, 0.1 * span, np.maximum(np.abs(worst) * 0.1, 1e-9))
+    return np.where(np.asarray(maximize), worst - pad, worst + pad)
+
+
+def hypervolume(points, maximize: Sequence[bool], reference) -> float:
+    """Volume dominated by ``points`` and bounded by ``reference``.
+
+    Exact for any number of objectives (inclusion by slicing; fine for the
+    front sizes of a NAS run).
+    """
+    pts = _to_min(points, maximize)
+    ref = _to_min(np.asarray(reference, dtype=float)[None, :], maximize)[0]
+    pts = pts[~np.isnan(pts).any(axis=1)]
+    pts = pts[np.all(pts < ref, axis=1)]
+    if len(pts) == 0:
+        return 0.0
+    pts = pts[pareto_mask(pts, [False] * pts.shape[1])]
+    return float(_hv_min(pts, ref))
+
+
+def _hv_min(pts: np.ndarray, ref: np.ndarray) -> float:
+    if pts.shape[1] == 1:
+        return float(ref[0] - pts[:, 0].min())
+    if pts.shape[1] == 2:
+        order = np.argsort(pts[:, 0])
+        vol, best_y = 0.0, ref[1]
+        for x, y in pts[order]:
+            if y < best_y:
+                vol += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return vol
+    # Slice along the last objective.
+    order = np.argsort(pts[:, -1])
+    pts = pts[order]
+    vol = 0.0
+    for i in range(len(pts)):
+        upper = pts[i + 1, -1] if i + 1 < len(pts) else ref[-1]
+        depth = upper - pts[i, -1]
+        if depth > 0:
+            sub = pts[: i + 1, :-1]
+            sub = sub[pareto_mask(sub, [False] * sub.shape[1])]
+            vol += depth * _hv_min(sub, ref[:-1])
+    return vol

@@ -1,0 +1,628 @@
+"""Architecture specs: pure, frozen data describing a network (stem, stages, head).
+
+This module must not import torch (a test checks it): specs are what search
+spaces produce, what run tables store and what export writes, so they have to
+be cheap to create, hash and serialise.
+
+A spec is canonical by construction: every block parameter that the stage's
+block accepts is filled with its default when left as ``None``, so two specs
+that describe the same network compare equal and share one ``arch_id``.
+
+    >>> from hybridnas.spec import ArchSpec, StemSpec, StageSpec
+    >>> spec = ArchSpec(stem=StemSpec(kind="patchify", widths=(96,), kernel=4),
+    ...                 stages=(StageSpec("convnext", depth=3, width=96, stride=1),))
+    >>> spec.validate()
+    >>> ArchSpec.from_yaml(spec.to_yaml()) == spec
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+__all__ = [
+    "ArchSpec",
+    "StemSpec",
+    "StageSpec",
+    "HeadSpec",
+    "BlockSchema",
+    "BLOCK_SCHEMAS",
+    "SpecError",
+    "stage_letter",
+]
+
+
+class SpecError(ValueError):
+    """A spec is malformed. The message names the field and the value, e.g.
+    ``stages[2].heads=5 does not divide width=192``."""
+
+
+# --------------------------------------------------------------------------
+# Block schemas: which parameters each block type accepts, and their defaults.
+# The torch implementations live in hybridnas.blocks under the same keys; a
+# test checks that the two registries agree.
+# --------------------------------------------------------------------------
+
+#: Stage fields that are block parameters (everything but block/depth/width/stride).
+BLOCK_PARAM_FIELDS = (
+    "kernel", "expansion", "se_ratio", "heads", "head_dim", "mlp_ratio",
+    "attention", "window", "key_dim", "value_ratio", "layer_scale", "norm",
+    "act", "kv_stride", "attn_blocks", "pos_embed", "cls_token",
+)
+
+ATTENTION_KINDS = ("global", "window", "grid", "rel", "conv", "bias")
+NORMS = ("bn", "ln", "none")
+ACTS = ("gelu", "relu", "silu", "hardswish", "tanh", "identity")
+
+
+@dataclass(frozen=True)
+class BlockSchema:
+    """What a block type accepts.
+
+    ``letter`` is used in stage patterns such as ``C-C-T-T``: ``C`` for pure
+    convolution, ``T`` for attention, ``I`` for blocks that interleave both.
+    ``attention`` says whether the block uses heads (so heads/head_dim apply).
+    """
+
+    letter: str
+    dims: tuple[int, ...]
+    params: Mapping[str, Any]
+    attention: bool = False
+    attention_kinds: tuple[str, ...] = ()
+    doc: str = ""
+
+
+BLOCK_SCHEMAS: dict[str, BlockSchema] = {
+    "mbconv": BlockSchema(
+        "C", (1, 2),
+        {"kernel": 3, "expansion": 4.0, "se_ratio": 0.25, "norm": "bn", "act": "gelu"},
+        doc="Inverted bottleneck: pre-BN, 1x1 expand, depthwise kxk (strided when "
+            "downsampling), squeeze-excitation, 1x1 project (CoAtNet/EfficientNet).",
+    ),
+    "convnext": BlockSchema(
+        "C", (1, 2),
+        {"kernel": 7, "expansion": 4.0, "layer_scale": 1e-6, "norm": "ln", "act": "gelu"},
+        doc="Depthwise kxk, LayerNorm, inverted-bottleneck MLP, layer scale; "
+            "stride-2 stages start with LayerNorm + 2x2 stride-2 conv.",
+    ),
+    "interleaved": BlockSchema(
+        "I", (1, 2),
+        {"kernel": 7, "heads": None, "head_dim": 32, "mlp_ratio": 4.0, "attention": "global",
+         "window": 7, "norm": "ln", "act": "gelu", "layer_scale": 0.0},
+        attention=True, attention_kinds=("global", "rel", "window"),
+        doc="Depthwise conv over the token grid, then self-attention, then FFN; "
+            "each pre-norm with a residual.",
+    ),
+    "transformer": BlockSchema(
+        "T", (1, 2),
+        {"heads": None, "head_dim": 32, "mlp_ratio": 4.0, "attention": "rel", "window": 7,
+         "norm": "ln", "act": "gelu", "layer_scale": 0.0, "pos_embed": False,
+         "cls_token": False},
+        attention=True, attention_kinds=("global", "rel"),
+        doc="Pre-norm attention + MLP. attention='rel' adds CoAtNet's relative position "
+            "bias (table sized by window, resized to any grid); stride-2 stages pool.",
+    ),
+    "maxvit": BlockSchema(
+        "I", (2,),
+        {"kernel": 3, "expansion": 4.0, "se_ratio": 0.25, "heads": None, "head_dim": 32,
+         "mlp_ratio": 4.0, "window": 7, "norm": "ln", "act": "gelu", "layer_scale": 0.0},
+        attention=True, attention_kinds=(),
+        doc="MBConv, then block (window) attention + FFN, then grid attention + FFN.",
+    ),
+    "cvt": BlockSchema(
+        "T", (2,),
+        {"kernel": 3, "heads": None, "head_dim": 64, "mlp_ratio": 4.0, "kv_stride": 2,
+         "norm": "ln", "act": "gelu", "attention": "conv"},
+        attention=True, attention_kinds=("conv",),
+        doc="Convolutional embedding (kernel/stride) then attention whose Q/K/V "
+            "projections are depthwise conv + BN (K/V strided by kv_stride).",
+    ),
+    "levit": BlockSchema(
+        "T", (2,),
+        {"heads": None, "key_dim": 16, "value_ratio": 2.0, "mlp_ratio": 2.0, "window": 14,
+         "act": "hardswish", "attention": "bias"},
+        attention=True, attention_kinds=("bias",),
+        doc="LeViT: BN-linear attention with a learned attention bias (table sized by "
+            "window) and Hardswish, BN-linear MLP; stride-2 stages start with "
+            "shrink attention + MLP.",
+    ),
+    "efficientformer": BlockSchema(
+        "C", (2,),
+        {"kernel": 3, "mlp_ratio": 4.0, "layer_scale": 1e-5, "attn_blocks": 0, "heads": 8,
+         "key_dim": 32, "value_ratio": 4.0, "window": 7, "act": "gelu", "attention": "bias"},
+        attention=True, attention_kinds=("bias",),
+        doc="Meta4D blocks (pool mixer + conv MLP); the last attn_blocks blocks are "
+            "Meta3D (attention with learned bias + MLP). Stride-2 stages start with a "
+            "3x3 stride-2 conv + BN.",
+    ),
+}
+
+
+def stage_letter(stage: "StageSpec") -> str:
+    """One letter for a stage in a pattern such as ``C-C-T-T``."""
+    schema = BLOCK_SCHEMAS.get(stage.block)
+    if schema is None:
+        return "?"
+    if stage.block == "efficientformer":
+        return "T" if (stage.attn_blocks or 0) >= stage.depth else ("I" if stage.attn_blocks else "C")
+    return schema.letter
+
+
+# --------------------------------------------------------------------------
+# Spec dataclasses
+# --------------------------------------------------------------------------
+
+STEM_KINDS = ("patchify", "conv", "none")
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    """The stem: turns the input into the first feature map.
+
+    kind='patchify': one ``kernel x kernel`` conv with stride ``kernel`` to
+        ``widths[0]``, then ``norm`` (ViT: none, ConvNeXt: ln).
+    kind='conv': stacked ``kernel x kernel`` convs, one per entry of ``widths``
+        with the matching ``strides`` (default 2 each), each followed by
+        ``norm`` and ``act``; ``last_norm``/``last_act`` switch those off on the
+        last conv; ``proj`` > 0 adds a final 1x1 conv (with bias) to that many
+        channels. This covers Xiao et al.'s ViT_C stem, CoAtNet's S0, MaxViT's
+        and EfficientFormer's stems and LeViT's four-conv stem.
+    kind='none': identity (the first stage embeds the input itself, as in CvT).
+    """
+
+    kind: str = "conv"
+    widths: tuple[int, ...] = (64,)
+    kernel: int = 3
+    strides: tuple[int, ...] | None = None
+    norm: str = "bn"
+    act: str = "gelu"
+    last_norm: bool = True
+    last_act: bool = True
+    proj: int = 0
+    bias: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in _as_tuple(self.widths)))
+        if self.strides is None:
+            strides = (self.kernel,) if self.kind == "patchify" else (2,) * len(self.widths)
+        else:
+            strides = tuple(int(s) for s in _as_tuple(self.strides))
+        object.__setattr__(self, "strides", strides)
+
+    @property
+    def out_channels(self) -> int:
+        if self.kind == "none":
+            return 0
+        return self.proj or self.widths[-1]
+
+    @property
+    def reduction(self) -> int:
+        if self.kind == "none":
+            return 1
+        return math.prod(self.strides)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: ``depth`` blocks of type ``block`` producing ``width`` channels.
+
+    ``stride`` (1 or 2; 4+ only for cvt's convolutional embedding) downsamples
+    at the start of the stage. Block parameters left as ``None`` take the
+    block's defaults (see ``BLOCK_SCHEMAS``); parameters the block does not
+    accept must stay ``None``.
+    """
+
+    block: str
+    depth: int
+    width: int
+    stride: int = 2
+    kernel: int | None = None
+    expansion: float | None = None
+    se_ratio: float | None = None
+    heads: int | None = None
+    head_dim: int | None = None
+    mlp_ratio: float | None = None
+    attention: str | None = None
+    window: int | None = None
+    key_dim: int | None = None
+    value_ratio: float | None = None
+    layer_scale: float | None = None
+    norm: str | None = None
+    act: str | None = None
+    kv_stride: int | None = None
+    attn_blocks: int | None = None
+    pos_embed: bool | None = None
+    cls_token: bool | None = None
+
+    def __post_init__(self) -> None:
+        schema = BLOCK_SCHEMAS.get(self.block)
+        if schema is None:
+            return  # validate() reports the unknown block with its position
+        for name, default in schema.params.items():
+            if getattr(self, name) is None and default is not None:
+                object.__setattr__(self, name, default)
+        if schema.attention and "heads" in schema.params:
+            # heads and head_dim are two views of one choice: keep both filled.
+            heads, head_dim = self.heads, self.head_dim
+            if heads is None and head_dim:
+                object.__setattr__(self, "heads", max(1, self.width // head_dim))
+            elif heads and "head_dim" in schema.params and head_dim is None:
+                object.__setattr__(self, "head_dim", self.width // heads if heads else None)
+        for name in ("expansion", "se_ratio", "mlp_ratio", "value_ratio", "layer_scale"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, name, float(value))
+
+    @property
+    def letter(self) -> str:
+        return stage_letter(self)
+
+    def params(self) -> dict[str, Any]:
+        """The block parameters that apply to this stage's block."""
+        schema = BLOCK_SCHEMAS[self.block]
+        return {k: getattr(self, k) for k in schema.params}
+
+
+HEAD_POOLS = ("avg", "cls", "none")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Classifier head: pooling, optional norm, optional pre-logits layer.
+
+    ``hidden`` > 0 adds Linear(hidden) + ``hidden_act`` before the classifier
+    (MaxViT). ``distillation`` adds a second classifier averaged with the first
+    at inference (LeViT, EfficientFormer). ``outputs`` > 0 fixes the output
+    count in the spec (temporal heads: one output per horizon); otherwise the
+    builder's ``num_classes`` is used.
+    """
+
+    pool: str = "avg"
+    norm: str = "ln"
+    hidden: int = 0
+    hidden_act: str = "tanh"
+    dropout: float = 0.0
+    distillation: bool = False
+    outputs: int = 0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: stem, stages and head, for 2-D images or 1-D series.
+
+    ``name`` is a label only: it is not part of equality or of ``arch_id``.
+    """
+
+    stem: StemSpec
+    stages: tuple[StageSpec, ...]
+    head: HeadSpec = field(default_factory=HeadSpec)
+    dims: int = 2
+    name: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    # ---- derived facts --------------------------------------------------
+    @property
+    def pattern(self) -> str:
+        """Stage pattern such as ``C-C-T-T``."""
+        return "-".join(s.letter for s in self.stages)
+
+    @property
+    def reduction(self) -> int:
+        """Total downsampling factor of the network."""
+        return self.stem.reduction * math.prod(s.stride for s in self.stages)
+
+    def stage_resolutions(self, resolution: int | tuple[int, int]) -> list[tuple[int, int]]:
+        """Feature-map size after each stage for an input of ``resolution``."""
+        h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
+        for s in (self.stem.strides if self.stem.kind != "none" else ()):
+            h, w = _down(h, s), _down(w, s)
+        out = []
+        for st in self.stages:
+            h, w = _down(h, st.stride), _down(w, st.stride)
+            out.append((h, w))
+        return out
+
+    @property
+    def arch_id(self) -> str:
+        """Stable short hash of the canonical spec (name excluded)."""
+        payload = self.to_dict()
+        payload.pop("name", None)
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> "ArchSpec":
+        return dataclasses.replace(self, **changes)
+
+    # ---- validation -----------------------------------------------------
+    def validate(self, resolution: int | tuple[int, int] | None = None) -> "ArchSpec":
+        """Raise ``SpecError`` naming the first bad field; return self if valid.
+
+        With ``resolution``, also check that every stage gets a feature map of
+        at least 1x1 and that window/grid attention fits.
+        """
+        errors = self.problems(resolution)
+        if errors:
+            raise SpecError(errors[0] if len(errors) == 1 else
+                            f"{errors[0]} (and {len(errors) - 1} more: {'; '.join(errors[1:])})")
+        return self
+
+    def problems(self, resolution: int | tuple[int, int] | None = None) -> list[str]:
+        """Every problem with this spec, as ``field=value reason`` strings."""
+        errs: list[str] = []
+        if self.dims not in (1, 2):
+            errs.append(f"dims={self.dims!r} must be 1 or 2")
+        st = self.stem
+        if st.kind not in STEM_KINDS:
+            errs.append(f"stem.kind={st.kind!r} is not one of {list(STEM_KINDS)}")
+        if st.kind != "none":
+            if not st.widths or any(w <= 0 for w in st.widths):
+                errs.append(f"stem.widths={list(st.widths)} must be positive channel counts")
+            if len(st.strides) != len(st.widths):
+                errs.append(f"stem.strides={list(st.strides)} must have one entry per width "
+                            f"(widths={list(st.widths)})")
+            if any(s < 1 for s in st.strides):
+                errs.append(f"stem.strides={list(st.strides)} must be >= 1")
+            if st.kind == "patchify" and len(st.widths) != 1:
+                errs.append(f"stem.widths={list(st.widths)}: a patchify stem has one width")
+            if st.kernel < 1:
+                errs.append(f"stem.kernel={st.kernel} must be >= 1")
+            if st.norm not in NORMS:
+                errs.append(f"stem.norm={st.norm!r} is not one of {list(NORMS)}")
+            if st.act not in ACTS:
+                errs.append(f"stem.act={st.act!r} is not one of {list(ACTS)}")
+            if st.proj < 0:
+                errs.append(f"stem.proj={st.proj} must be >= 0")
+        if not self.stages:
+            errs.append("stages=[] must hold at least one stage")
+        for i, s in enumerate(self.stages):
+            errs.extend(_stage_problems(i, s, self.dims, last=i == len(self.stages) - 1))
+        if self.stem.kind == "none" and self.stages and self.stages[0].block != "cvt":
+            errs.append(f"stem.kind='none' needs a first stage that embeds its input "
+                        f"(block 'cvt'), not stages[0].block={self.stages[0].block!r}")
+        h = self.head
+        if h.pool not in HEAD_POOLS:
+            errs.append(f"head.pool={h.pool!r} is not one of {list(HEAD_POOLS)}")
+        if h.norm not in NORMS:
+            errs.append(f"head.norm={h.norm!r} is not one of {list(NORMS)}")
+        if h.hidden_act not in ACTS:
+            errs.append(f"head.hidden_act={h.hidden_act!r} is not one of {list(ACTS)}")
+        if h.hidden < 0 or h.outputs < 0:
+            errs.append(f"head.hidden={h.hidden}/head.outputs={h.outputs} must be >= 0")
+        if not 0.0 <= h.dropout < 1.0:
+            errs.append(f"head.dropout={h.dropout} must be in [0, 1)")
+        if h.pool == "cls" and not (self.stages and self.stages[-1].cls_token):
+            errs.append("head.pool='cls' needs the last stage to have cls_token=true")
+        if resolution is not None and not errs:
+            errs.extend(self._resolution_problems(resolution))
+        return errs
+
+    def _resolution_problems(self, resolution: int | tuple[int, int]) -> list[str]:
+        errs = []
+        size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        if min(size) < 1:
+            return [f"resolution={resolution} must be positive"]
+        h, w = size
+        if self.stem.kind != "none":
+            for j, s in enumerate(self.stem.strides):
+                if h < s or w < s:
+                    errs.append(f"stem.strides[{j}]={s} downsamples a {h}x{w} map below 1x1 "
+                                f"at resolution {resolution}")
+                    return errs
+                h, w = _down(h, s), _down(w, s)
+        for i, st in enumerate(self.stages):
+            if st.stride > 1 and (h < st.stride or (self.dims == 2 and w < st.stride)):
+                errs.append(f"stages[{i}].stride={st.stride} downsamples a {h}x{w} map below "
+                            f"1x1 at resolution {resolution}")
+                return errs
+            h, w = _down(h, st.stride), _down(w, st.stride)
+        return errs
+
+    # ---- serialisation --------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict; stage fields that are ``None`` are left out."""
+        stem = dataclasses.asdict(self.stem)
+        stem["widths"] = list(self.stem.widths)
+        stem["strides"] = list(self.stem.strides)
+        out: dict[str, Any] = {}
+        if self.name:
+            out["name"] = self.name
+        out["dims"] = self.dims
+        out["stem"] = stem
+        out["stages"] = [
+            {f.name: getattr(s, f.name) for f in fields(s) if getattr(s, f.name) is not None}
+            for s in self.stages
+        ]
+        out["head"] = dataclasses.asdict(self.head)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "spec") -> "ArchSpec":
+        """Build from a dict (as written by ``to_dict``, or by hand in YAML).
+
+        Unknown keys and wrong types raise ``SpecError`` naming the key path;
+        ``source`` (e.g. a file name) prefixes the message.
+        """
+        if not isinstance(data, Mapping):
+            raise SpecError(f"{source}: expected a mapping with stem/stages/head, "
+                            f"got {type(data).__name__}")
+        allowed = {"name", "dims", "stem", "stages", "head"}
+        unknown = set(data) - allowed
+        if unknown:
+            raise SpecError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if "stages" not in data:
+            raise SpecError(f"{source}: missing key 'stages'")
+        stem = _make(StemSpec, data.get("stem", {}), f"{source}: stem")
+        raw_stages = data["stages"]
+        if not isinstance(raw_stages, (list, tuple)):
+            raise SpecError(f"{source}: stages must be a list, got {type(raw_stages).__name__}")
+        stages = tuple(_make(StageSpec, s, f"{source}: stages[{i}]") for i, s in enumerate(raw_stages))
+        head = _make(HeadSpec, data.get("head", {}), f"{source}: head")
+        dims = data.get("dims", 2)
+        return cls(stem=stem, stages=stages, head=head, dims=dims, name=data.get("name"))
+
+    def to_json(self, **kw: Any) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "spec") -> "ArchSpec":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError(f"{source}: not valid JSON: {e}") from None
+        return cls.from_dict(data, source)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    @classmethod
+    def from_yaml(cls, text: str, source: str = "spec") -> "ArchSpec":
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SpecError(f"{source}: not valid YAML: {e}") from None
+        if isinstance(data, Mapping) and "spec" in data and "stages" not in data:
+            data = data["spec"]  # exported model folders wrap the spec
+        return cls.from_dict(data, source)
+
+    @classmethod
+    def load(cls, path: str) -> "ArchSpec":
+        """Read a spec from a ``.yaml``/``.yml``/``.json`` file."""
+        import os
+
+        if not os.path.exists(path):
+            raise SpecError(f"{path}: no such spec file")
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        if path.endswith(".json"):
+            return cls.from_json(text, source=path)
+        return cls.from_yaml(text, source=path)
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(self.to_json(indent=2) if path.endswith(".json") else self.to_yaml())
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def _as_tuple(value: Any) -> tuple:
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return (value,)
+
+
+def _down(n: int, stride: int) -> int:
+    # Same arithmetic as a conv with kernel=stride or 3x3/padding 1: ceil(n / stride).
+    return -(-n // stride) if stride > 1 else n
+
+
+def _make(klass: type, data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+    names = {f.name: f for f in fields(klass)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        expected = str(names[key].type)
+        ok = True
+        if value is None:
+            ok = "None" in expected
+        elif expected.startswith("tuple"):
+            ok = isinstance(value, (list, tuple, int)) and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in _as_tuple(value))
+            value = tuple(_as_tuple(value))
+        else:
+            base = expected.split("|")[0].strip()
+            kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}.get(base)
+            if kinds is not None:
+                ok = isinstance(value, kinds) and (base == "bool" or not isinstance(value, bool))
+        if not ok:
+            raise SpecError(f"{where}.{key}={value!r} has the wrong type (expected {expected})")
+        kwargs[key] = value
+    if klass is StageSpec:
+        for req in ("block", "depth", "width"):
+            if req not in kwargs:
+                raise SpecError(f"{where}: missing key '{req}'")
+    return klass(**kwargs)
+
+
+def _stage_problems(i: int, s: StageSpec, dims: int, last: bool) -> list[str]:
+    p = f"stages[{i}]"
+    schema = BLOCK_SCHEMAS.get(s.block)
+    if schema is None:
+        return [f"{p}.block={s.block!r} is not a known block; known: {sorted(BLOCK_SCHEMAS)}"]
+    errs = []
+    if dims not in schema.dims:
+        errs.append(f"{p}.block={s.block!r} has no {dims}-D version")
+    if s.depth < 1 and not (s.block == "levit" and s.stride > 1 and s.depth == 0):
+        errs.append(f"{p}.depth={s.depth} must be >= 1")
+    if s.width < 1:
+        errs.append(f"{p}.width={s.width} must be >= 1")
+    max_stride = 8 if s.block == "cvt" else 2
+    if s.stride < 1 or s.stride > max_stride:
+        errs.append(f"{p}.stride={s.stride} must be between 1 and {max_stride} for block {s.block!r}")
+    for name in BLOCK_PARAM_FIELDS:
+        if name not in schema.params and getattr(s, name) is not None:
+            errs.append(f"{p}.{name}={getattr(s, name)!r} is not a parameter of block "
+                        f"{s.block!r} (it takes {sorted(schema.params)})")
+    if errs:
+        return errs
+    if s.kernel is not None and (s.kernel < 1):
+        errs.append(f"{p}.kernel={s.kernel} must be >= 1")
+    if s.kernel is not None and s.block != "cvt" and s.kernel % 2 == 0:
+        errs.append(f"{p}.kernel={s.kernel} must be odd")
+    for name in ("expansion", "mlp_ratio", "value_ratio"):
+        v = getattr(s, name)
+        if v is not None and v <= 0:
+            errs.append(f"{p}.{name}={v} must be > 0")
+    if s.se_ratio is not None and not 0 <= s.se_ratio < 1:
+        errs.append(f"{p}.se_ratio={s.se_ratio} must be in [0, 1)")
+    if s.layer_scale is not None and s.layer_scale < 0:
+        errs.append(f"{p}.layer_scale={s.layer_scale} must be >= 0 (0 switches it off)")
+    if s.norm is not None and s.norm not in NORMS:
+        errs.append(f"{p}.norm={s.norm!r} is not one of {list(NORMS)}")
+    if s.act is not None and s.act not in ACTS:
+        errs.append(f"{p}.act={s.act!r} is not one of {list(ACTS)}")
+    if s.window is not None and s.window < 1:
+        errs.append(f"{p}.window={s.window} must be >= 1")
+    if s.key_dim is not None and s.key_dim < 1:
+        errs.append(f"{p}.key_dim={s.key_dim} must be >= 1")
+    if s.kv_stride is not None and s.kv_stride < 1:
+        errs.append(f"{p}.kv_stride={s.kv_stride} must be >= 1")
+    if s.attention is not None and schema.attention_kinds and s.attention not in schema.attention_kinds:
+        errs.append(f"{p}.attention={s.attention!r} is not supported by block {s.block!r} "
+                    f"(choose from {list(schema.attention_kinds)})")
+    if s.attn_blocks is not None and not 0 <= s.attn_blocks <= s.depth:
+        errs.append(f"{p}.attn_blocks={s.attn_blocks} must be between 0 and depth={s.depth}")
+    uses_heads = "heads" in schema.params and "key_dim" not in schema.params
+    if uses_heads:
+        if s.heads is None or s.heads < 1:
+            errs.append(f"{p}.heads={s.heads} must be >= 1")
+        elif s.width % s.heads:
+            errs.append(f"{p}.heads={s.heads} does not divide width={s.width}")
+        elif s.head_dim is not None and s.heads * s.head_dim != s.width:
+            errs.append(f"{p}.head_dim={s.head_dim} times heads={s.heads} must equal "
+                        f"width={s.width}")
+    elif "heads" in schema.params and (s.heads is None or s.heads < 1):
+        errs.append(f"{p}.heads={s.heads} must be >= 1")
+    if s.cls_token and not last:
+        errs.append(f"{p}.cls_token=true is only allowed in the last stage")
+    if s.cls_token and s.attention == "rel":
+        errs.append(f"{p}.cls_token=true needs attention='global' (relative bias has no "
+                    f"position for the class token)")
+    return errs

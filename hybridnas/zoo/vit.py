@@ -1,0 +1,39 @@
+"""ViT (Dosovitskiy et al. 2021) and ViT with a convolutional stem (Xiao et
+al. 2021, "Early Convolutions Help Transformers See Better", arXiv:2106.14881).
+
+Xiao et al.'s ViT_C replaces the 16x16 patchify stem with stacked 3x3
+stride-2 conv-BN-ReLU layers and a final 1x1 conv, and removes one
+transformer block to keep the compute equal."""
+from ..spec import ArchSpec, HeadSpec, StageSpec, StemSpec
+from . import register
+
+
+def vit_body(depth, width, heads, mlp_ratio=4.0, grid=14):
+    return StageSpec("transformer", depth=depth, width=width, stride=1, heads=heads,
+                     head_dim=width // heads, mlp_ratio=mlp_ratio, attention="global",
+                     window=grid, pos_embed=True, cls_token=True)
+
+
+def vit(patch, depth, width, heads, mlp_ratio=4.0, resolution=224):
+    return ArchSpec(
+        stem=StemSpec(kind="patchify", widths=(width,), kernel=patch, norm="none", bias=True),
+        stages=(vit_body(depth, width, heads, mlp_ratio, resolution // patch),),
+        head=HeadSpec(pool="cls", norm="ln"),
+    )
+
+
+def vit_conv_stem(stem_widths, depth, width, heads, mlp_ratio=3.0, resolution=224):
+    return ArchSpec(
+        stem=StemSpec(kind="conv", widths=tuple(stem_widths), kernel=3, norm="bn", act="relu",
+                      proj=width),
+        stages=(vit_body(depth, width, heads, mlp_ratio, resolution // 2 ** len(stem_widths)),),
+        head=HeadSpec(pool="cls", norm="ln"),
+    )
+
+
+register("vit_base_patch16", vit(16, 12, 768, 12), params_m=86.6, gmacs=17.5,
+         paper="arXiv:2010.11929")
+register("vit_c_1gf", vit_conv_stem((24, 48, 96, 192), 11, 192, 3), params_m=4.6, gmacs=1.1,
+         paper="arXiv:2106.14881")
+register("vit_c_4gf", vit_conv_stem((48, 96, 192, 384), 11, 384, 6), params_m=17.8, gmacs=4.0,
+         paper="arXiv:2106.14881")
