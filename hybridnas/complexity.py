@@ -79,8 +79,12 @@ def _fused_encoder_layer(inputs, outputs) -> int:
     tokens = math.prod(batch) * n
     ffn = _shape(inputs[14])[0]
     heads = inputs[2].toIValue()
+    use_gelu = bool(inputs[7].toIValue())
     attn = math.prod(batch) * (2 * n * n * d + n * n * heads)
-    return tokens * (3 * d * d + d * d + 2 * d * ffn) + attn + tokens * ffn
+    # Same conventions as the unfused path: fvcore counts 5 per element of a
+    # LayerNorm, and GELU (not ReLU) is counted one per element.
+    norms = 2 * 5 * tokens * d
+    return tokens * (3 * d * d + d * d + 2 * d * ffn) + attn + norms + (tokens * ffn if use_gelu else 0)
 
 
 def _native_mha(inputs, outputs) -> int:

@@ -55,6 +55,9 @@ BLOCK_PARAM_FIELDS = (
 )
 
 ATTENTION_KINDS = ("global", "window", "grid", "rel", "conv", "bias")
+#: Attention axes of stages in multi-asset (``assets=True``) specs.
+AXES = ("time", "assets", "both")
+AXIS_BLOCKS = ("transformer",)
 NORMS = ("bn", "ln", "none")
 ACTS = ("gelu", "relu", "silu", "hardswish", "tanh", "identity")
 
@@ -214,6 +217,13 @@ class StageSpec:
     at the start of the stage. Block parameters left as ``None`` take the
     block's defaults (see ``BLOCK_SCHEMAS``); parameters the block does not
     accept must stay ``None``.
+
+    ``axis`` applies only to ``transformer`` stages of specs with
+    ``assets=True`` (see ``ArchSpec``; other blocks run per asset over time):
+    which axis of the (assets, time) panel the attention runs over --
+    ``'time'`` within each asset, ``'both'`` over all (asset, day) tokens at once, or
+    ``'assets'``: average over time first, then attend across assets (the
+    seed's FinancialHybrid transition; time stays pooled from there on).
     """
 
     block: str
@@ -237,21 +247,23 @@ class StageSpec:
     attn_blocks: int | None = None
     pos_embed: bool | None = None
     cls_token: bool | None = None
+    axis: str | None = None
 
     def __post_init__(self) -> None:
         schema = BLOCK_SCHEMAS.get(self.block)
         if schema is None:
             return  # validate() reports the unknown block with its position
+        # heads and head_dim are two views of one choice: an explicit heads
+        # wins over the block's default head_dim, and both end up filled.
+        derive_head_dim = (schema.attention and "head_dim" in schema.params
+                           and self.heads is not None and self.head_dim is None)
+        if derive_head_dim:
+            object.__setattr__(self, "head_dim", self.width // self.heads if self.heads else None)
         for name, default in schema.params.items():
             if getattr(self, name) is None and default is not None:
                 object.__setattr__(self, name, default)
-        if schema.attention and "heads" in schema.params:
-            # heads and head_dim are two views of one choice: keep both filled.
-            heads, head_dim = self.heads, self.head_dim
-            if heads is None and head_dim:
-                object.__setattr__(self, "heads", max(1, self.width // head_dim))
-            elif heads and "head_dim" in schema.params and head_dim is None:
-                object.__setattr__(self, "head_dim", self.width // heads if heads else None)
+        if schema.attention and "head_dim" in schema.params and self.heads is None and self.head_dim:
+            object.__setattr__(self, "heads", max(1, self.width // self.head_dim))
         for name in ("expansion", "se_ratio", "mlp_ratio", "value_ratio", "layer_scale"):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
@@ -294,6 +306,13 @@ class HeadSpec:
 class ArchSpec:
     """A whole network: stem, stages and head, for 2-D images or 1-D series.
 
+    ``assets=True`` (1-D only) makes it a multi-asset model: the input is a
+    panel (B, assets, time, features), the stem and stages run on each
+    asset's series with the assets folded into the batch (attention stages
+    may attend across assets instead, see ``StageSpec.axis``), and the head
+    predicts ``outputs`` values (e.g. one per horizon) per asset, giving
+    (B, assets, outputs). ``hybridnas.temporal`` builds and trains these.
+
     ``name`` is a label only: it is not part of equality or of ``arch_id``.
     """
 
@@ -302,9 +321,15 @@ class ArchSpec:
     head: HeadSpec = field(default_factory=HeadSpec)
     dims: int = 2
     name: str | None = field(default=None, compare=False)
+    assets: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "stages", tuple(self.stages))
+        stages = tuple(self.stages)
+        if self.assets:
+            # Canonical form: attention stages of a multi-asset spec name their axis.
+            stages = tuple(dataclasses.replace(s, axis="time")
+                           if s.block in AXIS_BLOCKS and s.axis is None else s for s in stages)
+        object.__setattr__(self, "stages", stages)
 
     # ---- derived facts --------------------------------------------------
     @property
@@ -357,6 +382,8 @@ class ArchSpec:
         errs: list[str] = []
         if self.dims not in (1, 2):
             errs.append(f"dims={self.dims!r} must be 1 or 2")
+        if self.assets and self.dims != 1:
+            errs.append(f"assets=true needs dims=1 (got dims={self.dims})")
         st = self.stem
         if st.kind not in STEM_KINDS:
             errs.append(f"stem.kind={st.kind!r} is not one of {list(STEM_KINDS)}")
@@ -382,6 +409,7 @@ class ArchSpec:
             errs.append("stages=[] must hold at least one stage")
         for i, s in enumerate(self.stages):
             errs.extend(_stage_problems(i, s, self.dims, last=i == len(self.stages) - 1))
+        errs.extend(_axis_problems(self))
         if self.stem.kind == "none" and self.stages and self.stages[0].block != "cvt":
             errs.append(f"stem.kind='none' needs a first stage that embeds its input "
                         f"(block 'cvt'), not stages[0].block={self.stages[0].block!r}")
@@ -433,6 +461,8 @@ class ArchSpec:
         if self.name:
             out["name"] = self.name
         out["dims"] = self.dims
+        if self.assets:  # written only when set, so other specs keep their arch_id
+            out["assets"] = True
         out["stem"] = stem
         out["stages"] = [
             {f.name: getattr(s, f.name) for f in fields(s) if getattr(s, f.name) is not None}
@@ -451,7 +481,7 @@ class ArchSpec:
         if not isinstance(data, Mapping):
             raise SpecError(f"{source}: expected a mapping with stem/stages/head, "
                             f"got {type(data).__name__}")
-        allowed = {"name", "dims", "stem", "stages", "head"}
+        allowed = {"name", "dims", "assets", "stem", "stages", "head"}
         unknown = set(data) - allowed
         if unknown:
             raise SpecError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -464,7 +494,11 @@ class ArchSpec:
         stages = tuple(_make(StageSpec, s, f"{source}: stages[{i}]") for i, s in enumerate(raw_stages))
         head = _make(HeadSpec, data.get("head", {}), f"{source}: head")
         dims = data.get("dims", 2)
-        return cls(stem=stem, stages=stages, head=head, dims=dims, name=data.get("name"))
+        assets = data.get("assets", False)
+        if not isinstance(assets, bool):
+            raise SpecError(f"{source}: assets={assets!r} has the wrong type (expected bool)")
+        return cls(stem=stem, stages=stages, head=head, dims=dims, name=data.get("name"),
+                   assets=assets)
 
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(), **kw)
@@ -625,4 +659,44 @@ def _stage_problems(i: int, s: StageSpec, dims: int, last: bool) -> list[str]:
     if s.cls_token and s.attention == "rel":
         errs.append(f"{p}.cls_token=true needs attention='global' (relative bias has no "
                     f"position for the class token)")
+    return errs
+
+
+def _axis_problems(spec: ArchSpec) -> list[str]:
+    errs = []
+    pooled_at = None
+    for i, s in enumerate(spec.stages):
+        p = f"stages[{i}]"
+        if s.axis is None:
+            if pooled_at is not None:
+                errs.append(f"{p}.block={s.block!r} follows stages[{pooled_at}].axis='assets', "
+                            f"which averaged time away: only transformer stages with "
+                            f"axis='assets' can follow")
+            continue
+        if not spec.assets:
+            errs.append(f"{p}.axis={s.axis!r} needs a multi-asset spec (assets=true)")
+            continue
+        if s.block not in AXIS_BLOCKS:
+            errs.append(f"{p}.axis={s.axis!r} is not a parameter of block {s.block!r} "
+                        f"(only {list(AXIS_BLOCKS)} take it)")
+            continue
+        if s.axis not in AXES:
+            errs.append(f"{p}.axis={s.axis!r} is not one of {list(AXES)}")
+            continue
+        if s.axis != "time" and s.stride != 1:
+            errs.append(f"{p}.stride={s.stride} must be 1 with axis={s.axis!r} "
+                        f"(assets cannot be downsampled)")
+        if s.axis != "time" and s.attention != "global":
+            errs.append(f"{p}.attention={s.attention!r} must be 'global' with axis={s.axis!r} "
+                        f"(assets have no order for a position bias)")
+        if s.axis != "time" and (s.pos_embed or s.cls_token):
+            errs.append(f"{p}.axis={s.axis!r} allows no pos_embed/cls_token")
+        if pooled_at is not None and s.axis != "assets":
+            errs.append(f"{p}.axis={s.axis!r} follows stages[{pooled_at}].axis='assets', "
+                        f"which averaged time away")
+        if s.axis == "assets" and pooled_at is None:
+            pooled_at = i
+    if spec.assets and spec.head.pool != "avg":
+        errs.append(f"head.pool={spec.head.pool!r} must be 'avg' with assets=true (the head "
+                    f"averages each asset's features over time)")
     return errs

@@ -1,0 +1,112 @@
+"""Generated from the registries: every block and every named architecture."""
+import pytest
+import torch
+
+import hybridnas
+from hybridnas.blocks import BLOCKS
+from hybridnas.spec import BLOCK_SCHEMAS, ArchSpec, StageSpec, StemSpec
+from hybridnas.zoo import get_named
+
+NAMES = hybridnas.list_models()
+PUBLISHED = [n for n in NAMES if get_named(n).params_m]
+
+
+def test_block_registry_matches_schemas():
+    assert set(BLOCKS) == set(BLOCK_SCHEMAS)
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_named_architecture_matches_published_size(name):
+    named = get_named(name)
+    c = hybridnas.cost(name, named.resolution, num_classes=named.num_classes)
+    assert abs(c.params / 1e6 - named.params_m) <= 0.02 * named.params_m, (
+        f"{name}: {c.params / 1e6:.2f} M params vs published {named.params_m}")
+    assert abs(c.gmacs - named.gmacs) <= 0.10 * named.gmacs, (
+        f"{name}: {c.gmacs:.3f} GMACs vs published {named.gmacs}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_named_architecture_forward_backward_full_size(name):
+    named = get_named(name)
+    if named.spec.dims != 2:
+        pytest.skip("1-D architectures are covered by the temporal tests")
+    torch.manual_seed(0)
+    model = hybridnas.create_model(name)
+    x = torch.randn(1, 3, named.resolution, named.resolution)
+    out = model(x)
+    assert out.shape == (1, 1000)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads)
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("size", [32, 64])
+def test_named_architecture_at_proxy_size(name, size):
+    named = get_named(name)
+    if named.spec.dims != 2:
+        pytest.skip("1-D architectures are covered by the temporal tests")
+    problems = named.spec.problems(size)
+    if problems:  # too many stride-2 steps for this size: the spec must say which one
+        assert "below 1x1" in problems[0]
+        pytest.skip(problems[0])
+    model = hybridnas.create_model(name, num_classes=10)
+    model.train()
+    out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 10)
+    out.logsumexp(-1).mean().backward()
+    feats = model.forward_features(torch.randn(1, 3, size, size))
+    expected = named.spec.stage_resolutions(size)[-1]
+    if feats.ndim == 4:
+        assert feats.shape[1] == model.feature_info[-1]["num_chs"]
+        assert tuple(feats.shape[2:]) == expected
+
+
+def test_feature_info_and_reset_classifier():
+    model = hybridnas.create_model("coatnet_0", num_classes=10)
+    assert [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
+    assert [f["num_chs"] for f in model.feature_info] == [96, 192, 384, 768]
+    model.reset_classifier(3)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+    model.reset_classifier(0)
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 768)
+
+
+def test_create_model_from_spec_file(tmp_path):
+    spec = hybridnas.get_spec("vit_c_1gf")
+    path = tmp_path / "vit.yaml"
+    spec.save(str(path))
+    model = hybridnas.create_model(str(path), num_classes=5)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 5)
+
+
+def test_drop_path_is_active_only_in_training():
+    spec = ArchSpec(stem=StemSpec(kind="patchify", widths=(16,), kernel=4),
+                    stages=(StageSpec("convnext", 4, 16, stride=1),))
+    model = hybridnas.build_model(spec, num_classes=4, drop_path_rate=0.5)
+    x = torch.randn(2, 3, 16, 16)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    rates = [b.drop_path.p for b in model.stages[0].blocks]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("key", sorted(BLOCK_SCHEMAS))
+def test_each_block_alone_at_odd_sizes(key):
+    """Every registered block builds in a one-stage net and runs on odd grids."""
+    schema = BLOCK_SCHEMAS[key]
+    if 2 not in schema.dims:
+        pytest.skip("no 2-D version")
+    kw = {}
+    if key == "levit":
+        kw = dict(heads=2)
+    if key == "cvt":
+        kw = dict(heads=2)
+    stage = StageSpec(key, depth=2, width=32, stride=2, **kw)
+    spec = ArchSpec(stem=StemSpec(kind="conv", widths=(16,), strides=(1,)), stages=(stage,))
+    model = hybridnas.build_model(spec, num_classes=3)
+    for size in (7, 9, 15):
+        out = model(torch.randn(2, 3, size, size))
+        assert out.shape == (2, 3)
+        assert torch.isfinite(out).all()
