@@ -91,5 +91,10 @@ class HybridNet(nn.Module):
 def build_model(spec: ArchSpec, num_classes: int = 1000, in_chans: int = 3,
                 drop_path_rate: float = 0.0) -> HybridNet:
     """Build the network a spec describes (validating it first)."""
+    if spec.assets:  # multi-asset panels: hybridnas.temporal folds the asset axis
+        from .temporal.model import PanelNet
+
+        return PanelNet(spec, num_classes=num_classes, in_chans=in_chans,
+                        drop_path_rate=drop_path_rate)
     return HybridNet(spec, num_classes=num_classes, in_chans=in_chans,
                      drop_path_rate=drop_path_rate)
