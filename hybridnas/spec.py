@@ -435,6 +435,8 @@ class ArchSpec:
         size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
         if min(size) < 1:
             return [f"resolution={resolution} must be positive"]
+        if self.dims == 1:  # sequences and (assets, time) panels: only time is downsampled
+            size = (size[-1], size[-1])
         h, w = size
         if self.stem.kind != "none":
             for j, s in enumerate(self.stem.strides):

@@ -1,7 +1,11 @@
 """Multi-asset models: a ``HybridNet`` that folds the asset axis around its stages.
 
 A spec with ``assets=True`` describes a network over a panel of daily series,
-input (B, assets, time, features), output (B, assets, outputs):
+input (B, features, assets, time), output (B, assets, outputs). The panel is
+channels-first like an image (features as channels, assets x time as the
+map), so code that sizes inputs as ``(in_chans, *resolution)`` -- cost
+counting, latency, export -- handles it with ``in_chans=features`` and
+``resolution=(assets, time)``:
 
 - the stem and every stage whose attention axis is ``'time'`` (and every
   convolution stage) run on each asset's series, the assets folded into the
@@ -39,13 +43,16 @@ class PanelNet(HybridNet):
     """
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, assets, time, features) -> (B, assets, channels, time'); time' is
-        1 once an ``axis='assets'`` stage has pooled time away."""
+        """(B, features, assets, time) -> (B, assets, channels, time'); time' is
+        1 once an ``axis='assets'`` stage has pooled time away. A single series
+        (B, features, time) is taken as a panel of one asset."""
+        if x.ndim == 3:
+            x = x.unsqueeze(2)
         if x.ndim != 4:
-            raise ValueError(f"a multi-asset model takes (batch, assets, time, features), "
+            raise ValueError(f"a multi-asset model takes (batch, features, assets, time), "
                              f"got shape {tuple(x.shape)}")
-        b, a, t, f = x.shape
-        h = self.stem(x.reshape(b * a, t, f).transpose(1, 2))  # (B*A, C, T)
+        b, f, a, t = x.shape
+        h = self.stem(x.transpose(1, 2).reshape(b * a, f, t))  # (B*A, C, T)
         pooled = False
         for stage, spec in zip(self.stages, self.spec.stages):
             axis = spec.axis or "time"
@@ -79,11 +86,15 @@ class SeedFinancialHybrid(nn.Module):
     """The design document's FinancialHybrid, as written there (including its
     dropout-0.1 ``nn.TransformerEncoderLayer`` with ReLU), with one change:
     ``horizons`` outputs per asset instead of one, so it is trained on the same
-    multi-horizon targets as searched models. Output (B, assets, horizons)."""
+    multi-horizon targets as searched models. Input (B, assets, time, features)
+    as in the seed (``panel_first=True`` takes the channels-first panel
+    (B, features, assets, time) that datasets and ``PanelNet`` use);
+    output (B, assets, horizons)."""
 
     def __init__(self, n_features: int, n_assets: int, seq_len: int, embed_dim: int = 128,
-                 num_heads: int = 8, horizons: int = 1):
+                 num_heads: int = 8, horizons: int = 1, panel_first: bool = False):
         super().__init__()
+        self.panel_first = panel_first
         self.temporal_conv = nn.Sequential(
             nn.Conv1d(n_features, 64, kernel_size=5, padding=2),
             nn.BatchNorm1d(64),
@@ -105,6 +116,8 @@ class SeedFinancialHybrid(nn.Module):
         self.head = nn.Linear(embed_dim, horizons)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.panel_first:
+            x = x.permute(0, 2, 3, 1)
         b, a, t, f = x.shape
         x = x.reshape(b * a, t, f).transpose(1, 2)
         x = self.temporal_conv(x).mean(dim=-1)

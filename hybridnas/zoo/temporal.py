@@ -1,4 +1,5 @@
-"""Multi-asset temporal architectures (``assets=True`` specs, see hybridnas.temporal).
+"""Multi-asset temporal architectures (``assets=True`` specs, see hybridnas.temporal):
+input (B, features, assets, time), output (B, assets, horizons).
 
 - ``financial_hybrid``: the design document's FinancialHybrid ("Quantitative
   Finance Applications"): per-asset temporal convs -- 5-tap conv to 64, then
@@ -23,4 +24,4 @@ FINANCIAL_HYBRID = ArchSpec(
 )
 
 register("financial_hybrid", FINANCIAL_HYBRID, resolution=60, num_classes=1, in_chans=6,
-         note="seed FinancialHybrid (multi-asset, input (B, assets, time, features))")
+         note="seed FinancialHybrid (multi-asset, input (B, features, assets, time))")
