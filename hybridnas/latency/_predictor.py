@@ -1,0 +1,515 @@
+"""Latency predictor: a per-part lookup table plus a whole-network correction.
+
+A network is cut into parts whose latency does not depend on the rest of it:
+
+- ``stem``: the stem at the input size;
+- ``first``: a stage at depth 1 (its downsampler, its first block, which
+  changes width/stride, and the layout conversions at its ends);
+- ``block``: one more block of that stage at stride 1 (a stage of depth d
+  costs ``first + (d - 1) * block``);
+- ``stage``: a whole stage, for stages whose blocks differ (EfficientFormer
+  stages with attention blocks, LeViT shrink-only stages).
+
+Each part is keyed by its block type, every block parameter, its input
+shape, width, stride and batch size. ``calibrate`` measures every part it
+meets in sample architectures on the target device, then measures a few
+whole networks and fits ``total = scale * sum(parts) + offset + head_coef *
+head_size`` by least squares on relative error: the correction absorbs the
+per-call framework overhead and the classifier head, which is not a part.
+
+``predict`` needs no torch and builds nothing: it walks the spec, looks the
+parts up, and applies the correction. A part missing from the table falls
+back to a per-kind non-negative fit on simple size features (the table
+covers a discrete space after enough samples; ``explain`` says which parts
+were looked up and which were estimated). ``fill`` measures missing parts
+on the spot and adds them to the table.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterable
+
+from ..errors import UserError
+from ..spec import ArchSpec, StageSpec
+
+__all__ = ["LatencyPredictor", "Part", "spec_parts", "calibrate", "calibrate_space", "check",
+           "summarise_check", "measure_part"]
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Part:
+    """One lookup-table entry of a spec: ``kind`` (stem/first/block/stage),
+    ``key`` (canonical JSON), how many times it occurs, and what building
+    and feeding it needs (``build``: kind-specific recipe)."""
+
+    kind: str
+    key: str
+    count: int
+    build: dict[str, Any]
+
+
+def _stage_fields(stage: StageSpec, drop_depth: bool = True) -> dict[str, Any]:
+    out = {f.name: getattr(stage, f.name) for f in fields(stage)
+           if getattr(stage, f.name) is not None}
+    if drop_depth:
+        out.pop("depth", None)
+    return out
+
+
+def _homogeneous(stage: StageSpec) -> bool:
+    # Blocks after the first are identical except where the stage mixes kinds.
+    return not (stage.attn_blocks or 0) and stage.depth >= 1
+
+
+def _key(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"))
+
+
+def spec_parts(spec: ArchSpec, resolution: int, batch_size: int = 1,
+               in_chans: int = 3) -> list[Part]:
+    """The parts of ``spec`` at ``resolution`` (see the module docstring)."""
+    dims = spec.dims
+    size = [resolution] if dims == 1 else [resolution, resolution]
+    parts: list[Part] = []
+    chans = in_chans
+    if spec.stem.kind != "none":
+        stem = {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in spec.stem.__dict__.items()}
+        build = {"stem": stem, "in": [batch_size, chans] + size, "dims": dims}
+        parts.append(Part("stem", _key({"kind": "stem", **build}), 1, build))
+        for s in spec.stem.strides:
+            size = [-(-n // s) if s > 1 else n for n in size]
+        chans = spec.stem.out_channels
+    for stage in spec.stages:
+        fields_ = _stage_fields(stage)
+        shape_in = [batch_size, chans] + size
+        size = [-(-n // stage.stride) if stage.stride > 1 else n for n in size]
+        if _homogeneous(stage):
+            build = {"stage": fields_, "in": shape_in, "dims": dims}
+            parts.append(Part("first", _key({"kind": "first", **build}), 1, build))
+            if stage.depth > 1:
+                bbuild = {"stage": fields_, "in": [batch_size, stage.width] + size, "dims": dims}
+                parts.append(Part("block", _key({"kind": "block", **bbuild}), stage.depth - 1,
+                                  bbuild))
+        else:
+            build = {"stage": _stage_fields(stage, drop_depth=False), "in": shape_in,
+                     "dims": dims}
+            parts.append(Part("stage", _key({"kind": "stage", **build}), 1, build))
+        chans = stage.width
+    return parts
+
+
+def _features(part: Part) -> list[float]:
+    """Size features for the fallback fit: pointwise, depthwise, attention,
+    elementwise work (all scaled to millions) and a constant."""
+    b = part.build
+    n_in = math.prod(b["in"][2:])
+    batch, c_in = b["in"][0], b["in"][1]
+    if part.kind == "stem":
+        st = b["stem"]
+        widths = st["widths"]
+        k2 = st["kernel"] ** b["dims"]
+        pix, prev, mac = n_in, c_in, 0.0
+        for w, s in zip(widths, st["strides"]):
+            pix = pix / (s ** b["dims"])
+            mac += pix * prev * w * k2
+            prev = w
+        return [batch * mac / 1e6, 0.0, 0.0, batch * pix * prev / 1e6, 1.0]
+    s = b["stage"]
+    width = s["width"]
+    stride = s.get("stride", 1) if part.kind != "block" else 1
+    n_out = n_in / (stride ** b["dims"])
+    depth = s.get("depth", 1)
+    ratio = s.get("expansion") or s.get("mlp_ratio") or 4.0
+    k = s.get("kernel") or 1
+    point = n_out * width * width * ratio * 2 + (n_in * c_in * width if part.kind != "block" else 0)
+    dw = n_out * width * ratio * k ** b["dims"]
+    attn = 0.0
+    if s.get("heads") is not None or s.get("attention"):
+        window = s.get("window") or 0
+        span = min(n_out, window ** b["dims"]) if s.get("attention") in ("window", "grid") \
+            else n_out
+        attn = n_out * span * width + n_out * width * width * 4
+    elem = n_out * width * ratio
+    mult = depth if part.kind == "stage" else 1
+    return [batch * mult * v / 1e6 for v in (point, dw, attn, elem)] + [1.0]
+
+
+def _nnls(rows: list[list[float]], targets: list[float]) -> list[float]:
+    import numpy as np
+    from scipy.optimize import nnls
+
+    a = np.asarray(rows, dtype=float)
+    y = np.asarray(targets, dtype=float)
+    # Relative error matters, not absolute: weight each row by 1 / target.
+    w = 1.0 / np.maximum(y, 1e-6)
+    coef, _ = nnls(a * w[:, None], y * w)
+    return coef.tolist()
+
+
+class LatencyPredictor:
+    """Per-part latency table + whole-network correction for one device and
+    setting (``settings``: device, device_name, backend, threads, ...).
+
+    ``LatencyPredictor.load(path).predict(spec, resolution)`` -> ms.
+    """
+
+    def __init__(self, settings: dict[str, Any], table: dict[str, float] | None = None,
+                 correction: dict[str, float] | None = None,
+                 fallback: dict[str, list[float]] | None = None,
+                 report: dict[str, Any] | None = None):
+        self.settings = dict(settings)
+        self.table: dict[str, float] = dict(table or {})
+        self.correction = dict(correction or {"scale": 1.0, "offset": 0.0, "head": 0.0})
+        self.fallback = dict(fallback or {})
+        self.report = dict(report or {})
+
+    # ---- persistence ----------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        path = os.fspath(path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        data = {"format": "hybridnas-latency-table", "version": FORMAT_VERSION,
+                "settings": self.settings, "correction": self.correction,
+                "fallback": self.fallback, "report": self.report, "table": self.table}
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "LatencyPredictor":
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            raise UserError(f"{path}: no latency table (build one with "
+                            f"`hybridnas latency calibrate`)") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: not a readable latency table ({e})") from None
+        if not isinstance(data, dict) or data.get("format") != "hybridnas-latency-table":
+            raise UserError(f"{path}: not a hybridnas latency table (format field missing)")
+        if data.get("version") != FORMAT_VERSION:
+            raise UserError(f"{path}: latency table version={data.get('version')!r}; this "
+                            f"hybridnas reads version {FORMAT_VERSION} (recalibrate)")
+        return cls(data["settings"], data["table"], data["correction"], data.get("fallback"),
+                   data.get("report"))
+
+    # ---- prediction -----------------------------------------------------
+    def _part_ms(self, part: Part) -> tuple[float, str]:
+        if part.key in self.table:
+            return self.table[part.key], "table"
+        coef = self.fallback.get(part.kind) or self.fallback.get("all")
+        if not coef:
+            raise UserError(f"latency table has no entry for a {part.kind} part and no "
+                            f"fallback fit (calibrate with more architectures)")
+        return max(0.0, sum(c * f for c, f in zip(coef, _features(part)))), "estimate"
+
+    def _head_size(self, spec: ArchSpec, batch_size: int, num_classes: int | None) -> float:
+        outputs = spec.head.outputs or num_classes or self.settings.get("num_classes") or 1000
+        width = spec.stages[-1].width
+        return batch_size * width * (outputs + (spec.head.hidden or 0)) / 1e6
+
+    def explain(self, spec: ArchSpec, resolution: int | None = None, batch_size: int | None = None,
+                in_chans: int | None = None, num_classes: int | None = None
+                ) -> list[dict[str, Any]]:
+        """Per-part breakdown: kind, count, ms (per occurrence), source
+        ('table' or 'estimate')."""
+        resolution, batch_size, in_chans = self._defaults(resolution, batch_size, in_chans)
+        rows = []
+        for part in spec_parts(spec, resolution, batch_size, in_chans):
+            ms, source = self._part_ms(part)
+            rows.append({"kind": part.kind, "count": part.count, "ms": ms, "source": source,
+                         "key": part.key})
+        return rows
+
+    def _defaults(self, resolution, batch_size, in_chans) -> tuple[int, int, int]:
+        s = self.settings
+        return (int(resolution or s.get("resolution") or 224), int(batch_size or
+                s.get("batch_size") or 1), int(in_chans or s.get("in_chans") or 3))
+
+    def predict(self, spec: ArchSpec, resolution: int | None = None, batch_size: int | None = None,
+                in_chans: int | None = None, num_classes: int | None = None) -> float:
+        """Predicted forward latency (ms) of ``spec``; no model is built."""
+        rows = self.explain(spec, resolution, batch_size, in_chans, num_classes)
+        total = sum(r["ms"] * r["count"] for r in rows)
+        _, batch_size, _ = self._defaults(resolution, batch_size, in_chans)
+        return self._correct(total, self._head_size(spec, batch_size, num_classes))
+
+    def coverage(self, spec: ArchSpec, **kw: Any) -> float:
+        """Share of the spec's parts (weighted by count) found in the table."""
+        rows = self.explain(spec, **kw)
+        n = sum(r["count"] for r in rows)
+        return sum(r["count"] for r in rows if r["source"] == "table") / n if n else 1.0
+
+    def _correct(self, parts_ms: float, head: float) -> float:
+        c = self.correction
+        return c["scale"] * parts_ms + c["offset"] + c.get("head", 0.0) * head
+
+    # ---- growing the table ----------------------------------------------
+    def fill(self, spec: ArchSpec, resolution: int | None = None, batch_size: int | None = None,
+             in_chans: int | None = None) -> int:
+        """Measure the parts of ``spec`` missing from the table (on this
+        machine, with the table's device and settings); returns how many."""
+        resolution, batch_size, in_chans = self._defaults(resolution, batch_size, in_chans)
+        missing = [p for p in spec_parts(spec, resolution, batch_size, in_chans)
+                   if p.key not in self.table]
+        for part in _unique(missing):
+            self.table[part.key] = measure_part(part, self.settings)
+        return len(_unique(missing))
+
+
+def _unique(parts: Iterable[Part]) -> list[Part]:
+    seen: dict[str, Part] = {}
+    for p in parts:
+        seen.setdefault(p.key, p)
+    return list(seen.values())
+
+
+# --------------------------------------------------------------------------
+# measuring parts (torch from here on)
+# --------------------------------------------------------------------------
+
+def _part_module(part: Part):
+    """(module, example input) for a part, in eval mode on the CPU."""
+    import torch
+
+    from ..blocks import Stage, build_stem
+
+    b = part.build
+    dims = b["dims"]
+    x = torch.randn(b["in"])
+    if part.kind == "stem":
+        from ..spec import StemSpec
+
+        st = dict(b["stem"])
+        stem = StemSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in st.items()})
+        return build_stem(stem, b["in"][1], dims).eval(), x
+    fields_ = dict(b["stage"])
+    if part.kind == "stage":
+        stage = StageSpec(**fields_)
+        return Stage(stage, b["in"][1], [0.0] * stage.depth, dims).eval(), x
+    if part.kind == "first":
+        stage = StageSpec(**fields_, depth=1)
+        return Stage(stage, b["in"][1], [0.0], dims).eval(), x
+    # "block": the second block of a depth-2 stage at stride 1 and its own
+    # width, fed exactly what the stage feeds it (layout, tokens) via a hook.
+    stage = StageSpec(**{**fields_, "stride": 1}, depth=2)
+    module = Stage(stage, stage.width, [0.0, 0.0], dims).eval()
+    captured: list[Any] = []
+    handle = module.blocks[1].register_forward_pre_hook(lambda m, args: captured.append(args[0]))
+    with torch.inference_mode():
+        module(x)
+    handle.remove()
+    return module.blocks[1], captured[0].clone()
+
+
+def measure_part(part: Part, settings: dict[str, Any]) -> float:
+    """Median latency (ms) of one part with the table's settings."""
+    import contextlib
+
+    import torch
+
+    from ._measure import cpu_threads, time_callable
+
+    device = settings["device"]
+    module, x = _part_module(part)
+    threads = cpu_threads(settings.get("threads") or 1) if device == "cpu" \
+        else contextlib.nullcontext()
+    with threads, torch.inference_mode():
+        module.to(device)
+        x = x.to(device)
+        times = time_callable(lambda: module(x), device, settings.get("warmup", 5),
+                              settings.get("part_repeats", settings.get("repeats", 20)))
+    times.sort()
+    return times[len(times) // 2] if len(times) % 2 else \
+        (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+
+
+# --------------------------------------------------------------------------
+# calibration
+# --------------------------------------------------------------------------
+
+def calibrate(specs: list[ArchSpec], device: str = "cpu", resolution: int = 224,
+              batch_size: int = 1, in_chans: int = 3, num_classes: int = 1000,
+              threads: int | None = None, warmup: int = 5, repeats: int = 20,
+              networks: int | None = None, measure_fn: Callable | None = None,
+              progress: Callable[[str], None] | None = None) -> LatencyPredictor:
+    """Build a predictor for ``device`` from sample architectures.
+
+    Measures every distinct part of ``specs`` (``repeats`` timed calls
+    each), then ``networks`` whole networks (default: all, at most 40) to
+    fit the correction. ``measure_fn(spec) -> LatencyResult`` replaces the
+    whole-network measurement (the search passes its ``LatencyService``).
+    Returns the predictor; ``predictor.report`` holds the fit's statistics.
+    """
+    from ._measure import device_name, measure, resolve_device
+
+    if not specs:
+        raise UserError("calibrate: no architectures to calibrate on")
+    dev = resolve_device(device)
+    settings = {"device": dev, "device_name": device_name(dev), "backend": "eager",
+                "batch_size": batch_size, "resolution": resolution, "in_chans": in_chans,
+                "num_classes": num_classes, "threads": (threads or 1) if dev == "cpu" else None,
+                "dtype": "float32", "warmup": warmup, "repeats": repeats}
+    say = progress or (lambda msg: None)
+    predictor = LatencyPredictor(settings)
+    parts = _unique(p for s in specs for p in spec_parts(s, resolution, batch_size, in_chans))
+    t0 = time.time()
+    for i, part in enumerate(parts):
+        predictor.table[part.key] = measure_part(part, settings)
+        if (i + 1) % 25 == 0 or i + 1 == len(parts):
+            say(f"parts {i + 1}/{len(parts)} measured ({time.time() - t0:.0f} s)")
+    predictor.fallback = _fit_fallback(predictor.table, parts)
+    n_net = min(len(specs), networks if networks is not None else 40)
+    sums, heads, measured = [], [], []
+    for i, spec in enumerate(specs[:n_net]):
+        if measure_fn is not None:
+            result = measure_fn(spec)
+        else:
+            result = measure(spec, device=dev, batch_size=batch_size, resolution=resolution,
+                             in_chans=in_chans, num_classes=num_classes,
+                             threads=settings["threads"], warmup=warmup, repeats=repeats)
+        rows = predictor.explain(spec, resolution, batch_size, in_chans, num_classes)
+        sums.append(sum(r["ms"] * r["count"] for r in rows))
+        heads.append(predictor._head_size(spec, batch_size, num_classes))
+        measured.append(result.median_ms)
+        if (i + 1) % 10 == 0 or i + 1 == n_net:
+            say(f"networks {i + 1}/{n_net} measured")
+    predictor.correction = _fit_correction(sums, heads, measured)
+    errors = [abs(predictor._correct(s, h) - m) / m for s, h, m in zip(sums, heads, measured)]
+    predictor.report = {
+        "architectures": len(specs), "parts": len(parts), "networks": n_net,
+        "calibration_seconds": round(time.time() - t0, 1),
+        "fit_within_10pct": (sum(e <= 0.10 for e in errors) / len(errors)) if errors else None,
+        "fit_median_rel_error": sorted(errors)[len(errors) // 2] if errors else None,
+    }
+    return predictor
+
+
+def _fit_fallback(table: dict[str, float], parts: list[Part]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    by_kind: dict[str, list[Part]] = {}
+    for p in parts:
+        by_kind.setdefault(p.kind, []).append(p)
+    all_rows, all_y = [], []
+    for kind, ps in by_kind.items():
+        rows = [_features(p) for p in ps]
+        y = [table[p.key] for p in ps]
+        all_rows += rows
+        all_y += y
+        if len(ps) >= 6:
+            out[kind] = _nnls(rows, y)
+    if all_rows:
+        out["all"] = _nnls(all_rows, all_y)
+    return out
+
+
+def _fit_correction(sums: list[float], heads: list[float], measured: list[float]
+                    ) -> dict[str, float]:
+    """Least squares on relative error for measured = scale*sum + offset + head*h."""
+    import numpy as np
+
+    if len(measured) < 3:
+        return {"scale": 1.0, "offset": 0.0, "head": 0.0}
+    y = np.asarray(measured)
+    w = 1.0 / y
+    cols = [np.asarray(sums), np.ones_like(y)]
+    use_head = len(set(heads)) > 1 and len(measured) >= 6
+    if use_head:
+        cols.append(np.asarray(heads))
+    a = np.stack(cols, axis=1)
+    coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+    out = {"scale": float(coef[0]), "offset": float(coef[1]),
+           "head": float(coef[2]) if use_head else 0.0}
+    if out["scale"] <= 0:  # degenerate sample: keep the plain sum
+        out = {"scale": 1.0, "offset": 0.0, "head": 0.0}
+    return out
+
+
+def calibrate_space(space: str, n: int = 100, resolution: int = 32, seed: int = 0,
+                    **kw: Any) -> LatencyPredictor:
+    """Sample ``n`` architectures from a search space and ``calibrate`` on them."""
+    import random
+
+    sp = load_space(space, resolution)
+    rng = random.Random(seed)
+    specs = _sample_unique(sp, n, rng)
+    predictor = calibrate(specs, resolution=resolution, **kw)
+    predictor.report.update(space=sp.name, seed=seed)
+    return predictor
+
+
+def load_space(name: str, resolution: int) -> Any:
+    """``hybridnas.spaces.load(name, resolution=...)``, as a ``UserError`` when absent."""
+    try:
+        from .. import spaces
+    except ImportError:
+        raise UserError("search spaces are not available (hybridnas.spaces is missing)") from None
+    return spaces.load(name, resolution=resolution)
+
+
+def _sample_unique(space: Any, n: int, rng: Any) -> list[ArchSpec]:
+    seen: dict[str, ArchSpec] = {}
+    for _ in range(n * 20):
+        if len(seen) >= n:
+            break
+        spec = space.sample(rng)
+        seen.setdefault(spec.arch_id, spec)
+    return list(seen.values())
+
+
+def check(predictor: LatencyPredictor, specs: list[ArchSpec], repeats: int | None = None,
+          measure_fn: Callable | None = None) -> list[dict[str, Any]]:
+    """Predicted vs measured for each spec, with the table's settings.
+
+    Returns one dict per spec: arch_id, pattern, predicted_ms, measured_ms,
+    rel_error ((predicted - measured) / measured), coverage (share of parts
+    looked up rather than estimated), predict_s and measure_s (wall time of
+    one prediction and one measurement).
+    """
+    from ._measure import measure
+
+    s = predictor.settings
+    rows = []
+    for spec in specs:
+        t0 = time.perf_counter()
+        predicted = predictor.predict(spec)
+        t1 = time.perf_counter()
+        if measure_fn is not None:
+            result = measure_fn(spec)
+        else:
+            result = measure(spec, device=s["device"], batch_size=s["batch_size"],
+                             resolution=s["resolution"], in_chans=s["in_chans"],
+                             num_classes=s["num_classes"], threads=s["threads"],
+                             warmup=s.get("warmup", 5), repeats=repeats or s.get("repeats", 20))
+        t2 = time.perf_counter()
+        rows.append({"arch_id": spec.arch_id, "pattern": spec.pattern,
+                     "predicted_ms": predicted, "measured_ms": result.median_ms,
+                     "rel_error": (predicted - result.median_ms) / result.median_ms,
+                     "coverage": predictor.coverage(spec), "predict_s": t1 - t0,
+                     "measure_s": t2 - t1})
+    return rows
+
+
+def summarise_check(rows: list[dict[str, Any]], tolerance: float = 0.10) -> dict[str, Any]:
+    """Share within ``tolerance``, median |error|, mean coverage, median costs."""
+    import statistics
+
+    if not rows:
+        return {"n": 0}
+    errs = [abs(r["rel_error"]) for r in rows]
+    full = [abs(r["rel_error"]) for r in rows if r["coverage"] >= 1.0]
+    return {"n": len(rows), "within": sum(e <= tolerance for e in errs) / len(errs),
+            "tolerance": tolerance, "median_abs_error": statistics.median(errs),
+            "max_abs_error": max(errs), "coverage": statistics.mean(r["coverage"] for r in rows),
+            "within_fully_covered": (sum(e <= tolerance for e in full) / len(full)) if full
+            else None, "fully_covered": len(full),
+            "predict_ms": statistics.median(r["predict_s"] for r in rows) * 1e3,
+            "measure_ms": statistics.median(r["measure_s"] for r in rows) * 1e3}
