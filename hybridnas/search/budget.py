@@ -1,0 +1,97 @@
+"""Budget accounting: device-hours, trial count and wall-clock limit.
+
+Device-seconds of a trial = its wall time (build, latency measurement,
+training, evaluation) x the accelerators it holds (``--gpus-per-trial``;
+0.5 counts half). On a machine without a GPU every trial holds one CPU
+"device", so the same ``--budget-gpu-hours`` flag counts CPU device-hours;
+``unit`` says which, and the progress line and summary print it.
+
+A new trial starts only if the spent seconds, plus what the running trials
+are still expected to use, plus one more trial's estimated cost, stay within
+the budget. The estimate is the mean cost of the finished trials, so the
+overrun is at most one trial (more only while the first wave of concurrent
+trials runs with no estimate yet).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+__all__ = ["Budget"]
+
+_FINISHED = ("COMPLETE", "EARLY_STOPPED", "FAILED")
+
+
+@dataclass
+class Budget:
+    device_hours: float | None = None
+    trials: int | None = None
+    time_limit_s: float | None = None
+    unit: str = "cpu"
+    elapsed_before_s: float = 0.0      # wall time of earlier sessions of this run
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return None if self.device_hours is None else self.device_hours * 3600.0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before_s + (time.monotonic() - self.started_at)
+
+    @staticmethod
+    def spent_seconds(rows: Iterable[dict]) -> float:
+        return float(sum(float(r.get("device_seconds") or 0.0) for r in rows))
+
+    @staticmethod
+    def estimate_seconds(rows: Iterable[dict]) -> float | None:
+        """Mean device-seconds of finished trials that ran (None before the first)."""
+        costs = [float(r.get("device_seconds") or 0.0) for r in rows
+                 if r.get("status") in _FINISHED and (r.get("device_seconds") or 0) > 0]
+        return sum(costs) / len(costs) if costs else None
+
+    def why_not_start(self, rows: list[dict]) -> str | None:
+        """None if one more trial may start, else the reason it may not."""
+        ran = [r for r in rows if r.get("status") != "REJECTED"]
+        if self.trials is not None and len(ran) >= self.trials:
+            return f"trial budget reached ({len(ran)} of {self.trials} trials)"
+        est = self.estimate_seconds(rows)
+        if self.time_limit_s is not None:
+            left = self.time_limit_s - self.elapsed()
+            if left <= 0:
+                return f"time limit reached ({self.elapsed():.0f} s of {self.time_limit_s:.0f} s)"
+        total = self.total_seconds
+        if total is not None:
+            spent = self.spent_seconds(rows)
+            if spent >= total:
+                return f"device budget spent ({self.describe(rows)})"
+            if est is not None:
+                running = [r for r in rows if r.get("status") == "RUNNING"]
+                still = sum(max(0.0, est - float(r.get("device_seconds") or 0.0)) for r in running)
+                if spent + still + est > total:
+                    return (f"device budget would be exceeded by one more trial of ~{est:.0f} "
+                            f"device-s ({self.describe(rows)})")
+        return None
+
+    def describe(self, rows: Iterable[dict]) -> str:
+        rows = list(rows)
+        spent_h = self.spent_seconds(rows) / 3600.0
+        unit = f"{self.unit.upper()} device-hours" if self.unit == "cpu" else "GPU-hours"
+        if self.device_hours is None:
+            return f"{spent_h:.4f} {unit} spent (no device budget)"
+        return f"{spent_h:.4f} of {self.device_hours:g} {unit}"
+
+    def to_summary(self, rows: Iterable[dict]) -> dict:
+        rows = list(rows)
+        return {
+            "unit": self.unit,
+            "spent_hours": self.spent_seconds(rows) / 3600.0,
+            "total_hours": self.device_hours,
+            "spent_device_seconds": self.spent_seconds(rows),
+            "budget_trials": self.trials,
+            "trials_run": sum(1 for r in rows if r.get("status") != "REJECTED"),
+            "time_limit_s": self.time_limit_s,
+            "elapsed_s": self.elapsed(),
+            "note": ("no GPU: the device budget counts CPU device-hours (one device per trial)"
+                     if self.unit == "cpu" else "GPU-hours = accelerator-seconds x GPUs per trial"),
+        }

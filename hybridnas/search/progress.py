@@ -1,0 +1,256 @@
+"""The driver-side record of a search: trial rows, progress lines, run files.
+
+``RunRecorder`` is a Ray Tune callback. It keeps one row per trial (keyed by
+the Optuna trial number), rewrites trials.parquet/csv, pareto.csv and
+summary.json atomically after every trial event, prints one progress line
+per event (and appends it to logs/search.log), and rewrites the dashboard
+every few finished trials. The searcher asks it whether the budget allows
+another trial and hands it the rejected architectures.
+
+Everything runs in the driver process, so a search on a multi-node cluster
+still writes one run directory on the machine that started it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from typing import Any, Sequence
+
+from ray.tune import Callback
+
+from .budget import Budget
+from .run import TRIAL_COLUMNS, RunDir, empty_row, front_of, front_summary
+from .trial import now_iso
+
+__all__ = ["RunRecorder"]
+
+log = logging.getLogger("hybridnas.search")
+
+
+class RunRecorder(Callback):
+    def __init__(self, run: RunDir, budget: Budget, rows: list[dict], columns: Sequence[str],
+                 maximize: Sequence[bool], metric_name: str, max_epochs: int,
+                 keep_checkpoints: str = "pareto", dashboard_every: int = 5,
+                 verbose: int = 0, stream=None):
+        self.run = run
+        self.budget = budget
+        self.rows: dict[int, dict[str, Any]] = {int(r["trial_id"]): r for r in rows}
+        self.columns = list(columns)
+        self.maximize = list(maximize)
+        self.metric_name = metric_name
+        self.max_epochs = max_epochs
+        self.keep_checkpoints = keep_checkpoints
+        self.dashboard_every = max(1, int(dashboard_every))
+        self.verbose = verbose
+        self.stream = stream or sys.stdout
+        self._finished_since_dashboard = 0
+        self.duplicates = 0
+
+    # ---------------------------------------------------------------- queries
+    def why_not_start(self) -> str | None:
+        return self.budget.why_not_start(list(self.rows.values()))
+
+    def frame(self):
+        from .run import rows_to_frame
+
+        return rows_to_frame(self.rows.values())
+
+    def counts(self) -> dict[str, int]:
+        out = {s: 0 for s in ("COMPLETE", "EARLY_STOPPED", "FAILED", "REJECTED", "RUNNING")}
+        for r in self.rows.values():
+            out[r["status"]] = out.get(r["status"], 0) + 1
+        return out
+
+    def known_result(self, arch_id: str) -> dict[str, Any] | None:
+        """The row of a full-fidelity COMPLETE trial of ``arch_id``, if any."""
+        for row in self.rows.values():
+            if row.get("arch_id") == arch_id and row["status"] == "COMPLETE" and row.get("full_fidelity"):
+                return row
+        return None
+
+    def duplicate(self, trial_number: int, of: int) -> None:
+        self.duplicates += 1
+        if self.verbose:
+            self.note(f"proposal {trial_number} repeats trial {of}: answered from the table, "
+                      f"not trained again")
+
+    # ---------------------------------------------------------------- output
+    def note(self, message: str) -> None:
+        self._emit(f"[search] {message}")
+
+    def _emit(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+        try:
+            with open(self.run.log_file, "a", encoding="utf-8") as f:
+                f.write(f"{now_iso()} {line}\n")
+        except OSError:
+            pass
+
+    def progress_line(self, event: str = "") -> str:
+        c = self.counts()
+        fs = front_summary(self.frame(), self.columns, self.maximize)
+        done = c["COMPLETE"] + c["EARLY_STOPPED"]
+        parts = [f"{done} done ({c['EARLY_STOPPED']} early-stopped)", f"{c['RUNNING']} running",
+                 f"{c['FAILED']} failed", f"{c['REJECTED']} rejected",
+                 f"budget {self.budget.describe(self.rows.values())}",
+                 f"front {fs['front_size']}, HV {fs['hypervolume']:.4g}"]
+        line = "[search] " + " | ".join(parts)
+        return f"{line} | {event}" if event else line
+
+    def save(self) -> None:
+        """Rewrite the trials table, front and summary (atomic renames)."""
+        df = self.run.write_trials(self.rows.values())
+        front = front_of(df, self.columns, self.maximize)
+        self.run.write_pareto(front)
+        summary = {
+            "budget": self.budget.to_summary(self.rows.values()),
+            "trials": self.counts(),
+            "objectives": self.columns, "maximize": self.maximize,
+            "metric_name": self.metric_name,
+            **front_summary(df, self.columns, self.maximize),
+            "front_trial_ids": [int(t) for t in front["trial_id"].tolist()],
+            "updated_at": now_iso(),
+        }
+        self.run.write_summary(summary)
+
+    def write_dashboard(self, force: bool = False) -> None:
+        """Rewrite dashboard.html every few finished trials; never fails the search."""
+        if not force and self._finished_since_dashboard < self.dashboard_every:
+            return
+        self._finished_since_dashboard = 0
+        try:
+            from ..dashboard import write_dashboard
+        except ImportError:
+            return
+        try:
+            write_dashboard(str(self.run.path))
+        except Exception as e:  # noqa: BLE001 - a drawing problem must not stop a search
+            log.warning("dashboard not written: %s: %s", type(e).__name__, e)
+            if self.verbose:
+                self.note(f"dashboard not written: {type(e).__name__}: {e}")
+
+    # ---------------------------------------------------------------- rows
+    def _row(self, trial_id: int) -> dict[str, Any]:
+        if trial_id not in self.rows:
+            self.rows[trial_id] = empty_row(trial_id)
+        return self.rows[trial_id]
+
+    def _from_config(self, row: dict[str, Any], config: dict[str, Any]) -> None:
+        from ..spec import ArchSpec
+
+        spec = config.get("spec")
+        if spec:
+            row["spec"] = json.dumps(spec, sort_keys=True)
+            try:
+                row["pattern"] = ArchSpec.from_dict(spec).pattern
+            except Exception:  # noqa: BLE001
+                row["pattern"] = None
+        row["arch_id"] = config.get("arch_id") or row.get("arch_id")
+        row["space_params"] = json.dumps(config.get("space_params") or {}, sort_keys=True,
+                                         default=str)
+        row["reference"] = config.get("reference")
+        row["metric_name"] = self.metric_name
+        row["max_epochs"] = self.max_epochs
+
+    def _from_result(self, row: dict[str, Any], result: dict[str, Any]) -> None:
+        for key, value in result.items():
+            if key in TRIAL_COLUMNS or key.startswith("val_"):
+                if key in ("trial_id",):
+                    continue
+                row[key] = value
+        for key in ("error", "checkpoint", "finished_at", "latency_device"):
+            if row.get(key) == "":
+                row[key] = None
+
+    def rejected(self, trial_id: int, spec, params: dict, reason: str,
+                 reference: str | None) -> None:
+        row = self._row(trial_id)
+        if spec is not None:
+            self._from_config(row, {"spec": spec.to_dict(), "arch_id": spec.arch_id,
+                                    "space_params": params, "reference": reference})
+        else:
+            self._from_config(row, {"space_params": params, "reference": reference})
+        row.update(status="REJECTED", error=reason[:500], started_at=now_iso(),
+                   finished_at=now_iso())
+        self.save()
+        self._emit(self.progress_line(f"trial {trial_id} REJECTED: {reason[:160]}"))
+
+    # ---------------------------------------------------------------- Tune hooks
+    def on_trial_start(self, iteration, trials, trial, **info):
+        tid = int(trial.config["trial_id"])
+        row = self._row(tid)
+        self._from_config(row, trial.config)
+        row.update(status="RUNNING", started_at=now_iso())
+        self.save()
+        ref = f" ({trial.config['reference']})" if trial.config.get("reference") else ""
+        self._emit(self.progress_line(f"trial {tid}{ref} started [{trial.config.get('arch_id')}]"))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = int(trial.config["trial_id"])
+        row = self._row(tid)
+        self._from_result(row, result)
+        if row["status"] not in ("FAILED",):
+            row["status"] = "RUNNING"  # final status is decided on completion
+        self.save()
+        if self.verbose:
+            self._emit(f"[search] trial {tid} epoch {row['epochs']}/{self.max_epochs} "
+                       f"{self.metric_name}={_fmt(row['metric'])}")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finish(trial, error=None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        err = getattr(trial, "error_msg", None) or "the trial's worker crashed"
+        try:
+            err = trial.get_error() and str(trial.get_error()).strip().splitlines()[-1]
+        except Exception:  # noqa: BLE001
+            pass
+        self._finish(trial, error=str(err or "worker error")[:500])
+
+    def _finish(self, trial, error: str | None) -> None:
+        tid = int(trial.config["trial_id"])
+        row = self._row(tid)
+        result = trial.last_result or {}
+        self._from_result(row, result)
+        status = result.get("status") or "RUNNING"
+        if error:
+            status, row["error"] = "FAILED", error
+        elif status == "RUNNING":
+            # Stopped by ASHA or the time limit after row['epochs'] epochs.
+            status = "EARLY_STOPPED" if row.get("epochs", 0) > 0 else "FAILED"
+            if status == "FAILED":
+                row["error"] = row.get("error") or "stopped before its first epoch finished"
+        row["status"] = status
+        row["full_fidelity"] = status == "COMPLETE" and int(row.get("epochs") or 0) >= self.max_epochs
+        row["finished_at"] = row.get("finished_at") or now_iso()
+        self.save()
+        self._finished_since_dashboard += 1
+        what = f"trial {tid} {status}"
+        if status in ("COMPLETE", "EARLY_STOPPED"):
+            what += (f" {self.metric_name}={_fmt(row['metric'])} after {row['epochs']} ep, "
+                     f"latency {_fmt(row['latency_ms'])} ms, {row['params'] / 1e6:.2f}M params")
+        else:
+            what += f": {row.get('error')}"
+        self._emit(self.progress_line(what))
+        self.write_dashboard()
+
+    def close_interrupted(self, reason: str) -> list[int]:
+        """Mark rows still RUNNING as FAILED (the search stopped under them)."""
+        ids = []
+        for tid, row in self.rows.items():
+            if row["status"] == "RUNNING":
+                row.update(status="FAILED", error=reason, finished_at=now_iso(),
+                           full_fidelity=False)
+                ids.append(tid)
+        return ids
+
+
+def _fmt(value: Any) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "nan" if math.isnan(v) else f"{v:.4g}"
+

@@ -1,0 +1,175 @@
+"""The Optuna-backed Tune searcher: architectures from a space, budget, fidelity.
+
+``ArchSearcher`` extends Ray's ``OptunaSearch`` (which creates or loads the
+multi-objective study in the given storage, ``load_if_exists=True``) with
+what a NAS run needs:
+
+- proposals come from ``space.suggest(trial)`` (define-by-run), checked
+  with ``spec.problems(resolution)`` *before* any Tune trial exists: an
+  invalid architecture is told to Optuna as FAIL and recorded as REJECTED
+  with the reason, and the searcher asks again;
+- the Tune config of a trial carries the Optuna trial number (the run's
+  ``trial_id``), the spec, the space parameters and the reference name;
+- no new trial starts once the budget says so (``Budget.why_not_start``);
+  the searcher then returns ``FINISHED`` and Tune ends after the running
+  trials;
+- results go back to Optuna deliberately: full-fidelity trials as
+  COMPLETE with their objective values; trials a scheduler stopped early as
+  PRUNED (their low-fidelity metric is not comparable with fully trained
+  ones, and NSGA-II / TPE must not rank them as if it were); failed trials
+  as FAIL. The status, arch id, epochs and error are stored as user
+  attributes, so the study alone tells what happened.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+__all__ = ["ArchSearcher", "MAX_CONSECUTIVE_REJECTIONS"]
+
+log = logging.getLogger("hybridnas.search")
+
+MAX_CONSECUTIVE_REJECTIONS = 200
+
+
+class ArchSearcher(OptunaSearch):
+    """``OptunaSearch`` over a hybridnas space with budget and fidelity handling.
+
+    ``recorder`` is the run's ``RunRecorder`` (rows, budget, progress);
+    ``settings`` goes into every trial's config; ``metrics``/``modes`` are
+    the objective keys of the trial reports and their directions.
+    """
+
+    def __init__(self, space, resolution, recorder, settings: dict[str, Any],
+                 metrics: list[str], modes: list[str], sampler, storage, study_name: str):
+        self._hn_space = space
+        self._resolution = resolution
+        self._recorder = recorder
+        self._settings = settings
+        self._finished = False
+        super().__init__(space=self._define_by_run, metric=metrics, mode=modes,
+                         sampler=sampler, storage=storage, study_name=study_name)
+
+    # The define-by-run function Optuna sees (also used by OptunaSearch.__init__
+    # only as "the space is callable").
+    def _define_by_run(self, trial):
+        self._hn_space.suggest(trial)
+        return None
+
+    @property
+    def study(self):
+        return self._ot_study
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        import optuna
+
+        if self._finished:
+            return Searcher.FINISHED
+        reason = self._recorder.why_not_start()
+        if reason:
+            self._finished = True
+            self._recorder.note(f"no new trials: {reason}")
+            return Searcher.FINISHED
+        for _ in range(MAX_CONSECUTIVE_REJECTIONS):
+            ot_trial = self._ot_study.ask()
+            reference = ot_trial.user_attrs.get("reference")
+            spec, problem = None, None
+            try:
+                spec = self._hn_space.suggest(ot_trial)
+                problems = spec.problems(self._resolution)
+                problem = "; ".join(problems) if problems else None
+            except (ValueError, KeyError, TypeError) as e:  # SpecError is a ValueError
+                problem = f"{type(e).__name__}: {e}"
+            if not problem and self._answer_known(ot_trial, spec):
+                continue
+            if problem:
+                ot_trial.set_user_attr("status", "REJECTED")
+                ot_trial.set_user_attr("error", problem[:500])
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                self._recorder.rejected(ot_trial.number, spec, dict(ot_trial.params), problem,
+                                        reference)
+                continue
+            self._ot_trials[trial_id] = ot_trial
+            ot_trial.set_user_attr("arch_id", spec.arch_id)
+            params = dict(ot_trial.params)
+            return {
+                "trial_id": ot_trial.number,
+                "arch_id": spec.arch_id,
+                "spec": spec.to_dict(),
+                "space_params": params,
+                "reference": reference,
+                "settings": dict(self._settings,
+                                 data=self._data_settings(params)),
+            }
+        self._finished = True
+        self._recorder.note(f"no new trials: {MAX_CONSECUTIVE_REJECTIONS} proposals in a row "
+                            f"were invalid architectures")
+        return Searcher.FINISHED
+
+    def _answer_known(self, ot_trial, spec) -> bool:
+        """Tell Optuna the stored result of an architecture trained before
+        (same arch_id, full fidelity) instead of training it again."""
+        known = self._recorder.known_result(spec.arch_id)
+        if known is None:
+            return False
+        values = [known.get(m) for m in self.metric]
+        if not all(v is not None and math.isfinite(float(v)) for v in values):
+            return False
+        ot_trial.set_user_attr("status", "DUPLICATE")
+        ot_trial.set_user_attr("duplicate_of", int(known["trial_id"]))
+        ot_trial.set_user_attr("arch_id", spec.arch_id)
+        self._ot_study.tell(ot_trial, [float(v) for v in values])
+        self._recorder.duplicate(ot_trial.number, int(known["trial_id"]))
+        return True
+
+    # The study in storage and the run's trials table are the state of a
+    # search; Tune's experiment checkpoint of this object is not needed (and
+    # the storage engine would not pickle).
+    def save(self, checkpoint_path: str) -> None:
+        return None
+
+    def restore(self, checkpoint_path: str) -> None:
+        return None
+
+    def _data_settings(self, params: dict) -> dict:
+        data = dict(self._settings["data"])
+        extra = getattr(self._hn_space, "data_params", None)
+        if extra is not None:
+            data.update(extra(params) or {})
+        return data
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        return  # multi-objective studies take no intermediate values
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        import optuna
+
+        ot_trial = self._ot_trials.pop(trial_id, None)
+        if ot_trial is None:
+            return
+        result = result or {}
+        status = result.get("status") or ("FAILED" if error else "EARLY_STOPPED")
+        if status == "RUNNING":  # stopped by the scheduler or the time limit
+            status = "EARLY_STOPPED"
+        if error and status != "FAILED":
+            status = "FAILED"
+        for key in ("arch_id", "epochs", "error"):
+            if result.get(key) not in (None, ""):
+                ot_trial.set_user_attr(key, result[key])
+        ot_trial.set_user_attr("status", status)
+        values = [result.get(m) for m in self.metric]
+        try:
+            if status == "COMPLETE" and all(v is not None and math.isfinite(float(v))
+                                            for v in values):
+                self._ot_study.tell(ot_trial, [float(v) for v in values])
+            elif status == "EARLY_STOPPED":
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+        except Exception as e:  # noqa: BLE001 - a bookkeeping error must not end the search
+            log.warning("could not tell Optuna about trial %s: %s", ot_trial.number, e)

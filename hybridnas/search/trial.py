@@ -1,0 +1,200 @@
+"""One search trial, run by a Ray Tune worker: build, measure, short-train.
+
+``search_trial(config)`` is the Tune function trainable. ``config`` carries
+the architecture (``spec`` as a dict, ``space_params``, ``trial_id`` = the
+Optuna trial number, ``reference``) and the run's ``settings`` (dataset,
+proxy training recipe, latency settings, run directory).
+
+Each epoch it calls ``tune.report`` with the architecture id, params, MACs,
+latency, the best validation metric so far (``metric``), the epoch count
+(``epochs``, the fidelity ASHA schedules on) and the device-seconds used so
+far. A trial that raises (including NaN loss and out-of-memory) reports
+once more with ``status='FAILED'`` and the reason, and returns normally, so
+the actor survives for the next trial (``reuse_actors=True``). Tune stops a
+trial by raising ``SystemExit`` inside ``tune.report``; that is not caught.
+
+``hybridnas.data.load_dataset`` caches bundles per process, so a reused
+actor does not reload the dataset for every trial.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = ["search_trial", "measure_latency", "InjectedFault"]
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose in trials listed in ``inject_failure`` (tests)."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def measure_latency(model, resolution, in_chans: int, num_classes: int,
+                    lat: dict[str, Any]) -> dict[str, Any]:
+    """Latency of ``model`` with the run's latency settings: the one place a
+    search measures latency.
+
+    Uses the latency room's isolated service when the run has one (no two
+    measurements at once, none on a device a training trial uses), else
+    ``hybridnas.latency.measure`` in this worker. Returns the trials-table
+    columns ``latency_ms``, ``latency_p10_ms``, ``latency_p90_ms``,
+    ``latency_device``.
+    """
+    from ..latency import measure
+
+    kw = dict(device=lat.get("device") or "cpu", batch_size=int(lat.get("batch_size", 1)),
+              resolution=resolution, in_chans=in_chans, num_classes=num_classes,
+              threads=lat.get("threads"), warmup=int(lat.get("warmup", 5)),
+              repeats=int(lat.get("repeats", 20)))
+    service = _latency_service(lat)
+    result = service.measure(model, **kw) if service is not None else measure(model, **kw)
+    s = result.settings
+    return {"latency_ms": float(result.median_ms), "latency_p10_ms": float(result.p10_ms),
+            "latency_p90_ms": float(result.p90_ms),
+            "latency_device": str(s.get("device_name") or s.get("device") or kw["device"])}
+
+
+def _latency_service(lat: dict[str, Any]):
+    """A handle on the run's latency service, if the runner started one."""
+    handle = lat.get("service")
+    if handle is None:
+        return None
+    from .. import latency
+
+    connect = getattr(latency, "connect_service", None)
+    return connect(handle) if connect is not None else None
+
+
+def _val_metrics(epoch_result: Any) -> dict[str, float]:
+    """Validation metrics (``val_*`` keys) from a training EpochResult."""
+    for attr in ("val_metrics", "metrics", "val"):
+        value = getattr(epoch_result, attr, None)
+        if isinstance(value, dict):
+            return {(k if k.startswith("val_") else f"val_{k}"): float(v)
+                    for k, v in value.items() if isinstance(v, (int, float))}
+    if isinstance(epoch_result, dict):
+        return {k: float(v) for k, v in epoch_result.items() if k.startswith("val_")}
+    return {}
+
+
+def _resolve_device(settings: dict[str, Any]) -> tuple[str, float]:
+    """(device, accelerators held): the trial's GPU share if it has one."""
+    import torch
+
+    gpus = float(settings.get("gpus_per_trial") or 0.0)
+    if gpus > 0 and torch.cuda.is_available():
+        return "cuda", gpus
+    return "cpu", 1.0
+
+
+def _describe_error(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    name = type(e).__name__
+    if "out of memory" in text.lower() or isinstance(e, MemoryError):
+        name = f"OutOfMemory ({name})"
+    return f"{name}: {text}"[:500]
+
+
+def search_trial(config: dict[str, Any]) -> None:
+    """Tune function trainable: one architecture, trained at the proxy setting."""
+    import torch
+    from ray import tune
+
+    t0 = time.perf_counter()
+    settings = config["settings"]
+    trial_id = int(config["trial_id"])
+    max_epochs = int(settings["epochs"])
+    device, devices = _resolve_device(settings)
+    torch.set_num_threads(max(1, int(settings.get("threads") or 1)))
+    state: dict[str, Any] = {
+        "trial_id": trial_id, "status": "RUNNING", "arch_id": config.get("arch_id", ""),
+        "params": 0, "macs": 0, "latency_ms": math.nan, "latency_p10_ms": math.nan,
+        "latency_p90_ms": math.nan, "latency_device": "", "metric": math.nan,
+        "metric_name": settings["metric_name"], "curve": "[]", "epochs": 0,
+        "max_epochs": max_epochs, "full_fidelity": False, "device_seconds": 0.0,
+        "train_seconds": 0.0, "accelerator": device, "error": "", "checkpoint": "",
+        "started_at": now_iso(), "finished_at": "",
+    }
+    sign = 1.0 if settings.get("maximize", True) else -1.0
+    curve: list[float] = []
+
+    def device_seconds() -> float:
+        return (time.perf_counter() - t0) * devices
+
+    try:
+        from ..builder import build_model
+        from ..complexity import cost
+        from ..spec import ArchSpec
+        from ..data import load_dataset
+        from ..training import fit
+
+        spec = ArchSpec.from_dict(config["spec"])
+        bundle = load_dataset(**settings["data"])
+        in_chans = int(bundle.input_shape[0])
+        resolution = tuple(bundle.input_shape[1:])
+        resolution = resolution[0] if len(resolution) == 1 or len(set(resolution)) == 1 else resolution
+        model = build_model(spec, num_classes=bundle.num_outputs, in_chans=in_chans)
+        c = cost(model, tuple(bundle.input_shape), num_classes=bundle.num_outputs)
+        state.update(params=int(c.params), macs=int(c.macs), arch_id=spec.arch_id)
+        state.update(measure_latency(model, resolution, in_chans, bundle.num_outputs,
+                                     settings["latency"]))
+        train_start = time.perf_counter()
+        inject = trial_id in set(int(t) for t in settings.get("inject_failure") or [])
+
+        def on_epoch(epoch_result) -> None:
+            vals = _val_metrics(epoch_result)
+            value = vals.get(settings["metric_name"], math.nan)
+            curve.append(value)
+            finite = [v for v in curve if math.isfinite(v)]
+            best = (max(finite) if sign > 0 else min(finite)) if finite else math.nan
+            epochs = len(curve)
+            state.update(vals)
+            state.update(metric=best, curve=json.dumps(curve), epochs=epochs,
+                         full_fidelity=epochs >= max_epochs,
+                         train_seconds=time.perf_counter() - train_start)
+            if inject:
+                raise InjectedFault(f"fault injected into trial {trial_id} (inject_failure)")
+            if epochs >= max_epochs:
+                if settings.get("keep_checkpoints", "pareto") != "none":
+                    state["checkpoint"] = _save_checkpoint(model, spec, settings, trial_id, state)
+                state.update(status="COMPLETE", finished_at=now_iso())
+            state["device_seconds"] = device_seconds()
+            tune.report(dict(state))
+
+        t = settings["train"]
+        fit(model, bundle, epochs=max_epochs, batch_size=t["batch_size"], lr=t["lr"],
+            weight_decay=t["weight_decay"], warmup_epochs=t["warmup_epochs"],
+            label_smoothing=t["label_smoothing"], device=device, amp=t["amp"],
+            on_epoch=on_epoch, max_batches_per_epoch=t["max_batches_per_epoch"],
+            seed=t["seed"] + trial_id)
+    except Exception as e:  # noqa: BLE001 - any fault of one trial must not stop the search
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        state.update(status="FAILED", error=_describe_error(e), finished_at=now_iso(),
+                     device_seconds=device_seconds())
+        tune.report(dict(state))
+
+
+def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
+                     state: dict[str, Any]) -> str:
+    """Save the trained model under the run dir; the path relative to it ("" if it failed)."""
+    from pathlib import Path
+
+    try:
+        from ..export import save_checkpoint
+    except ImportError:
+        return ""
+    rel = f"checkpoints/trial_{trial_id}"
+    meta = {"trial_id": trial_id, "resolution": settings["data"].get("resolution"),
+            "dataset": settings["data"].get("name"), "metric": state["metric"],
+            "metric_name": state["metric_name"], "epochs": state["epochs"]}
+    try:
+        save_checkpoint(Path(settings["run_dir"]) / rel, model, spec, meta)
+    except OSError:
+        return ""  # e.g. a remote node without the run dir: the row says no checkpoint
+    return rel
