@@ -320,14 +320,14 @@ class LatencyService:
             if cached is not None:
                 return cached
             pids = self.trainers() if self.pause_trainers else []
-            t0 = time.time()
             with pause_processes(pids) as paused:
+                t0 = time.time()  # from here on the trainers are stopped
                 result = measure(model, device=query["device"], batch_size=query["batch_size"],
                                  resolution=query["resolution"], in_chans=query["in_chans"],
                                  num_classes=query["num_classes"], threads=query["threads"],
                                  warmup=query["warmup"], repeats=query["repeats"],
                                  backend=query["backend"])
-            t1 = time.time()
+                t1 = time.time()
         result.settings.update(arch_id=spec.arch_id, paused_trainers=len(paused),
                                started_at=t0, finished_at=t1, cached=False)
         self.cache.put(spec.arch_id, result)

@@ -1,0 +1,362 @@
+"""Latency room: measurement settings, cache, isolation service, predictor, CLI."""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from hybridnas.errors import UserError
+from hybridnas.latency import (LatencyCache, LatencyPredictor, LatencyResult, LatencyService,
+                               calibrate, measure, spec_parts)
+from hybridnas.latency._predictor import _fit_correction
+from hybridnas.spec import ArchSpec, StageSpec, StemSpec
+
+FAST = dict(resolution=16, warmup=1, repeats=3, num_classes=4)
+
+
+def tiny(block="mbconv", width=8, depth=1, second="transformer", width2=16, depth2=1):
+    return ArchSpec(stem=StemSpec(kind="conv", widths=(8,), kernel=3),
+                    stages=(StageSpec(block, depth=depth, width=width, stride=1),
+                            StageSpec(second, depth=depth2, width=width2, stride=2, heads=2)
+                            if second in ("transformer", "interleaved")
+                            else StageSpec(second, depth=depth2, width=width2, stride=2)))
+
+
+def random_tiny(rng: random.Random) -> ArchSpec:
+    return tiny(rng.choice(["mbconv", "convnext"]), rng.choice([8, 16]), rng.choice([1, 2]),
+                rng.choice(["transformer", "mbconv", "interleaved"]), rng.choice([16, 32]),
+                rng.choice([1, 2]))
+
+
+class Probe(nn.Module):
+    """Records the state each forward call runs in."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Conv2d(3, 4, 1)
+        self.calls: list[tuple[bool, bool, int]] = []
+
+    def forward(self, x):
+        self.calls.append((self.training, torch.is_inference_mode_enabled(),
+                           torch.get_num_threads()))
+        return self.lin(x)
+
+
+# ---- measure ---------------------------------------------------------------
+
+def test_measure_respects_settings_and_restores_state():
+    model = Probe().train()
+    torch.set_num_threads(2)
+    r = measure(model, device="cpu", batch_size=2, resolution=8, threads=1, warmup=3, repeats=7)
+    assert len(model.calls) == 3 + 7
+    assert all(call == (False, True, 1) for call in model.calls)  # eval, inference, 1 thread
+    assert model.training and torch.get_num_threads() == 2  # both restored
+    assert r.p10_ms <= r.median_ms <= r.p90_ms and r.median_ms > 0
+    assert len(r.samples_ms) == 7
+    s = r.settings
+    assert (s["device"], s["batch_size"], s["resolution"], s["threads"], s["warmup"],
+            s["repeats"], s["backend"]) == ("cpu", 2, 8, 1, 3, 7, "eager")
+
+
+def test_measure_spec_records_arch_and_defaults_to_one_thread():
+    spec = tiny()
+    r = measure(spec, **FAST)
+    assert r.settings["arch_id"] == spec.arch_id and r.settings["threads"] == 1
+    assert r.settings["num_classes"] == 4 and r.settings["device_name"]
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"backend": "tensorrt"}, "backend='tensorrt'"),
+    ({"device": "tpu"}, "device='tpu'"),
+    ({"batch_size": 0}, "batch_size=0"),
+    ({"repeats": 0}, "repeats=0"),
+])
+def test_measure_bad_settings_are_user_errors(kw, words):
+    with pytest.raises(UserError, match=words.replace("(", r"\(")):
+        measure(Probe(), resolution=8, **kw)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_measure_cuda_without_gpu_names_the_device():
+    with pytest.raises(UserError, match="no CUDA device"):
+        measure(Probe(), device="cuda", resolution=8)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_measure_cuda_uses_events_and_restores_device():
+    model = Probe()
+    r = measure(model, device="cuda", resolution=32, warmup=2, repeats=5)
+    assert r.settings["device"].startswith("cuda:") and r.settings["threads"] is None
+    assert r.median_ms > 0 and next(model.parameters()).device.type == "cpu"
+
+
+# ---- cache -----------------------------------------------------------------
+
+def _fake_result(ms: float, **settings) -> LatencyResult:
+    base = {"device": "cpu", "device_name": "x", "backend": "eager", "batch_size": 1,
+            "resolution": 32, "in_chans": 3, "num_classes": 10, "threads": 1,
+            "dtype": "float32", "warmup": 5, "repeats": 20}
+    base.update(settings)
+    return LatencyResult(ms, ms * 0.9, ms * 1.1, base)
+
+
+def test_cache_hits_only_for_same_settings(tmp_path):
+    cache = LatencyCache(tmp_path / "lat.db")
+    r = _fake_result(3.0)
+    assert cache.get("abc", r.settings) is None
+    cache.put("abc", r)
+    hit = cache.get("abc", dict(r.settings, repeats=100))  # repeats is not part of the key
+    assert hit is not None and hit.median_ms == 3.0 and hit.settings["cached"]
+    assert cache.get("abc", dict(r.settings, batch_size=8)) is None
+    assert cache.get("abd", r.settings) is None
+    assert len(LatencyCache(tmp_path / "lat.db")) == 1  # persisted
+
+
+def _cache_writer(path: str, worker: int) -> None:
+    cache = LatencyCache(path)
+    for i in range(25):
+        cache.put(f"w{worker}-{i}", _fake_result(1.0 + i))
+
+
+def test_cache_is_safe_with_concurrent_processes(tmp_path):
+    path = str(tmp_path / "shared.db")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_cache_writer, args=(path, w)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert len(LatencyCache(path)) == 75
+
+
+def test_cache_bad_path_is_user_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="latency cache"):
+        LatencyCache(tmp_path / "file" / "lat.db")
+
+
+# ---- service ---------------------------------------------------------------
+
+def test_service_caches_repeated_architectures(tmp_path, monkeypatch):
+    import hybridnas.latency._service as service_mod
+
+    calls = []
+    real = service_mod.measure
+    monkeypatch.setattr(service_mod, "measure", lambda *a, **k: calls.append(1) or real(*a, **k))
+    service = LatencyService(tmp_path / "lat", **FAST)
+    first = service.measure(tiny())
+    again = LatencyService.open(tmp_path / "lat").measure(tiny())  # as a trial would
+    assert len(calls) == 1
+    assert not first.settings["cached"] and again.settings["cached"]
+    assert again.median_ms == first.median_ms
+    service.measure(tiny(width=16))
+    assert len(calls) == 2
+
+
+def test_service_open_without_service_is_user_error(tmp_path):
+    with pytest.raises(UserError, match="no latency service"):
+        LatencyService.open(tmp_path)
+
+
+_TRAINER = """
+import sys, time
+sys.path.insert(0, {root!r})
+from hybridnas.latency import LatencyService
+service = LatencyService.open({workdir!r})
+with service.trainer(), open({log!r}, "w") as log:
+    open({ready!r}, "w").close()
+    end = time.time() + {seconds}
+    while time.time() < end:
+        x = sum(i * i for i in range(2000))   # a "training step"
+        log.write(f"{{time.time()!r}}\\n"); log.flush()
+"""
+
+
+def _measurer(workdir: str, widths: list[int], out: str) -> None:
+    torch.set_num_threads(1)
+    service = LatencyService.open(workdir)
+    rows = []
+    for w in widths:
+        r = service.measure(tiny(width=w))
+        rows.append({k: r.settings[k] for k in ("started_at", "finished_at", "paused_trainers")})
+    with open(out, "w") as fh:
+        json.dump(rows, fh)
+
+
+def test_isolation_serialises_measurements_and_pauses_trainers(tmp_path):
+    workdir = str(tmp_path / "lat")
+    LatencyService(workdir, resolution=16, warmup=2, repeats=40, num_classes=4)
+    log, ready = tmp_path / "steps.log", tmp_path / "ready"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trainer = subprocess.Popen([sys.executable, "-c", _TRAINER.format(
+        root=root, workdir=workdir, log=str(log), ready=str(ready), seconds=25)])
+    try:
+        deadline = time.time() + 20
+        while not ready.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert ready.exists()
+        ctx = mp.get_context("spawn")
+        outs = [str(tmp_path / f"m{i}.json") for i in range(2)]
+        procs = [ctx.Process(target=_measurer, args=(workdir, ws, out))
+                 for ws, out in zip([[8, 16], [24, 32]], outs)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert all(p.exitcode == 0 for p in procs)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    intervals = sorted((r["started_at"], r["finished_at"], r["paused_trainers"])
+                       for out in outs for r in json.load(open(out)))
+    assert len(intervals) == 4
+    for (s0, e0, _), (s1, e1, _) in zip(intervals, intervals[1:]):
+        assert e0 <= s1, "two measurements overlapped"
+    assert all(paused >= 1 for _, _, paused in intervals)
+    steps = [float(t) for t in log.read_text().split()]
+    inside = [t for t in steps for s, e, _ in intervals if s < t < e]
+    assert not inside, f"the trainer ran {len(inside)} steps during measurements"
+    assert any(t > intervals[-1][1] for t in steps), "the trainer was not resumed"
+
+
+@pytest.mark.slow
+def test_service_ray_actor_measures_for_trials(tmp_path):
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_lat",
+             log_to_driver=False)
+    try:
+        service = LatencyService(tmp_path / "lat", **FAST).start_actor()
+
+        @ray.remote(num_cpus=1)
+        def trial(svc, spec):
+            with svc.trainer():
+                return svc.measure(spec).to_dict()
+
+        results = ray.get([trial.remote(service, tiny(width=w)) for w in (8, 16, 8)])
+        assert all(r["median_ms"] > 0 for r in results)
+        assert len(LatencyCache(service.cache_path)) == 2
+        opened = LatencyService.open(tmp_path / "lat")
+        assert opened.actor_name == service.actor_name
+        service.close()
+    finally:
+        ray.shutdown()
+
+
+# ---- predictor -------------------------------------------------------------
+
+def test_spec_parts_share_keys_and_count_repeats():
+    a, b = tiny(depth=3), tiny(depth=1)
+    pa, pb = spec_parts(a, 16), spec_parts(b, 16)
+    assert [p.kind for p in pa] == ["stem", "first", "block", "first"]
+    assert pa[2].count == 2
+    assert pa[0].key == pb[0].key and pa[1].key == pb[1].key
+    assert pa[-1].key == pb[-1].key  # same second stage, same input shape
+    assert spec_parts(tiny(width=16), 16)[1].key != pa[1].key
+
+
+def test_correction_fit_recovers_a_linear_overhead():
+    sums = [1.0, 2.0, 3.5, 5.0, 8.0, 13.0]
+    heads = [0.0] * 6
+    fit = _fit_correction(sums, heads, [1.2 * s + 0.3 for s in sums])
+    assert fit["scale"] == pytest.approx(1.2) and fit["offset"] == pytest.approx(0.3)
+
+
+def test_predictor_round_trip_and_fallback(tmp_path):
+    rng = random.Random(0)
+    specs = [random_tiny(rng) for _ in range(8)]
+    predictor = calibrate(specs, resolution=16, num_classes=4, warmup=1, repeats=3)
+    assert set(predictor.report) >= {"parts", "networks", "fit_within_10pct"}
+    path = tmp_path / "table.json"
+    predictor.save(path)
+    loaded = LatencyPredictor.load(path)
+    for spec in specs:
+        assert loaded.predict(spec) == pytest.approx(predictor.predict(spec))
+        assert loaded.predict(spec) > 0 and loaded.coverage(spec) == 1.0
+    unseen = tiny("convnext", 24, 3, "interleaved", 48, 2)
+    assert loaded.coverage(unseen) < 1.0
+    assert loaded.predict(unseen) > 0  # estimated by the fallback fit
+    assert loaded.fill(unseen) > 0 and loaded.coverage(unseen) == 1.0
+
+
+def test_predictor_load_errors(tmp_path):
+    with pytest.raises(UserError, match="no latency table"):
+        LatencyPredictor.load(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"x": 1}')
+    with pytest.raises(UserError, match="not a hybridnas latency table"):
+        LatencyPredictor.load(bad)
+
+
+def test_prediction_needs_no_torch(tmp_path):
+    path = tmp_path / "t.json"
+    calibrate([tiny(), tiny(width=16)], resolution=16, num_classes=4, warmup=1,
+              repeats=2).save(path)
+    code = ("import sys; from hybridnas.latency import LatencyPredictor; "
+            "from hybridnas.spec import ArchSpec; "
+            f"p = LatencyPredictor.load({str(path)!r}); "
+            f"s = ArchSpec.from_json({tiny().to_json()!r}); "
+            "assert p.predict(s) > 0; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- CLI -------------------------------------------------------------------
+
+def test_cli_measures_a_named_model(capsys):
+    from hybridnas.cli import main
+
+    assert main(["latency", "coatnet_0", "--resolution", "32", "--warmup", "1",
+                 "--repeats", "2", "--num-classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "coatnet_0" in out and "median" in out and "threads=1" in out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["latency", "calibrate"], "needs --space"),
+    (["latency", "no_such_model"], "unknown architecture"),
+    (["latency", "coatnet_0", "--space", "stagewise"], "--space and -n belong"),
+])
+def test_cli_errors_are_one_line(argv, words, capsys):
+    from hybridnas.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+class _FakeSpace:
+    name = "fake"
+
+    def __init__(self, resolution):
+        self.resolution = resolution
+
+    def sample(self, rng):
+        return random_tiny(rng)
+
+
+def test_cli_calibrate_then_check_on_a_space(tmp_path, monkeypatch, capsys):
+    import types
+
+    from hybridnas.cli import main
+
+    fake = types.ModuleType("hybridnas.spaces")
+    fake.load = lambda name, resolution=32: _FakeSpace(resolution)
+    monkeypatch.setitem(sys.modules, "hybridnas.spaces", fake)
+    monkeypatch.setattr("hybridnas.spaces", fake, raising=False)
+    table = str(tmp_path / "t.json")
+    common = ["--space", "fake", "--resolution", "16", "--table", table, "--num-classes", "4"]
+    assert main(["latency", "calibrate", "-n", "6", "--repeats", "3"] + common) == 0
+    assert json.load(open(table))["report"]["architectures"] == 6
+    assert main(["latency", "check", "-n", "3", "--repeats", "3"] + common) == 0
+    out = capsys.readouterr().out
+    assert "within ±10%" in out and "one prediction" in out
