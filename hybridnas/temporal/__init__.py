@@ -12,16 +12,31 @@ Layout:
 - ``task``: the ``returns`` task (MSE loss, information coefficient).
 - ``baselines``: zero / mean / ridge / seed FinancialHybrid on the same splits.
 
-Importing this package does not import torch or skfolio.
+Importing this package registers the datasets; it does not import torch or
+skfolio.
 """
 from __future__ import annotations
 
-__all__ = ["PanelNet", "SeedFinancialHybrid"]
+from . import data as _data  # noqa: F401  (registers sp500-20)
+from .features import FEATURES, daily_features, forward_returns, normalise_windows
+from .splits import Split, walk_forward_splits
+
+__all__ = [
+    "PanelNet", "SeedFinancialHybrid", "ReturnsTask", "information_coefficient", "panel_bundle",
+    "PanelDataset", "FEATURES", "daily_features", "forward_returns", "normalise_windows",
+    "Split", "walk_forward_splits", "compute_baselines",
+]
+
+_LAZY = {
+    "PanelNet": "model", "SeedFinancialHybrid": "model", "ReturnsTask": "task",
+    "information_coefficient": "task", "panel_bundle": "data", "PanelDataset": "data",
+    "compute_baselines": "baselines",
+}
 
 
 def __getattr__(name: str):
-    if name in ("PanelNet", "SeedFinancialHybrid"):
-        from . import model
+    if name in _LAZY:
+        import importlib
 
-        return getattr(model, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'hybridnas.temporal' has no attribute {name!r}")

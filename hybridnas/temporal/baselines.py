@@ -1,0 +1,181 @@
+"""Baselines on the very same walk-forward samples as a temporal search.
+
+    >>> from hybridnas.data import load_dataset
+    >>> from hybridnas.temporal.baselines import compute_baselines
+    >>> bundle = load_dataset("sp500-20", lookback=60)
+    >>> rows = compute_baselines(bundle, run_dir="results/my-run", epochs=5)
+
+- ``zero``: predicts a zero return (IC 0 by construction; its MSE is the
+  variance of the targets).
+- ``mean``: each asset's mean target over the training block.
+- ``ridge``: scikit-learn ``Ridge`` on the model inputs (each asset's
+  normalised feature window, flattened), one shared linear map per horizon.
+- ``seed_financial_hybrid``: the design document's FinancialHybrid module as
+  written (``SeedFinancialHybrid``), trained with ``hybridnas.training.fit``
+  and the recipe given here.
+
+Each row has the validation and test metrics of the task (``val_ic``,
+``val_mse``, ``test_ic``...), ``params``, ``latency_ms`` (single-sample CPU
+latency from ``hybridnas.latency.measure``; 0 for the constant predictors)
+and ``metric``/``metric_name`` like a trials table, so a dashboard can
+overlay them on the front. ``write_baselines`` puts them in
+``<run_dir>/baselines.csv``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["compute_baselines", "write_baselines", "BASELINES"]
+
+BASELINES = ("zero", "mean", "ridge", "seed_financial_hybrid")
+
+
+def _stack(dataset, batch_size: int = 512):
+    """All (inputs, targets) of a PanelDataset as two tensors."""
+    import torch
+
+    xs, ys = [], []
+    for i in range(0, len(dataset), batch_size):
+        x, y = dataset.batch(torch.arange(i, min(i + batch_size, len(dataset))))
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+class _ConstantPanel:
+    """Predicts the same (assets, horizons) values for every sample."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __call__(self, x):
+        return self.values.expand(len(x), *self.values.shape)
+
+
+def _linear_module(coef, intercept, in_shape):
+    """The fitted ridge as a torch module over (B, F, A, T) panels."""
+    import torch
+    from torch import nn
+
+    f, a, t = in_shape
+
+    class RidgePanel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.in_chans = f
+            self.linear = nn.Linear(f * t, coef.shape[0])
+            with torch.no_grad():
+                self.linear.weight.copy_(torch.as_tensor(coef, dtype=torch.float32))
+                self.linear.bias.copy_(torch.as_tensor(intercept, dtype=torch.float32))
+
+        def forward(self, x):
+            b = x.shape[0]
+            return self.linear(x.permute(0, 2, 1, 3).reshape(b, a, f * t))
+
+    return RidgePanel()
+
+
+def _scores(predict, bundle, prefix_sets=(("val_", "val"), ("test_", "test"))) -> dict[str, float]:
+    import torch
+
+    out: dict[str, float] = {}
+    for prefix, attr in prefix_sets:
+        x, y = _stack(getattr(bundle, attr))
+        with torch.no_grad():
+            pred = predict(x)
+        for k, v in bundle.task.metrics(pred, y).items():
+            out[prefix + k] = float(v)
+    return out
+
+
+def _latency(model, bundle) -> float:
+    try:
+        from ..latency import measure
+
+        res = measure(model, device="cpu", resolution=tuple(bundle.input_shape[1:]),
+                      in_chans=int(bundle.input_shape[0]), num_classes=bundle.num_outputs,
+                      threads=1, warmup=3, repeats=20)
+        return float(res.median_ms)
+    except Exception:  # noqa: BLE001 - a baseline without a latency is still a baseline
+        return math.nan
+
+
+def compute_baselines(bundle, *, which: tuple[str, ...] = BASELINES, epochs: int = 10,
+                      batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05,
+                      warmup_epochs: float = 1.0, max_batches_per_epoch: int | None = None,
+                      ridge_alpha: float = 100.0, device: str = "auto", seed: int = 0,
+                      run_dir: str | None = None) -> list[dict[str, Any]]:
+    """Fit and score the baselines on ``bundle`` (a temporal ``DatasetBundle``).
+
+    ``which``: names from ``BASELINES``. The training settings apply to the
+    seed FinancialHybrid (give the search's proxy recipe to compare like
+    with like). Returns one dict per baseline; with ``run_dir`` also writes
+    ``baselines.csv`` there.
+    """
+    import numpy as np
+    import torch
+
+    from ..errors import UserError
+
+    unknown = [w for w in which if w not in BASELINES]
+    if unknown:
+        raise UserError(f"unknown baseline {unknown[0]!r} (known: {', '.join(BASELINES)})")
+    task = bundle.task
+    f, a, t = bundle.input_shape
+    rows = []
+
+    def row(name: str, scores: dict[str, float], params: int, latency: float, note: str):
+        rows.append({"name": name, "metric": scores.get(task.metric_name, math.nan),
+                     "metric_name": task.metric_name, "params": int(params),
+                     "latency_ms": latency, "note": note, **scores})
+
+    if "zero" in which:
+        zero = _ConstantPanel(torch.zeros(a, bundle.num_outputs))
+        row("zero", _scores(zero, bundle), 0, 0.0, "predicts a zero return")
+    if "mean" in which or "ridge" in which:
+        x_tr, y_tr = _stack(bundle.train)
+    if "mean" in which:
+        mean = _ConstantPanel(y_tr.mean(dim=0))
+        row("mean", _scores(mean, bundle), a * bundle.num_outputs, 0.0,
+            "each asset's mean training-block target")
+    if "ridge" in which:
+        from sklearn.linear_model import Ridge
+
+        flat = x_tr.permute(0, 2, 1, 3).reshape(-1, f * t).numpy()
+        ridge = Ridge(alpha=ridge_alpha).fit(flat, y_tr.reshape(-1, bundle.num_outputs).numpy())
+        linear = _linear_module(np.atleast_2d(ridge.coef_), np.atleast_1d(ridge.intercept_),
+                                (f, a, t)).eval()
+        del flat
+        row("ridge", _scores(linear, bundle), sum(p.numel() for p in linear.parameters()),
+            _latency(linear, bundle), f"Ridge(alpha={ridge_alpha}) on the flattened input window")
+    if "seed_financial_hybrid" in which:
+        from ..training import fit
+        from .model import SeedFinancialHybrid
+
+        torch.manual_seed(seed)
+        model = SeedFinancialHybrid(f, a, t, horizons=bundle.num_outputs, panel_first=True)
+        result = fit(model, bundle, epochs=epochs, batch_size=batch_size, lr=lr,
+                     weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=0.0,
+                     device=device, max_batches_per_epoch=max_batches_per_epoch, seed=seed)
+        model.to("cpu").eval()
+        scores = _scores(model, bundle)
+        row("seed_financial_hybrid", scores, sum(p.numel() for p in model.parameters()),
+            _latency(model, bundle),
+            f"seed module as written, fit {result.epochs} epochs (best val epoch "
+            f"{result.best_epoch}); scores are of the last epoch")
+    if run_dir is not None:
+        write_baselines(rows, run_dir)
+    return rows
+
+
+def write_baselines(rows: list[dict[str, Any]], run_dir: str) -> str:
+    """Write ``rows`` to ``<run_dir>/baselines.csv``; returns the path."""
+    import os
+
+    import pandas as pd
+
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "baselines.csv")
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
