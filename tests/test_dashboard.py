@@ -95,12 +95,15 @@ def write_hand_run(path, reference=(0.6, 30.0), csv=False):
         df.to_csv(path / "trials.csv", index=False)
     else:
         df.to_parquet(path / "trials.parquet", index=False)
+    # summary.json and config.yaml as hybridnas.search writes them
     (path / "summary.json").write_text(json.dumps({
-        "budget": {"spent_hours": 2.75, "total_hours": 10.0, "unit": "gpu"},
-        "trials": {"COMPLETE": 3, "EARLY_STOPPED": 1, "FAILED": 1, "RUNNING": 1},
-        "front_size": 2, "hypervolume": {"value": 7.0, "reference": list(reference)}}))
-    (path / "config.yaml").write_text("metric_name: val_accuracy\nobjectives: [val_accuracy, "
-                                      "latency_ms]\n")
+        "budget": {"unit": "gpu", "spent_hours": 2.75, "total_hours": 10.0},
+        "trials": {"COMPLETE": 3, "EARLY_STOPPED": 1, "FAILED": 1, "REJECTED": 0, "RUNNING": 1},
+        "objectives": ["metric", "latency_ms"], "maximize": [True, False],
+        "metric_name": "val_accuracy", "front_size": 2, "hypervolume": 7.0,
+        "reference_point": list(reference), "front_trial_ids": [1, 0]}))
+    (path / "config.yaml").write_text(f"run_name: {path.name}\nstudy_name: {path.name}\n"
+                                      "metric_name: val_accuracy\nobjectives: [latency]\n")
     return path
 
 

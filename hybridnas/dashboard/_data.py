@@ -113,17 +113,18 @@ def _read_json(path: Path) -> dict:
 
 
 def _read_trials(path: Path) -> pd.DataFrame:
-    parquet, csv = path / "trials.parquet", path / "trials.csv"
+    from ..search.run import load_run  # the one reader of the trials table
+
+    if not ((path / "trials.parquet").exists() or (path / "trials.csv").exists()):
+        return normalise_trials(pd.DataFrame(columns=list(TRIAL_COLUMNS)))
     try:
-        if parquet.exists():
-            df = pd.read_parquet(parquet)
-        elif csv.exists():
-            df = pd.read_csv(csv)
-        else:
-            df = pd.DataFrame(columns=list(TRIAL_COLUMNS))
+        df = load_run(path)
+    except UserError:
+        raise
     except Exception as e:  # a truncated or foreign file: name it, keep it one line
-        bad = parquet if parquet.exists() else csv
-        raise UserError(f"{bad}: cannot read the trials table ({type(e).__name__}: {e})") from None
+        name = "trials.parquet" if (path / "trials.parquet").exists() else "trials.csv"
+        raise UserError(f"{path / name}: cannot read the trials table "
+                        f"({type(e).__name__}: {str(e)[:200]})") from None
     return normalise_trials(df)
 
 
@@ -255,7 +256,13 @@ def front_mask(trials: pd.DataFrame, x: str = "latency_ms") -> np.ndarray:
 
 
 def choose_x(runs: Sequence[Run]) -> str:
-    """Latency when any run measured it, else MACs (e.g. a run without a latency objective)."""
+    """The runs' cost objective (summary.json ``objectives``, e.g. ["metric",
+    "latency_ms"]); else latency when measured, else MACs, else parameters."""
+    for run in runs:
+        objectives = run.summary.get("objectives")
+        if isinstance(objectives, list) and len(objectives) >= 2 \
+                and objectives[1] in X_LABELS and np.isfinite(run.trials[objectives[1]]).any():
+            return str(objectives[1])
     for col in ("latency_ms", "macs", "params"):
         if any(np.isfinite(r.trials[col]).any() for r in runs):
             return col
@@ -313,8 +320,12 @@ def _metric_name(runs: Sequence[Run]) -> str:
 # Hypervolume against budget
 # --------------------------------------------------------------------------
 
-def summary_reference(summary: dict) -> np.ndarray | None:
-    """The hypervolume reference point a search wrote to summary.json, if any."""
+def summary_reference(summary: dict, x: str = "latency_ms") -> np.ndarray | None:
+    """The hypervolume reference point a search wrote to summary.json, if it
+    was measured on (metric, ``x``)."""
+    objectives = summary.get("objectives")
+    if objectives is not None and list(objectives) != ["metric", x]:
+        return None
     candidates = []
     hv = summary.get("hypervolume")
     if isinstance(hv, dict):
@@ -323,7 +334,7 @@ def summary_reference(summary: dict) -> np.ndarray | None:
                                             "reference")]
     for ref in candidates:
         if isinstance(ref, dict):
-            ref = [ref.get("metric"), ref.get("latency_ms")]
+            ref = [ref.get("metric"), ref.get(x)]
         if isinstance(ref, (list, tuple)) and len(ref) == 2:
             try:
                 arr = np.asarray(ref, dtype=float)
@@ -335,7 +346,7 @@ def summary_reference(summary: dict) -> np.ndarray | None:
 
 
 def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None = None,
-                         x: str = "latency_ms") -> dict[str, Any]:
+                         x: str | None = None) -> dict[str, Any]:
     """Hypervolume of the front after each finished trial, against budget spent.
 
     Trials are taken in ``finished_at`` order; the budget is the cumulative
@@ -348,8 +359,9 @@ def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None 
     Returns ``{"reference", "unit", "curve"}``; ``curve`` has columns run,
     trial_id, finished_at, budget_hours, hypervolume, front_size.
     """
-    if reference is None and len(runs) == 1 and x == "latency_ms":
-        reference = summary_reference(runs[0].summary)
+    x = x or choose_x(runs)
+    if reference is None and len(runs) == 1:
+        reference = summary_reference(runs[0].summary, x)
     if reference is None:
         pts = [r.trials.loc[front_eligible(r.trials, x), ["metric", x]].to_numpy(dtype=float)
                for r in runs]
@@ -417,9 +429,12 @@ def get_block_usage_info(runs: Sequence[Run], x: str | None = None) -> pd.DataFr
 # --------------------------------------------------------------------------
 
 def _storage_url(run: Run) -> str | None:
-    url = run.config.get("storage")
-    if isinstance(url, str) and "://" in url:
-        return url
+    for key in ("storage_url", "storage"):  # the search writes storage_url
+        url = run.config.get(key)
+        if isinstance(url, str) and "://" in url:
+            if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).exists():
+                continue  # a run directory copied from elsewhere: use its own study.db
+            return url
     db = run.path / "study.db"
     return f"sqlite:///{db.resolve()}" if db.exists() else None
 
@@ -428,13 +443,11 @@ def _objective_names(run: Run, study) -> list[str]:
     names = getattr(study, "metric_names", None)
     if names and all(names):
         return list(names)
-    objectives = run.config.get("objectives")
-    if isinstance(objectives, (list, tuple)) and len(objectives) == len(study.directions):
-        return [o if isinstance(o, str) else str(o.get("name", i)) if isinstance(o, dict) else str(o)
-                for i, o in enumerate(objectives)]
-    defaults = [run.metric_name, "latency_ms"]
-    return [defaults[i] if i < len(defaults) else f"objective {i}"
-            for i in range(len(study.directions))]
+    columns = run.summary.get("objectives")  # trial columns, e.g. ["metric", "latency_ms"]
+    if not (isinstance(columns, list) and len(columns) == len(study.directions)):
+        columns = ["metric", "latency_ms"][: len(study.directions)]
+    names = [run.metric_name if c == "metric" else str(c) for c in columns]
+    return names + [f"objective {i}" for i in range(len(names), len(study.directions))]
 
 
 def get_importance_info(run: Run, evaluator: Any = None, min_trials: int = 4) -> dict[str, Any]:
@@ -457,7 +470,7 @@ def get_importance_info(run: Run, evaluator: Any = None, min_trials: int = 4) ->
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study_name = run.path.resolve().name
+    study_name = str(run.config.get("study_name") or run.path.resolve().name)
     try:
         study = optuna.load_study(study_name=study_name, storage=url)
     except KeyError:
@@ -470,11 +483,14 @@ def get_importance_info(run: Run, evaluator: Any = None, min_trials: int = 4) ->
                     "note": f"no study named {study_name!r} in {url}"}
         study = optuna.load_study(study_name=names[0], storage=url)
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    # Keep full-fidelity COMPLETE trials (trial_id = Optuna's trial number);
+    # trials the table does not know count only if the study says COMPLETE
+    # (the search marks duplicates and early stops in user_attrs["status"]).
+    table_ids = set(run.trials["trial_id"])
     full = set(run.trials.loc[(run.trials["status"] == "COMPLETE")
                               & run.trials["full_fidelity"], "trial_id"])
-    if set(t.number for t in trials) <= set(run.trials["trial_id"]):
-        # Trial numbers match the run's trial_ids: keep full-fidelity ones only.
-        trials = [t for t in trials if t.number in full]
+    trials = [t for t in trials if t.user_attrs.get("status", "COMPLETE") == "COMPLETE"
+              and (t.number in full or t.number not in table_ids)]
     trials = [t for t in trials if t.values is not None and all(map(math.isfinite, t.values))]
     if len(trials) < min_trials:
         return {"importances": empty, "n_trials": len(trials),

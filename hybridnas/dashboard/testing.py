@@ -186,19 +186,19 @@ def write_example_run(run_dir: str | os.PathLike, n_trials: int = 40, seed: int 
     ref = [float(eligible.metric.min()) - 0.02, float(eligible.latency_ms.max()) * 1.1] \
         if len(eligible) else [0.0, 1.0]
     spent = float(table.device_seconds.sum()) / 3600
-    summary = {
-        "name": name,
-        "budget": {"spent_hours": round(spent, 4), "total_hours": round(spent * 1.5, 4),
-                   "unit": "gpu"},
+    summary = {  # the keys hybridnas.search writes
+        "budget": {"unit": "gpu", "spent_hours": round(spent, 4),
+                   "total_hours": round(spent * 1.5, 4)},
         "trials": {k: int(v) for k, v in table.status.value_counts().items()},
-        "front_size": int(mask.sum()),
-        "hypervolume": {"value": hypervolume(pts, MAXIMIZE, ref) if len(pts) else 0.0,
-                        "reference": ref},
+        "objectives": ["metric", "latency_ms"], "maximize": [True, False],
+        "metric_name": metric_name, "front_size": int(mask.sum()),
+        "hypervolume": hypervolume(pts, MAXIMIZE, ref) if len(pts) else 0.0,
+        "reference_point": ref, "front_trial_ids": [int(t) for t in front.trial_id],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    config = {"name": name, "space": "stagewise", "dataset": "digits", "resolution": 32,
-              "objectives": [metric_name, "latency_ms"], "metric_name": metric_name,
-              "budget": {"hours": round(spent * 1.5, 4), "unit": "gpu"}, "seed": seed}
+    config = {"run_name": name, "study_name": name, "space": "stagewise", "dataset": "digits", "resolution": 32,
+              "objectives": ["latency"], "metric_name": metric_name,
+              "budget_gpu_hours": round(spent * 1.5, 4), "seed": seed}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run_dir / "logs" / "search.log").write_text("synthetic run written by "
                                                  "hybridnas.dashboard.testing\n")
