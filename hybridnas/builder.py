@@ -32,7 +32,8 @@ class HybridNet(nn.Module):
         self.stem = build_stem(spec.stem, in_chans, dims)
         channels = spec.stem.out_channels or in_chans
         total = sum(s.depth for s in spec.stages)
-        rates = torch.linspace(0, drop_path_rate, max(total, 1)).tolist() if total else []
+        # On the CPU even under torch.device("meta"): the spaces count parameters that way.
+        rates = torch.linspace(0, drop_path_rate, max(total, 1), device="cpu").tolist() if total else []
         stages, self.feature_info = [], []
         reduction, k = spec.stem.reduction, 0
         for i, stage in enumerate(spec.stages):

@@ -1,0 +1,251 @@
+"""Search spaces declared in YAML: named decisions over the architecture spec.
+
+    >>> import hybridnas.spaces as spaces
+    >>> space = spaces.load("stagewise", resolution=32)
+    >>> spec = space.sample(0)                       # or space.suggest(optuna_trial)
+    >>> space.decode(space.encode(spec)) == spec
+    True
+    >>> bool(space.contains(hybridnas.get_spec("coatnet_0")))   # at 224: a fixed point
+    False
+
+``load(name_or_path, resolution=None, width_mult=None, depth_mult=None)``
+finds ``<name>.yaml`` on the search path: ``$HYBRIDNAS_SPACES`` (a
+``os.pathsep``-separated list), the repository's ``search_spaces/`` next to
+the package, then the package data folder ``hybridnas/search_spaces/``.
+
+File format
+-----------
+::
+
+    name: stagewise
+    dims: 2                      # 2 = images, 1 = series
+    reference_resolution: 224    # where the named architectures are defined
+    proxy: {min_grid: 2}         # see "Proxy scale" below
+    named: [coatnet_0, convnext_tiny]   # fixed points, tested
+    arch:                        # a template of ArchSpec.to_dict()
+      stem:
+        kind: {choice: [conv, patchify]}
+        by_kind:                 # fields that exist only for that kind
+          conv: {widths: [{choice: [32, 64]}, {ref: stem.widths.0}], strides: [2, 1]}
+          patchify: {widths: [{ref: stages.0.width}], kernel: 4, norm: ln}
+      stages:
+        - block: {choice: [mbconv, transformer]}      # label stages.0.block
+          depth: {int: [1, 4]}                         # label stages.0.depth
+          width: {choice: [64, 96]}
+          by_block:
+            mbconv: {kernel: {choice: [3, 5]}}         # label stages.0.mbconv.kernel
+            transformer: {head_dim: 32, attention: rel, window: {derive: grid}}
+      head: {hidden: {oneof: {none: 0, last_width: {ref: stages.-1.width}}}}
+    data: {lookback: {choice: [32, 64]}}               # label data.lookback
+    constraints: {no_conv_after_attention: true, max_params: 60.0e6}
+
+Any value is fixed, or a decision: ``{choice: [...]}``, ``{int: [lo, hi],
+step, log}``, ``{float: [lo, hi], step, log}``, ``{oneof: {name: template}}``
+(decisions inside are labelled ``<path>.<name>.*``); or derived:
+``{ref: <field path>}`` (same value as another field; ``stages.-1`` is the
+last stage), ``{derive: grid}`` (a stage's token-grid side at the space's
+resolution). ``{list: [t0, t1, ...], length: <decision>}`` keeps the first
+``length`` templates (a variable stem or stage count). ``arch: {include:
+other_space}`` reuses another file's template; ``arch: {oneof: {...}}``
+unions templates (``hybrid_zoo``). A ``label:`` key renames a decision.
+Labels are stable, unique and hierarchical; conditional decisions are
+labelled by their condition, so a label always has one distribution (Optuna
+requires that across trials).
+
+Constraints (``constraints:``): ``no_conv_after_attention`` (stage letters
+never go down in the order C < I < T, i.e. C-C-T-T), ``heads_divide_width``,
+``attention_min_grid``/``attention_max_grid`` (token grid of every stage
+with attention), ``min_params``/``max_params``/``min_macs``/``max_macs``,
+all evaluated at ``constraints.resolution`` (default: the reference
+resolution) with ``num_classes`` (default 1000) -- so the set of
+architectures is the same at every proxy resolution. ``suggest`` returns
+what Optuna drew; callers reject a spec whose ``space.check(spec)`` is false
+(before any training). ``sample``/``mutate`` redraw until the constraints hold.
+
+Proxy scale
+-----------
+Decisions never depend on the resolution; the resolution (and the optional
+``width_mult``/``depth_mult``) only changes how decisions become a spec:
+
+1. widths (stem widths, ``proj``, stage widths, head ``hidden``) are
+   multiplied by ``width_mult`` and rounded to a multiple of 8 (of
+   lcm(8, head_dim or heads) for attention stages, so heads x head_dim =
+   width stays exact); depths are multiplied by ``depth_mult`` and rounded up;
+2. stem downsampling is removed until the last stage's feature map at the
+   resolution is at least ``proxy.min_grid``: a conv stem's last stride-2
+   conv becomes stride 1 (repeatedly), a patchify stem's patch is halved
+   (4 -> 2 -> 1); stage strides never change. E.g. stagewise
+   (``min_grid: 2``): coatnet_0 keeps its 2-conv /2 stem at 64 (stage grids
+   16-8-4-2), drops it at 32 (16-8-4-2); convnext_tiny's 4x4 patches become
+   2x2 at 32. vit_stem (``min_grid: 4``): vit_c_1gf's 4-conv /16 stem
+   becomes /8 at 32 (4x4 tokens);
+3. ``{derive: grid}`` fields (relative-bias windows, position embeddings)
+   take the stage grid at the resolution.
+
+At the reference resolution step 2 changes nothing for the named
+architectures, so they are fixed points; ``space.references(resolution)``
+returns them mapped to a proxy setting (for ``search --with-references``).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ._nodes import Choice, Dim, FloatRange, IntRange, OneOf, Parser, SpaceError
+from .space import Constraints, Containment, Space, count_params, format_size
+
+__all__ = ["load", "list_spaces", "search_path", "Space", "Containment", "Constraints",
+           "SpaceError", "Dim", "Choice", "IntRange", "FloatRange", "OneOf", "format_size",
+           "count_params"]
+
+_TOP_KEYS = {"name", "description", "dims", "reference_resolution", "resolution", "width_mult",
+             "depth_mult", "proxy", "named", "arch", "data", "constraints"}
+
+
+def search_path() -> list[Path]:
+    """Folders searched for ``<name>.yaml``, in order."""
+    paths = [Path(p) for p in os.environ.get("HYBRIDNAS_SPACES", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    paths.append(here.parent.parent / "search_spaces")  # repository checkout
+    paths.append(here.parent / "search_spaces")  # installed package data
+    return paths
+
+
+def list_spaces() -> list[str]:
+    """Names of the space files on the search path."""
+    names = set()
+    for folder in search_path():
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def _find(name_or_path: str | os.PathLike) -> Path:
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        path = Path(text)
+        if not path.is_file():
+            raise SpaceError(f"{text}: no such space file")
+        return path
+    for folder in search_path():
+        path = folder / f"{text}.yaml"
+        if path.is_file():
+            return path
+    known = list_spaces()
+    import difflib
+
+    close = difflib.get_close_matches(text, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise SpaceError(f"unknown space {text!r}{hint} (known: {', '.join(known) or 'none'}; "
+                     f"`hybridnas spaces` lists them)")
+
+
+def _read(path: Path) -> dict:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SpaceError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{path}: expected a mapping with arch/stages, got {type(raw).__name__}")
+    return raw
+
+
+def load(name_or_path: str | os.PathLike, resolution: int | None = None,
+         width_mult: float | None = None, depth_mult: float | None = None) -> Space:
+    """Load a space by name (``"stagewise"``) or from a YAML file path.
+
+    ``resolution`` is the input size the decoded architectures are built for
+    (default: the file's ``resolution``, else its reference resolution);
+    ``width_mult``/``depth_mult`` shrink or grow them (see "Proxy scale").
+    A malformed file raises ``SpaceError`` naming the file, the key path and
+    what is wrong.
+    """
+    path = _find(name_or_path)
+    raw = _read(path)
+    where = str(path)
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise SpaceError(f"{where}: unknown top-level key(s) {sorted(unknown)}; allowed: "
+                         f"{sorted(_TOP_KEYS)}")
+    if "arch" not in raw:
+        raise SpaceError(f"{where}: missing key 'arch' (the architecture template)")
+    dims = raw.get("dims", 2)
+    if dims not in (1, 2):
+        raise SpaceError(f"{where}: dims={dims!r} must be 1 or 2")
+
+    def positive_int(key: str, default: Any) -> Any:
+        v = raw.get(key, default)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise SpaceError(f"{where}: {key}={v!r} must be a positive integer")
+        return v
+
+    def multiplier(key: str, given: float | None) -> float:
+        v = given if given is not None else raw.get(key, 1.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise SpaceError(f"{where}: {key}={v!r} must be a positive number")
+        return float(v)
+
+    reference = positive_int("reference_resolution", 224 if dims == 2 else None)
+    if reference is None:
+        raise SpaceError(f"{where}: reference_resolution is required for a 1-D space")
+    res = resolution if resolution is not None else positive_int("resolution", None)
+    if res is not None and (not isinstance(res, int) or res < 1):
+        raise SpaceError(f"{where}: resolution={res!r} must be a positive integer")
+    proxy = raw.get("proxy") or {}
+    if not isinstance(proxy, dict) or set(proxy) - {"min_grid"}:
+        raise SpaceError(f"{where}: proxy: expected {{min_grid: N}}, got {proxy!r}")
+    min_grid = proxy.get("min_grid", 1)
+    if not isinstance(min_grid, int) or isinstance(min_grid, bool) or min_grid < 0:
+        raise SpaceError(f"{where}: proxy.min_grid={min_grid!r} must be an integer >= 0")
+    named = raw.get("named") or []
+    if not isinstance(named, list) or not all(isinstance(n, str) for n in named):
+        raise SpaceError(f"{where}: named: expected a list of architecture names, got {named!r}")
+    if named:
+        from ..zoo import list_models
+
+        known = set(list_models())
+        for n in named:
+            if n not in known:
+                raise SpaceError(f"{where}: named: {n!r} is not a registered architecture "
+                                 f"(`hybridnas models` lists them)")
+
+    def include(name: str, at: str) -> Any:
+        other = _read(_find(name))
+        if "arch" not in other:
+            raise SpaceError(f"{at}: space {name!r} has no 'arch' section to include")
+        if other.get("dims", 2) != dims:
+            raise SpaceError(f"{at}: space {name!r} is {other.get('dims', 2)}-D, this one {dims}-D")
+        return other["arch"]
+
+    parser = Parser(where, include)
+    arch = parser.arch(raw["arch"])
+    data = parser.data(raw["data"]) if raw.get("data") is not None else None
+    constraints = Constraints.parse(raw.get("constraints"), where)
+    space = Space(name=str(raw.get("name") or path.stem), path=where, arch=arch, data=data,
+                  dims=dims, reference_resolution=reference, resolution=res, min_grid=min_grid,
+                  named=named, constraints=constraints,
+                  description=" ".join(str(raw.get("description", "")).split()),
+                  width_mult=multiplier("width_mult", width_mult),
+                  depth_mult=multiplier("depth_mult", depth_mult))
+    _smoke(space)
+    return space
+
+
+def _smoke(space: Space) -> None:
+    """Decode the first value of every decision, so that a template that
+    cannot form a spec at all (a bad ref, a missing field) fails at load."""
+    from ..spec import SpecError
+
+    def first(dim: Dim) -> Any:
+        vals = dim.values()
+        return vals[0] if vals else dim.low  # type: ignore[attr-defined]
+
+    from ._nodes import build
+
+    try:
+        space._finish(build(space.arch, first))
+    except SpecError as e:
+        raise SpaceError(f"{space.path}: the template does not form a spec: {e}") from None
