@@ -105,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-batch-size", type=int, default=S, help="(default: 1)")
     g.add_argument("--latency-repeats", type=int, default=S, help="timed calls (default: 20)")
     g.add_argument("--latency-threads", type=int, default=S, help="CPU threads (default: 1)")
+    g.add_argument("--latency-table", default=S, metavar="JSON",
+                   help="calibrated latency table (hybridnas latency calibrate): fills "
+                   "predicted_latency_ms")
     g.add_argument("--inject-failure", type=int, action="append", default=S, metavar="TRIAL",
                    help=argparse.SUPPRESS)  # tests: make this trial raise during training
 

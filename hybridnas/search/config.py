@@ -70,6 +70,7 @@ class SearchConfig:
     latency_batch_size: int = 1
     latency_repeats: int = 20
     latency_threads: int = 1
+    latency_table: str | None = None
     # outputs
     name: str | None = None
     results_dir: str = "results"

@@ -44,9 +44,16 @@ class RunRecorder(Callback):
         self.keep_checkpoints = keep_checkpoints
         self.dashboard_every = max(1, int(dashboard_every))
         self.verbose = verbose
-        self.stream = stream or sys.stdout
+        self.stream = stream
         self._finished_since_dashboard = 0
         self.duplicates = 0
+
+    def __getstate__(self):
+        # Tune pickles its config (callbacks included) for Tuner.restore; the
+        # output stream stays behind.
+        state = dict(self.__dict__)
+        state["stream"] = None
+        return state
 
     # ---------------------------------------------------------------- queries
     def why_not_start(self) -> str | None:
@@ -81,7 +88,7 @@ class RunRecorder(Callback):
         self._emit(f"[search] {message}")
 
     def _emit(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
+        print(line, file=self.stream or sys.stdout, flush=True)
         try:
             with open(self.run.log_file, "a", encoding="utf-8") as f:
                 f.write(f"{now_iso()} {line}\n")

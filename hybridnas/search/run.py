@@ -67,8 +67,8 @@ def rows_to_frame(rows: Iterable[dict[str, Any]]):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         elif kind == "bool":
             df[col] = df[col].fillna(False).astype(bool)
-        else:
-            df[col] = df[col].astype(object).where(df[col].notna(), None)
+        else:  # a string column even when all missing: a stable parquet schema
+            df[col] = df[col].astype(object).where(df[col].notna(), None).astype("string")
     for col in extra:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df
@@ -174,9 +174,11 @@ class RunDir:
             return []
         df = load_run(self.path)
         rows = df.to_dict("records")
-        for r in rows:  # pandas turns None into NaN in object columns of all-NaN
+        import pandas as pd
+
+        for r in rows:  # missing strings come back as NaN or NA: the rows use None
             for k, v in list(r.items()):
-                if TRIAL_COLUMNS.get(k) == "str" and isinstance(v, float) and math.isnan(v):
+                if TRIAL_COLUMNS.get(k) == "str" and not isinstance(v, str) and pd.isna(v):
                     r[k] = None
         return rows
 

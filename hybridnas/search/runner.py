@@ -238,6 +238,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     seed = cfg.seed + len(study.trials)  # a resumed random stream must not replay old proposals
     sampler = make_sampler(cfg.sampler, seed, cfg.population_size)
     threads = cfg.threads_per_trial or max(1, int(cfg.cpus_per_trial))
+    latency, service = _latency_settings(cfg, run, gpus, bundle, resolution)
     settings = {
         "data": data_kw, "epochs": cfg.epochs, "metric_name": task.metric_name,
         "maximize": bool(task.maximize), "gpus_per_trial": gpus, "threads": threads,
@@ -247,9 +248,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
                   "warmup_epochs": cfg.warmup_epochs, "label_smoothing": cfg.label_smoothing,
                   "amp": cfg.amp, "max_batches_per_epoch": cfg.max_batches_per_epoch,
                   "seed": cfg.seed},
-        "latency": {"device": cfg.latency_device or ("cuda" if gpus > 0 else "cpu"),
-                    "batch_size": cfg.latency_batch_size, "repeats": cfg.latency_repeats,
-                    "threads": cfg.latency_threads, "warmup": 5},
+        "latency": latency,
     }
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,
                             storage if not isinstance(storage, str) else None, name)
@@ -303,6 +302,8 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
         _fail_running_optuna_trials(study, stopped)
         recorder.save()
         _finish_files(cfg, run, recorder)
+        if service is not None:
+            service.close()
         import shutil
 
         shutil.rmtree(tune_dir, ignore_errors=True)
@@ -311,6 +312,34 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     run.write_summary(summary)
     _print_summary(recorder, summary, run, interrupted)
     return SearchResult(run.path, summary)
+
+
+def _latency_settings(cfg, run, gpus, bundle, resolution):
+    """Latency settings for the trials and the run's one ``LatencyService``.
+
+    The service (folder ``<run>/latency``) serialises measurements, pauses
+    training trials on the host while one runs and caches figures by arch id.
+    A CUDA target gets a dedicated Ray actor holding the device, so no
+    training trial is placed on it.
+    """
+    device = cfg.latency_device or ("cuda" if gpus > 0 else "cpu")
+    lat = {"device": device, "batch_size": cfg.latency_batch_size,
+           "repeats": cfg.latency_repeats, "threads": cfg.latency_threads, "warmup": 5,
+           "service_dir": None}
+    try:
+        from ..latency import LatencyService
+    except ImportError:
+        return lat, None
+    service = LatencyService(run.path / "latency", device=device,
+                             batch_size=cfg.latency_batch_size, resolution=resolution,
+                             in_chans=int(bundle.input_shape[0]),
+                             num_classes=int(bundle.num_outputs), threads=cfg.latency_threads,
+                             warmup=5, repeats=cfg.latency_repeats,
+                             predictor=cfg.latency_table)
+    if device.startswith("cuda"):
+        service.start_actor()
+    lat["service_dir"] = str(service.workdir)
+    return lat, service
 
 
 def _trial_name(trial) -> str:

@@ -18,6 +18,7 @@ actor does not reload the dataset for every trial.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -34,40 +35,48 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def measure_latency(model, resolution, in_chans: int, num_classes: int,
-                    lat: dict[str, Any]) -> dict[str, Any]:
-    """Latency of ``model`` with the run's latency settings: the one place a
-    search measures latency.
+def latency_service(lat: dict[str, Any]):
+    """The run's ``LatencyService`` (one measurer per run: serialised, trainers
+    paused while it measures), or None when its folder is not reachable from
+    this node (then the trial measures by itself)."""
+    workdir = lat.get("service_dir")
+    if not workdir:
+        return None
+    from ..errors import UserError
+    from ..latency import LatencyService
 
-    Uses the latency room's isolated service when the run has one (no two
-    measurements at once, none on a device a training trial uses), else
-    ``hybridnas.latency.measure`` in this worker. Returns the trials-table
-    columns ``latency_ms``, ``latency_p10_ms``, ``latency_p90_ms``,
-    ``latency_device``.
+    try:
+        return LatencyService.open(workdir)
+    except UserError:
+        return None
+
+
+def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
+                    lat: dict[str, Any], service=None) -> dict[str, Any]:
+    """Latency of one trial's network: the one place a search measures latency.
+
+    Through the run's isolated ``service`` when there is one (cached by
+    arch id), else ``hybridnas.latency.measure`` in this worker with the
+    same settings. Returns the trials-table columns ``latency_ms``,
+    ``latency_p10_ms``, ``latency_p90_ms``, ``latency_device`` and
+    ``predicted_latency_ms`` (NaN without a calibrated table).
     """
-    from ..latency import measure
+    predicted = math.nan
+    if service is not None:
+        result = service.measure(spec)
+        p = service.predict(spec)
+        predicted = float(p) if p is not None else math.nan
+    else:
+        from ..latency import measure
 
-    kw = dict(device=lat.get("device") or "cpu", batch_size=int(lat.get("batch_size", 1)),
-              resolution=resolution, in_chans=in_chans, num_classes=num_classes,
-              threads=lat.get("threads"), warmup=int(lat.get("warmup", 5)),
-              repeats=int(lat.get("repeats", 20)))
-    service = _latency_service(lat)
-    result = service.measure(model, **kw) if service is not None else measure(model, **kw)
+        result = measure(model, device=lat.get("device") or "cpu",
+                         batch_size=int(lat.get("batch_size", 1)), resolution=resolution,
+                         in_chans=in_chans, num_classes=num_classes, threads=lat.get("threads"),
+                         warmup=int(lat.get("warmup", 5)), repeats=int(lat.get("repeats", 20)))
     s = result.settings
     return {"latency_ms": float(result.median_ms), "latency_p10_ms": float(result.p10_ms),
-            "latency_p90_ms": float(result.p90_ms),
-            "latency_device": str(s.get("device_name") or s.get("device") or kw["device"])}
-
-
-def _latency_service(lat: dict[str, Any]):
-    """A handle on the run's latency service, if the runner started one."""
-    handle = lat.get("service")
-    if handle is None:
-        return None
-    from .. import latency
-
-    connect = getattr(latency, "connect_service", None)
-    return connect(handle) if connect is not None else None
+            "latency_p90_ms": float(result.p90_ms), "predicted_latency_ms": predicted,
+            "latency_device": str(s.get("device_name") or s.get("device") or "cpu")}
 
 
 def _val_metrics(epoch_result: Any) -> dict[str, float]:
@@ -114,7 +123,7 @@ def search_trial(config: dict[str, Any]) -> None:
     state: dict[str, Any] = {
         "trial_id": trial_id, "status": "RUNNING", "arch_id": config.get("arch_id", ""),
         "params": 0, "macs": 0, "latency_ms": math.nan, "latency_p10_ms": math.nan,
-        "latency_p90_ms": math.nan, "latency_device": "", "metric": math.nan,
+        "latency_p90_ms": math.nan, "latency_device": "", "predicted_latency_ms": math.nan, "metric": math.nan,
         "metric_name": settings["metric_name"], "curve": "[]", "epochs": 0,
         "max_epochs": max_epochs, "full_fidelity": False, "device_seconds": 0.0,
         "train_seconds": 0.0, "accelerator": device, "error": "", "checkpoint": "",
@@ -126,6 +135,7 @@ def search_trial(config: dict[str, Any]) -> None:
     def device_seconds() -> float:
         return (time.perf_counter() - t0) * devices
 
+    stack = contextlib.ExitStack()
     try:
         from ..builder import build_model
         from ..complexity import cost
@@ -141,8 +151,11 @@ def search_trial(config: dict[str, Any]) -> None:
         model = build_model(spec, num_classes=bundle.num_outputs, in_chans=in_chans)
         c = cost(model, tuple(bundle.input_shape), num_classes=bundle.num_outputs)
         state.update(params=int(c.params), macs=int(c.macs), arch_id=spec.arch_id)
-        state.update(measure_latency(model, resolution, in_chans, bundle.num_outputs,
-                                     settings["latency"]))
+        service = latency_service(settings["latency"])
+        trainer = service.trainer() if service is not None else contextlib.nullcontext()
+        stack.enter_context(trainer)  # paused while another trial measures latency
+        state.update(measure_latency(spec, model, resolution, in_chans, bundle.num_outputs,
+                                     settings["latency"], service))
         train_start = time.perf_counter()
         inject = trial_id in set(int(t) for t in settings.get("inject_failure") or [])
 
@@ -177,7 +190,10 @@ def search_trial(config: dict[str, Any]) -> None:
             torch.cuda.empty_cache()
         state.update(status="FAILED", error=_describe_error(e), finished_at=now_iso(),
                      device_seconds=device_seconds())
+        stack.close()
         tune.report(dict(state))
+    finally:
+        stack.close()
 
 
 def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,

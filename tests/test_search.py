@@ -1,0 +1,185 @@
+"""Search engine tests: options, budget logic, and tiny real searches on digits.
+
+The searches share one local Ray session (module fixture) and use
+``tests/search_standin.py``'s two-stage space at 8x8 so each takes seconds.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from search_standin import TinySpace  # noqa: E402
+
+from hybridnas.errors import UserError  # noqa: E402
+from hybridnas.search.budget import Budget  # noqa: E402
+from hybridnas.search.config import SearchConfig, parse_duration  # noqa: E402
+
+TINY = dict(space="tiny", dataset="digits", resolution=8, subset=200, epochs=2, batch_size=64,
+            latency_repeats=5, max_concurrent=2, dashboard_every=100)
+
+
+# ---------------------------------------------------------------- no Ray
+
+
+def test_durations_and_option_checks():
+    assert parse_duration("10m") == 600 and parse_duration(90) == 90 and parse_duration("1.5h") == 5400
+    with pytest.raises(UserError, match="time_limit"):
+        SearchConfig(time_limit="soon").check()
+    with pytest.raises(UserError, match="sampler='cmaes'"):
+        SearchConfig(sampler="cmaes").check()
+    with pytest.raises(UserError, match="unknown option 'epoch'"):
+        SearchConfig.from_mapping({"epoch": 3}, source="x.yaml")
+    cfg = SearchConfig.from_mapping({"objectives": "latency,params", "time-limit": "2m"})
+    assert cfg.objectives == ["latency", "params"] and cfg.time_limit == 120
+
+
+def test_flags_override_config_file(tmp_path):
+    import argparse
+
+    from hybridnas.search.cli import add_arguments, options_from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--epochs", "5", "--sampler", "random", "--space-option", "width_mult=0.5",
+                         "--with-references", "-v"])
+    overrides, config_path, resume = options_from_args(args)
+    base = SearchConfig.from_mapping({"epochs": 2, "dataset": "digits", "sampler": "tpe"})
+    cfg = base.merged(overrides)
+    assert (cfg.epochs, cfg.sampler, cfg.dataset) == (5, "random", "digits")
+    assert cfg.space_options == {"width_mult": 0.5} and cfg.with_references and cfg.verbose == 1
+    # flags left out do not reset what the file says
+    assert "batch_size" not in overrides
+
+
+def test_help_documents_every_option():
+    import argparse
+
+    from hybridnas.search.cli import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    dests = {a.dest for a in p._actions}
+    missing = [f for f in SearchConfig.__dataclass_fields__ if f not in dests]
+    assert not missing, f"options without a flag: {missing}"
+
+
+def test_budget_stops_before_exceeding():
+    b = Budget(device_hours=10 / 3600, unit="cpu")  # 10 device-seconds
+    rows = [{"status": "COMPLETE", "device_seconds": 3.0}]
+    assert b.why_not_start(rows) is None                      # 3 + 3 <= 10
+    rows.append({"status": "COMPLETE", "device_seconds": 3.0})
+    assert b.why_not_start(rows) is None                      # 6 + 3 <= 10
+    rows.append({"status": "RUNNING", "device_seconds": 1.0})
+    assert "would be exceeded" in b.why_not_start(rows)       # 7 + 2 (rest) + 3 > 10
+    assert "CPU device-hours" in b.describe(rows)
+    assert "trial budget" in Budget(trials=2).why_not_start(rows[:2])
+    assert Budget(trials=2).why_not_start([{"status": "REJECTED"}] * 5) is None
+
+
+# ---------------------------------------------------------------- real searches
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_hns",
+                 log_to_driver=False, logging_level="ERROR")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def _search(tmp_path, name, space=None, **kw):
+    from hybridnas.search import run_search
+
+    cfg = SearchConfig(**{**TINY, **kw}, name=name, results_dir=str(tmp_path))
+    return run_search(cfg, space=space or TinySpace())
+
+
+def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
+    import optuna
+    import pandas as pd
+
+    import hybridnas
+
+    res = _search(tmp_path, "e2e", budget_trials=5, with_references=True, keep_checkpoints="pareto")
+    run = res.run_dir
+    for f in ("config.yaml", "study.db", "trials.parquet", "trials.csv", "pareto.csv",
+              "summary.json", "logs/search.log"):
+        assert (run / f).exists(), f
+    df = hybridnas.load_run(run)
+    assert len(df) == 5 and df.trial_id.tolist() == list(range(5))
+    assert set(df.status) <= {"COMPLETE", "EARLY_STOPPED"}
+    # the reference ran first, under its name
+    assert df.loc[df.trial_id == 0, "reference"].item() == "tiny_coatnet"
+    assert (df.params > 0).all() and (df.macs > 0).all() and (df.latency_ms > 0).all()
+    assert (df.device_seconds > 0).all() and (df.metric_name == "val_accuracy").all()
+    for _, row in df.iterrows():
+        curve = json.loads(row.curve)
+        assert len(curve) == row.epochs and row.metric == pytest.approx(max(curve))
+        assert row.full_fidelity == (row.status == "COMPLETE" and row.epochs == 2)
+        assert hybridnas.ArchSpec.from_dict(json.loads(row.spec)).arch_id == row.arch_id
+    # the front: full-fidelity COMPLETE trials only, none dominated
+    front = pd.read_csv(run / "pareto.csv")
+    assert len(front) >= 1
+    assert set(front.trial_id) <= set(df[(df.status == "COMPLETE") & df.full_fidelity].trial_id)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["front_size"] == len(front) and summary["hypervolume"] > 0
+    assert summary["budget"]["unit"] == "cpu" and summary["trials"]["COMPLETE"] >= 1
+    # Optuna got COMPLETE values for full trials and PRUNED for early-stopped ones
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{run / 'study.db'}")
+    states = {t.number: t.state.name for t in study.trials}
+    for _, row in df.iterrows():
+        assert states[row.trial_id] == {"COMPLETE": "COMPLETE", "EARLY_STOPPED": "PRUNED"}[row.status]
+    # checkpoints kept for the front only
+    kept = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("trial_*"))
+    assert kept == sorted(front.trial_id.tolist())
+    out = capsys.readouterr().out
+    assert "CPU device-hours" in out and "front" in out and "HV" in out
+
+
+def test_failed_and_rejected_trials_do_not_stop_the_search(ray_session, tmp_path):
+    import hybridnas
+
+    # heads=3 does not divide the widths: those proposals are rejected before training;
+    # even-numbered trials raise inside training (an injected fault).
+    even = [i for i in range(0, 200, 2)]
+    res = _search(tmp_path, "faults", space=TinySpace(invalid_window=True), budget_trials=4,
+                  inject_failure=even, scheduler="none", seed=3)
+    df = hybridnas.load_run(res.run_dir)
+    ran = df[df.status != "REJECTED"]
+    assert len(ran) == 4
+    failed = ran[ran.trial_id % 2 == 0]
+    assert len(failed) >= 1 and (failed.status == "FAILED").all()
+    assert failed.error.str.contains("InjectedFault").all()
+    # the search went on: the other trials completed
+    assert len(ran) > len(failed) and (ran[ran.trial_id % 2 == 1].status == "COMPLETE").all()
+    rejected = df[df.status == "REJECTED"]
+    assert len(rejected) >= 1 and rejected.error.str.contains("heads").all()
+    assert (rejected.device_seconds == 0).all()
+
+
+def test_device_budget_is_honoured(ray_session, tmp_path):
+    import hybridnas
+
+    budget_h = 6.0 / 3600  # six device-seconds
+    res = _search(tmp_path, "budget", budget_gpu_hours=budget_h, budget_trials=40,
+                  scheduler="none", max_concurrent=1, epochs=1)
+    df = hybridnas.load_run(res.run_dir)
+    spent = df.device_seconds.sum()
+    assert 1 <= len(df) < 40
+    assert spent <= budget_h * 3600 + df.device_seconds.max() + 1e-9
+    summary = res.summary["budget"]
+    assert summary["total_hours"] == pytest.approx(budget_h)
+    assert summary["spent_hours"] == pytest.approx(spent / 3600)
+    assert not math.isnan(summary["spent_hours"])
