@@ -61,6 +61,13 @@ class Block(nn.Module):
     def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
         return None
 
+    @classmethod
+    def variant(cls, stage: StageSpec, index: int) -> type["Block"]:
+        """The class that builds block ``index`` of ``stage``: this one, unless
+        the family mixes two kinds within a stage (EfficientFormer's Meta4D
+        blocks followed by ``attn_blocks`` Meta3D blocks)."""
+        return cls
+
 
 def _convert(x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
     if src == dst:
@@ -85,7 +92,7 @@ class Stage(nn.Module):
             in_ch, stride = spec.width, 1
         blocks = []
         for j in range(spec.depth):
-            blocks.append(cls(in_ch if j == 0 else spec.width, spec,
+            blocks.append(cls.variant(spec, j)(in_ch if j == 0 else spec.width, spec,
                               stride=stride if j == 0 else 1,
                               drop_path=drop_paths[j] if j < len(drop_paths) else 0.0, dims=dims))
         self.blocks = nn.ModuleList(blocks)
@@ -142,6 +149,6 @@ class Stage(nn.Module):
                 return x
             return x.transpose(1, 2).reshape(x.shape[0], -1, *grid)
         for blk in self.blocks:
-            x = blk(_convert(x, layout, self.block_layout))
-            layout = self.block_layout
+            x = blk(_convert(x, layout, blk.layout))
+            layout = blk.layout
         return _convert(x, layout, "nchw")

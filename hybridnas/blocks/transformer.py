@@ -21,14 +21,16 @@ def grid_size(x: torch.Tensor) -> tuple[int, int]:
 
 class TokenMixer(nn.Module):
     """Self-attention over a channels-last map with an optional relative
-    position bias and optional window partitioning. Used by every block that
-    attends over a grid, so masking and bias handling live in one place."""
+    position bias and optional window partitioning (``grid=True``: MaxViT's
+    grid partition instead of blocks). Used by every block that attends over a
+    grid, so masking and bias handling live in one place."""
 
     def __init__(self, dim: int, heads: int, out_dim: int | None = None, rel_window: int = 0,
-                 window: int = 0, dims: int = 2):
+                 window: int = 0, dims: int = 2, grid: bool = False):
         super().__init__()
         self.attn = Attention(dim, heads, out_dim=out_dim, attn_dim=out_dim or dim)
         self.window = window
+        self.grid = grid
         self.dims = dims
         table = rel_window if not window else window
         self.rel = None
@@ -40,7 +42,7 @@ class TokenMixer(nn.Module):
         if x.ndim == 3 and self.dims == 1 and self.rel is not None:
             x = x.unsqueeze(1)  # (B, L, C) -> (B, 1, L, C): a 1 x L grid
         if x.ndim == 4 and self.window:
-            win, mask, info = partition(x, self.window)
+            win, mask, info = partition(x, self.window, grid=self.grid)
             bias = self.rel(info[4], info[5]) if self.rel is not None else None
             y = unpartition(self.attn(win, bias, mask), info)
         else:
