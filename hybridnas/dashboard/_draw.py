@@ -74,7 +74,11 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
     colours = colour_map(pts["pattern"]) if len(pts) else {}
     runs = list(dict.fromkeys(pts["run"])) if len(pts) else []
     symbol = {r: _RUN_SYMBOLS[i % len(_RUN_SYMBOLS)] for i, r in enumerate(runs)}
-    shown: set[str] = set()  # one legend entry per pattern, whichever trace comes first
+    # Legend-only entries at full colour: the faded markers would make a pale legend.
+    for pattern, colour in colours.items():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=pattern,
+                                 legendgroup=pattern, marker=dict(color=colour, size=9)))
+    shown = set(colours)
     for pattern, colour in colours.items():
         sel = pts[(pts["pattern"] == pattern) & ~pts["on_front"]]
         if len(sel):

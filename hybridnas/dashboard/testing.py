@@ -208,3 +208,84 @@ def write_example_run(run_dir: str | os.PathLike, n_trials: int = 40, seed: int 
             db.unlink()
         _write_study(db, name, trials, metric_name)
     return run_dir
+
+
+# --------------------------------------------------------------------------
+# Headless-browser check of a written page
+# --------------------------------------------------------------------------
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run",
+                  "--hide-scrollbars", "--mute-audio")
+
+# Installed first in <head>: collects every error the page raises.
+_COLLECT_ERRORS = """<script>window.__errors=[];
+window.addEventListener('error',function(e){window.__errors.push('error: '+(e.message||e));});
+window.addEventListener('unhandledrejection',function(e){window.__errors.push('rejection: '+e.reason);});
+(function(){var ce=console.error;console.error=function(){
+window.__errors.push('console.error: '+Array.prototype.join.call(arguments,' '));ce.apply(console,arguments);};})();
+</script>"""
+
+# Runs after load: counts what plotly drew, exercises the table sort, and
+# writes the findings into the DOM that --dump-dom prints.
+_REPORT = """<script>window.addEventListener('load',function(){setTimeout(function(){
+var r={errors:window.__errors};
+r.plots=document.querySelectorAll('.js-plotly-plot').length;
+r.main_svgs=document.querySelectorAll('.main-svg').length;
+r.points=document.querySelectorAll('.scatterlayer .point').length;
+r.bars=document.querySelectorAll('.barlayer .point').length;
+r.traces=0;document.querySelectorAll('.js-plotly-plot').forEach(function(g){r.traces+=(g.data||[]).length;});
+var t=document.getElementById('trials');
+if(t){var hs=t.tHead.rows[0].cells,col=-1;for(var i=0;i<hs.length;i++){if(hs[i].textContent==='metric')col=i;}
+r.rows=t.tBodies[0].rows.length;
+if(col>=0){hs[col].click();hs[col].click();
+var v=[];for(var j=0;j<t.tBodies[0].rows.length;j++){var x=t.tBodies[0].rows[j].cells[col].getAttribute('data-v');if(x!=='')v.push(parseFloat(x));}
+r.metric_sorted_desc=v.every(function(a,k){return k===0||v[k-1]>=a;});r.metric_values=v.length;}}
+var pre=document.createElement('pre');pre.id='__report';pre.textContent=JSON.stringify(r);
+document.body.appendChild(pre);},500);});</script>"""
+
+
+def check_in_browser(html_path: str | os.PathLike, *, browser: str | None = None,
+                     screenshot: str | os.PathLike | None = None, window: tuple[int, int] =
+                     (1400, 2600), timeout: float = 120.0) -> dict:
+    """Open a dashboard page in headless Chromium and report what rendered.
+
+    Returns a dict: ``plots`` (count of ``.js-plotly-plot``), ``main_svgs``,
+    ``points`` (scatter markers drawn), ``bars``, ``traces``, ``rows`` (trials
+    table), ``metric_sorted_desc`` (clicking the metric header twice sorted
+    the table), ``errors`` (JavaScript errors, empty when all is well).
+    With ``screenshot`` also saves a PNG of the page at ``window`` size.
+    """
+    import re
+    import subprocess
+    import tempfile
+
+    from ._png import find_browser
+
+    browser = browser or find_browser()
+    if browser is None:
+        raise FileNotFoundError("no chromium/chrome binary")
+    html_path = Path(html_path).resolve()
+    text = html_path.read_text(encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="hnas_chrome_") as tmp:
+        probe = Path(tmp) / "probe.html"
+        text = text.replace("<head>", "<head>" + _COLLECT_ERRORS, 1)
+        probe.write_text(text.replace("</body>", _REPORT + "</body>", 1), encoding="utf-8")
+        base = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile",
+                f"--window-size={window[0]},{window[1]}", "--virtual-time-budget=15000"]
+        out = subprocess.run([*base, "--dump-dom", probe.as_uri()], capture_output=True,
+                             text=True, timeout=timeout)
+        m = re.search(r'<pre id="__report">(.*?)</pre>', out.stdout, re.S)
+        if not m:
+            raise RuntimeError(f"page did not report (chromium exit {out.returncode}): "
+                               f"{out.stderr.strip()[-500:]}")
+        import html as _html
+
+        report = json.loads(_html.unescape(m.group(1)))
+        if screenshot is not None:
+            shot = Path(screenshot).resolve()
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([*base, f"--screenshot={shot}", html_path.as_uri()],
+                           capture_output=True, text=True, timeout=timeout, cwd=tmp)
+            report["screenshot"] = str(shot) if shot.exists() else None
+    return report
