@@ -420,8 +420,16 @@ class Space:
         if kind in ("stem_kernel", "stem_stride"):
             more = sorted(v for v in nums if observed >= 1 and v > observed and
                           v % observed == 0)
+        elif kind == "depth":  # an unscaled match is no preimage here: only images count
+            more = [v for v in nums if v > 0 and max(1, math.ceil(v * mult)) == observed]
+            return sorted(more, key=lambda v: abs(v * mult - observed))
         else:
-            more = sorted(nums, key=lambda v: abs(v * mult - observed))[:4]
+            # the rounding quantum depends on the stage (heads, head_dim): keep
+            # values whose image under some quantum dividing the width matches
+            quanta = [q for q in (8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+                      if isinstance(observed, int) and observed % q == 0] or [8]
+            more = [v for v in nums if any(_scale(v, mult, q) == observed for q in quanta)]
+            return sorted(more, key=lambda v: abs(v * mult - observed))
         return exact + [v for v in more if not any(same(v, e) for e in exact)]
 
     def _finish(self, raw: dict) -> ArchSpec:
@@ -465,7 +473,7 @@ class Space:
         def scale(w: Any, q: int = 8) -> Any:
             if not isinstance(w, int) or isinstance(w, bool) or w <= 0:
                 return w
-            return max(q, int(round(w * m / q)) * q)
+            return _scale(w, m, q)
 
         stem = d.get("stem")
         if isinstance(stem, dict):
@@ -513,6 +521,11 @@ class Space:
                 j = max(i for i, s in enumerate(strides) if s > 1)
                 strides[j] = strides[j] // 2 if strides[j] % 2 == 0 else 1
                 stem["strides"] = strides
+
+
+def _scale(width: int, mult: float, quantum: int) -> int:
+    """``width * mult`` rounded to a multiple of ``quantum`` (at least one)."""
+    return max(quantum, int(round(width * mult / quantum)) * quantum)
 
 
 def count_params(spec: ArchSpec, num_classes: int = 1000) -> int:

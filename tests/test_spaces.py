@@ -1,0 +1,329 @@
+"""Search spaces: fixed points, proxy scaling, Optuna define-by-run, errors.
+
+Parametrised over what the space files declare and what the zoo registers,
+so a new space file or a new named architecture is tested without new code.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import hybridnas
+from hybridnas import spaces
+from hybridnas.spaces import SpaceError
+
+MY_SPACES = ["stagewise", "vit_stem", "interleaved", "hybrid_zoo"]
+ALL_SPACES = spaces.list_spaces()
+PAIRS = [(s, n) for s in ALL_SPACES for n in spaces.load(s).named()]
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return {name: spaces.load(name) for name in ALL_SPACES}
+
+
+# ---- fixed points -----------------------------------------------------------
+
+@pytest.mark.parametrize("space_name,arch", PAIRS, ids=[f"{s}-{n}" for s, n in PAIRS])
+def test_named_architectures_are_fixed_points(loaded, space_name, arch):
+    space = loaded[space_name]
+    spec = hybridnas.get_spec(arch)
+    answer = space.contains(spec)
+    assert answer, answer.reason
+    assert space.decode(space.encode(spec)) == spec
+    assert space.encode(spec) == answer.params
+
+
+def test_required_pairs_are_declared(loaded):
+    assert {"coatnet_0", "convnext_tiny", "maxvit_tiny"} <= set(loaded["stagewise"].named())
+    assert {"vit_c_1gf", "vit_c_4gf", "hybrid_vit"} <= set(loaded["vit_stem"].named())
+    assert "interleaved_s" in loaded["interleaved"].named()
+
+
+@pytest.mark.parametrize("arch", hybridnas.list_models())
+def test_superset_contains_every_named_architecture(loaded, arch):
+    zoo = loaded["hybrid_zoo"]
+    spec = hybridnas.get_spec(arch)
+    if spec.dims != zoo.dims:
+        pytest.skip(f"{arch} is {spec.dims}-D (held by a {spec.dims}-D space)")
+    assert arch in zoo.named()
+    answer = zoo.contains(spec)
+    assert answer, answer.reason
+
+
+def test_named_lists_only_contained_architectures(loaded):
+    # The other direction: a 2-D architecture a space does not declare is
+    # reported as not contained with a reason (so the README table is honest).
+    for name, space in loaded.items():
+        for arch in hybridnas.list_models():
+            spec = hybridnas.get_spec(arch)
+            if arch in space.named() or spec.dims != space.dims:
+                continue
+            answer = space.contains(spec)
+            assert not answer and answer.reason, (name, arch)
+
+
+# ---- proxy scale --------------------------------------------------------------
+
+@pytest.mark.parametrize("space_name", MY_SPACES)
+@pytest.mark.parametrize("resolution", [28, 32, 64, 224])
+def test_references_are_valid_points_at_every_resolution(loaded, space_name, resolution):
+    space = loaded[space_name].at(resolution)
+    refs = space.references()
+    assert list(refs) == space.named()
+    for name, spec in refs.items():
+        assert spec.name == name
+        spec.validate(resolution)
+        assert space.contains(spec), space.contains(spec).reason
+        last = spec.stage_resolutions(resolution)[-1][0]
+        # the documented rule: stem downsampling goes until the last map is
+        # at least min_grid, or no stem stride is left
+        assert last >= space.min_grid or spec.stem.reduction == 1 or spec.stem.kind == "none"
+        if resolution == space.reference_resolution:
+            assert spec == hybridnas.get_spec(name)
+
+
+def test_proxy_changes_only_the_stem_and_derived_grids(loaded):
+    space = loaded["stagewise"].at(32)
+    ref = space.references()["coatnet_0"]
+    full = hybridnas.get_spec("coatnet_0")
+    assert ref.stem.strides == (1, 1) and full.stem.strides == (2, 1)
+    assert [s.stride for s in ref.stages] == [s.stride for s in full.stages]
+    assert [s.depth for s in ref.stages] == [s.depth for s in full.stages]
+    # relative-bias tables follow the token grid at the proxy resolution
+    grids = [hw[0] for hw in ref.stage_resolutions(32)]
+    assert [s.window for s in ref.stages[2:]] == grids[2:]
+    # the decisions are the same at every resolution
+    assert space.encode(ref) == loaded["stagewise"].encode(full)
+
+
+@pytest.mark.parametrize("space_name", MY_SPACES)
+def test_multipliers_keep_points_and_head_arithmetic(loaded, space_name):
+    space = loaded[space_name].at(32, width_mult=0.25, depth_mult=0.5)
+    for name, spec in space.references().items():
+        assert space.decode(space.encode(spec)) == spec, name
+        for s in spec.stages:
+            if s.heads and s.head_dim and s.key_dim is None:
+                assert s.heads * s.head_dim == s.width, (name, s)
+        full = hybridnas.get_spec(name)
+        assert hybridnas.spaces.count_params(spec) < hybridnas.spaces.count_params(full)
+
+
+# ---- sampling, mutation, Optuna -----------------------------------------------
+
+@pytest.mark.parametrize("space_name", MY_SPACES)
+def test_sample_is_deterministic_and_feasible(loaded, space_name):
+    space = loaded[space_name].at(32)
+    a, b = space.sample(7), space.sample(7)
+    assert a == b
+    assert space.check(a) and space.contains(a)
+    neighbour = space.mutate(a, 3)
+    assert neighbour != a and space.contains(neighbour), space.contains(neighbour).reason
+    differing = [k for k, v in space.encode(neighbour).items() if space.encode(a).get(k) != v]
+    assert differing  # at least one decision changed
+
+
+def test_optuna_define_by_run_labels_and_params(loaded):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = loaded["stagewise"].at(32)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen_blocks = set()
+    for _ in range(12):
+        trial = study.ask()
+        spec = space.suggest(trial)
+        assert space.encode(spec) == trial.params
+        assert space.decode(trial.params) == spec
+        for i, stage in enumerate(spec.stages):
+            seen_blocks.add(stage.block)
+            own = [k for k in trial.params if k.startswith(f"stages.{i}.") and k.count(".") == 3]
+            assert all(k.split(".")[2] == stage.block for k in own), own  # conditional labels
+        ok = space.check(spec)
+        study.tell(trial, 0.0 if ok else None,
+                   state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL)
+        if not ok:
+            assert ok.reason
+    assert len(seen_blocks) > 1
+
+
+def test_enqueued_reference_replays_exactly(loaded):
+    optuna = pytest.importorskip("optuna")
+    space = loaded["vit_stem"].at(32)
+    study = optuna.create_study()
+    for spec in space.references().values():
+        study.enqueue_trial(space.encode(spec))
+    for spec in space.references().values():
+        assert space.suggest(study.ask()) == spec
+
+
+def test_size_matches_enumeration(tmp_path):
+    path = _write(tmp_path, "tiny", """
+        arch:
+          stem: {kind: conv, widths: [{choice: [8, 16]}]}
+          stages:
+            list:
+              - block: {choice: [mbconv, transformer]}
+                depth: {int: [1, 2]}
+                width: 16
+                by_block: {mbconv: {kernel: {choice: [3, 5, 7]}}, transformer: {heads: 2}}
+              - {block: convnext, depth: 1, width: 32, kernel: {choice: [3, 7]}}
+            length: {choice: [1, 2]}
+        """)
+    space = spaces.load(path, resolution=16)
+    seen = set()
+    rng = __import__("numpy").random.default_rng(0)
+    for _ in range(600):
+        seen.add(space._finish(spaces.space.build(space.arch, lambda d: d.draw(rng))).arch_id)
+    assert space.size() == len(seen)
+
+
+def test_data_section_is_suggested_and_returned(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    path = _write(tmp_path, "withdata", """
+        arch:
+          stem: {kind: conv, widths: [8]}
+          stages: [{block: mbconv, depth: 1, width: 8}]
+        data:
+          lookback: {choice: [16, 32, 64]}
+          horizon: 5
+        """)
+    space = spaces.load(path, resolution=16)
+    trial = optuna.create_study().ask()
+    space.suggest(trial)
+    assert trial.params["data.lookback"] in (16, 32, 64)
+    assert space.data_params(trial.params) == {"lookback": trial.params["data.lookback"],
+                                               "horizon": 5}
+    spec = space.decode(trial.params)
+    assert space.encode(spec, data={"lookback": 32}) == {**space.encode(spec),
+                                                         "data.lookback": 32}
+
+
+# ---- constraints --------------------------------------------------------------
+
+def test_conv_after_attention_is_rejected_with_reason(loaded):
+    space = loaded["stagewise"]
+    params = space.encode(hybridnas.get_spec("coatnet_0"))
+    params["stages.3.block"] = "mbconv"
+    params.update({"stages.3.mbconv.kernel": 3, "stages.3.mbconv.expansion": 4.0})
+    spec = space.decode(params)
+    answer = space.check(spec)
+    assert not answer and "no_conv_after_attention" in answer.reason
+    assert not space.contains(spec)
+
+
+def test_budget_and_attention_grid_constraints(tmp_path):
+    path = _write(tmp_path, "budget", """
+        reference_resolution: 16
+        arch:
+          stem: {kind: conv, widths: [8], strides: [1]}
+          stages:
+            - {block: mbconv, depth: 1, width: {choice: [8, 64]}, stride: 2}
+            - block: {choice: [mbconv, transformer]}
+              depth: 1
+              width: 16
+              stride: {choice: [1, 2]}
+              by_block: {transformer: {heads: 2}}
+        constraints: {max_params: 20000, attention_min_grid: 6, max_macs: 1.0e+6,
+                      num_classes: 10}
+        """)
+    space = spaces.load(path)
+    small = space.decode({"stages.0.width": 8, "stages.1.block": "mbconv", "stages.1.stride": 1})
+    wide = space.decode({"stages.0.width": 64, "stages.1.block": "mbconv", "stages.1.stride": 1})
+    coarse = space.decode({"stages.0.width": 8, "stages.1.block": "transformer",
+                           "stages.1.stride": 2})
+    assert space.check(small), space.check(small).reason
+    assert "params=" in space.check(wide).reason
+    assert "grid" in space.check(coarse).reason
+    assert space.check(space.sample(0))
+
+
+# ---- errors ---------------------------------------------------------------------
+
+BAD_FILES = {
+    "unknown block": ("stages: [{block: resnet, depth: 1, width: 8}]", "stages[0].block",
+                      "unknown block 'resnet'"),
+    "bad range": ("stages: [{block: mbconv, depth: {int: [4, 2]}, width: 8}]",
+                  "stages[0].depth.int", "low > high"),
+    "dangling branch": ("stages: [{block: {choice: [mbconv]}, depth: 1, width: 8, "
+                        "by_block: {convnext: {kernel: 7}}}]", "by_block.convnext",
+                        "dangling dependency"),
+    "dangling switch": ("stages: [{block: mbconv, depth: 1, width: 8, by_norm: {bn: {}}}]",
+                        "by_norm", "dangling dependency"),
+    "dangling ref": ("stages: [{block: mbconv, depth: 1, width: {ref: stages.width}}]",
+                     "stages[0].width", "dangling reference"),
+    "wrong block param": ("stages: [{block: mbconv, depth: 1, width: 8, heads: 2}]",
+                          "stages[0].heads", "takes no 'heads'"),
+    "unknown field": ("stages: [{block: mbconv, depth: 1, width: 8, colour: red}]",
+                      "stages[0].colour", "unknown stage field"),
+    "duplicate label": ("stages: [{block: mbconv, depth: {int: [1, 2], label: d}, "
+                        "width: {choice: [8], label: d}}]", "stages[0].width", "already used"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_malformed_space_files_fail_at_load(tmp_path, case):
+    body, where, what = BAD_FILES[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text("arch:\n  stem: {kind: conv, widths: [8]}\n  " + body + "\n")
+    with pytest.raises(SpaceError) as e:
+        spaces.load(path)
+    msg = str(e.value)
+    assert str(path) in msg and where in msg and what in msg, msg
+
+
+def test_yaml_syntax_and_unknown_names_are_user_errors(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("arch: {stem: [\n")
+    with pytest.raises(SpaceError, match="broken.yaml: not valid YAML"):
+        spaces.load(path)
+    with pytest.raises(SpaceError, match="did you mean stagewise"):
+        spaces.load("stagewse")
+    space = spaces.load("stagewise")
+    params = space.encode(hybridnas.get_spec("coatnet_0"))
+    del params["stages.0.depth"]
+    with pytest.raises(SpaceError, match="no value for 'stages.0.depth'"):
+        space.decode(params)
+    with pytest.raises(SpaceError, match="is not a point"):
+        space.encode(hybridnas.get_spec("vit_c_1gf"))
+
+
+def test_search_path_env_and_import_stays_light(tmp_path, monkeypatch):
+    _write(tmp_path, "mine", "arch: {stages: [{block: mbconv, depth: 1, width: 8}]}")
+    monkeypatch.setenv("HYBRIDNAS_SPACES", str(tmp_path))
+    assert "mine" in spaces.list_spaces()
+    assert spaces.load("mine").name == "mine"
+    code = ("import sys, hybridnas, hybridnas.spaces as s; sp = s.load('stagewise'); "
+            "sp.decode(sp.encode(hybridnas.get_spec('coatnet_0'))); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# ---- CLI ------------------------------------------------------------------------
+
+def test_cli_spaces_sample_contains(capsys):
+    from hybridnas.cli import main
+
+    assert main(["spaces"]) == 0
+    out = capsys.readouterr().out
+    for name in MY_SPACES:
+        assert name in out
+    assert main(["spaces", "vit_stem"]) == 0
+    assert "stem.depth" in capsys.readouterr().out
+    assert main(["sample", "--space", "interleaved", "-n", "1", "--resolution", "32",
+                 "--width-mult", "0.25", "--num-classes", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "GMACs at 32x32" in out and "interleaved" in out
+    assert main(["contains", "--space", "vit_stem", "vit_c_4gf"]) == 0
+    assert '"stem.depth": 4' in capsys.readouterr().out
+    assert main(["contains", "--space", "vit_stem", "coatnet_0"]) == 1
+    assert "not a point" in capsys.readouterr().out
+    assert main(["contains", "--space", "nosuch", "coatnet_0"]) == 2
+
+
+def _write(folder, name, body):
+    path = folder / f"{name}.yaml"
+    path.write_text(textwrap.dedent(body))
+    return path
