@@ -34,9 +34,11 @@ def colour_map(keys: Sequence[str]) -> dict[str, str]:
     return {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(sorted(set(keys)))}
 
 
-def _layout(fig, title: str, height: int = 420, **kw) -> None:
-    fig.update_layout(title=dict(text=title, x=0.01), template="plotly_white", font=_FONT,
-                      height=height, margin=dict(l=60, r=20, t=60, b=50), **kw)
+def _layout(fig, title: str, height: int = 420, subtitle: str = "", **kw) -> None:
+    # Details go in the subtitle: a long title runs under plotly's mode bar.
+    fig.update_layout(title=dict(text=title, x=0.01, subtitle=dict(text=subtitle)),
+                      template="plotly_white", font=_FONT, height=height,
+                      margin=dict(l=60, r=20, t=80 if subtitle else 60, b=50), **kw)
 
 
 def _fmt_count(v: Any) -> str:
@@ -122,6 +124,7 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
                         line=dict(color="#111111", width=1)),
             customdata=_hover(refs), hovertemplate=tmpl))
     _layout(fig, "Pareto front: " + info["metric_name"] + " vs " + info["x_label"], height=520,
+            subtitle="hover a point for its architecture, params, MACs and fidelity",
             xaxis_title=info["x_label"],
             yaxis_title=info["metric_name"], legend_title_text="stage pattern")
     fig.update_xaxes(type="log" if log_x else "linear")
@@ -154,8 +157,9 @@ def plot_hypervolume(info: dict[str, Any]):
             hovertemplate="after trial %{customdata[0]}<br>%{x:.3f} h<br>hypervolume "
                           "%{y:.4g}<br>front size %{customdata[1]}<extra>" + str(run) + "</extra>"))
     ref = info.get("reference")
-    sub = f" (reference {ref[0]:.4g}, {ref[1]:.4g})" if ref else ""
-    _layout(fig, "Hypervolume vs budget spent" + sub,
+    sub = f"reference point ({ref[0]:.4g}, {ref[1]:.4g}); still rising = more budget " \
+        "would still help" if ref else ""
+    _layout(fig, "Hypervolume vs budget spent", subtitle=sub,
             xaxis_title=f"{info['unit']}-hours spent (cumulative, in finish order)",
             yaxis_title="hypervolume")
     if not len(curve):
@@ -205,9 +209,9 @@ def plot_importance(info: dict[str, Any], run_name: str = "", top: int = 15):
                                  marker_color=_PALETTE[i % len(_PALETTE)],
                                  hovertemplate="%{y}: %{x:.3f}<extra>" + str(obj) + "</extra>"))
     height = max(320, 60 + 22 * len(fig.data[0].y) * max(1, len(fig.data))) if fig.data else 320
-    title = f"Parameter importance per objective ({info.get('n_trials', 0)} trials"
-    title += f", {run_name})" if run_name else ")"
-    _layout(fig, title, height=min(height, 900), barmode="group",
+    sub = f"{info.get('n_trials', 0)} full-fidelity trials" + (f", {run_name}" if run_name else "")
+    _layout(fig, "Parameter importance per objective", subtitle=sub, height=min(height, 900),
+            barmode="group",
             xaxis_title="importance (fANOVA, sums to 1 per objective)")
     if not len(imp):
         _empty(fig, info.get("note") or "not enough trials")
@@ -285,8 +289,8 @@ def plot_latency_prediction(info: dict[str, Any]):
         stats.append(f"MAPE {info['mape']:.1f}%")
     if math.isfinite(info.get("spearman", math.nan)):
         stats.append(f"Spearman {info['spearman']:.3f}")
-    title = "Predicted vs measured latency" + (f" ({', '.join(stats)})" if stats else "")
-    _layout(fig, title, xaxis_title="measured latency (ms)", yaxis_title="predicted latency (ms)")
+    _layout(fig, "Predicted vs measured latency", subtitle=", ".join(stats),
+            xaxis_title="measured latency (ms)", yaxis_title="predicted latency (ms)")
     if not len(pts):
         _empty(fig, "no trial has both a predicted and a measured latency")
     return fig
