@@ -355,7 +355,7 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
                 seen += len(y)
                 batches += 1
                 if batches % check_every == 0 and not torch.isfinite(running):
-                    raise NonFiniteLoss(f"loss became {float(loss):.4g} at epoch {epoch + 1}, "
+                    raise NonFiniteLoss(f"loss became {float(loss.detach()):.4g} at epoch {epoch + 1}, "
                                         f"batch {batches} (lr {scheduler.get_last_lr()[0]:.3g})")
         except TrainingError:
             raise

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,8 +40,11 @@ __all__ = [
 ]
 
 DATASETS: dict[str, Callable[..., Any]] = {}
-_BUNDLES: dict[tuple, "DatasetBundle"] = {}
-_RAW: dict[tuple, "ImageArrays"] = {}
+# per-process caches, least recently used first; a few entries are enough for
+# a search (one dataset, maybe a few proxy settings) and bound the memory
+_BUNDLES: OrderedDict[tuple, "DatasetBundle"] = OrderedDict()
+_RAW: OrderedDict[tuple, "ImageArrays"] = OrderedDict()
+_CACHE_SIZE = 4
 
 # Above this many bytes of float32 images a split is kept as uint8 and
 # normalised per batch instead (a 224px CIFAR-10 would need 30 GB as float).
@@ -229,6 +233,7 @@ def load_dataset(name: str, data_dir: str | None = None, resolution: int | None 
     data_dir = os.path.abspath(os.path.expanduser(data_dir)) if data_dir else None
     key = (name, data_dir, resolution, subset, seed, val_fraction, tuple(sorted(options.items())))
     if key in _BUNDLES:
+        _BUNDLES.move_to_end(key)
         return _BUNDLES[key]
     factory = DATASETS[name]
     given = dict(data_dir=data_dir, resolution=resolution, subset=subset, seed=seed,
@@ -243,11 +248,12 @@ def load_dataset(name: str, data_dir: str | None = None, resolution: int | None 
     # the raw arrays depend only on what the factory reads (digits: nothing)
     raw_key = (name, tuple(sorted(given.items())))
     if raw_key in _RAW:
+        _RAW.move_to_end(raw_key)
         raw = _RAW[raw_key]
     else:
         raw = factory(**given)
         if isinstance(raw, ImageArrays):
-            _RAW[raw_key] = raw
+            _remember(_RAW, raw_key, raw)
     if isinstance(raw, DatasetBundle):
         bundle = raw
     elif isinstance(raw, ImageArrays):
@@ -256,8 +262,14 @@ def load_dataset(name: str, data_dir: str | None = None, resolution: int | None 
         raise TypeError(f"dataset factory {name!r} returned {type(raw).__name__}, "
                         "expected ImageArrays or DatasetBundle")
     bundle.options = dict(options)
-    _BUNDLES[key] = bundle
+    _remember(_BUNDLES, key, bundle)
     return bundle
+
+
+def _remember(cache: OrderedDict, key: tuple, value: Any) -> None:
+    cache[key] = value
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 # --- the shared pipeline -----------------------------------------------------------
@@ -325,6 +337,12 @@ def _resize(x, resolution: int | None):
     return out
 
 
+def _channel_stats(x):
+    """Per-channel mean and std of (N, C, ...) images, accumulated in float64."""
+    dims = (0,) + tuple(range(2, x.ndim))
+    return x.double().mean(dim=dims).float(), x.double().std(dim=dims).float().clamp_min(1e-6)
+
+
 def _as_unit_float(x):
     import torch
 
@@ -351,15 +369,13 @@ def _bundle_from_arrays(name: str, raw: ImageArrays, resolution: int | None,
         keep, held = stratified_split(y_tr.numpy(), val_fraction, seed=seed)
         x_va, y_va = x_tr[held], y_tr[held]
         x_tr, y_tr = x_tr[keep], y_tr[keep]
+    x_tr, x_va, x_te = (_resize(_as_unit_float(x), resolution) for x in (x_tr, x_va, x_te))
+    # normalisation statistics of the whole training set (train + validation
+    # parts, never the test set): the same constants for every seed and subset
+    mean, std = _channel_stats(torch.cat([x_tr, x_va]) if raw.x_val is None else x_tr)
     if subset is not None:
         idx = stratified_subset(y_tr.numpy(), subset, seed=seed)
         x_tr, y_tr = x_tr[idx], y_tr[idx]
-
-    x_tr, x_va, x_te = (_resize(_as_unit_float(x), resolution) for x in (x_tr, x_va, x_te))
-    # normalisation statistics come from the training part only
-    dims = (0,) + tuple(range(2, x_tr.ndim))
-    mean = x_tr.double().mean(dim=dims).float()
-    std = x_tr.double().std(dim=dims).float().clamp_min(1e-6)
 
     def finish(x, y):
         if x.numel() * 4 > _FLOAT_LIMIT_BYTES:  # keep it small, normalise per batch
