@@ -32,9 +32,10 @@ def test_named_architecture_forward_backward_full_size(name):
         pytest.skip("1-D architectures are covered by the temporal tests")
     torch.manual_seed(0)
     model = hybridnas.create_model(name)
-    x = torch.randn(1, 3, named.resolution, named.resolution)
+    # Two samples: BatchNorm cannot train on one value per channel (LeViT's BN head).
+    x = torch.randn(2, 3, named.resolution, named.resolution)
     out = model(x)
-    assert out.shape == (1, 1000)
+    assert out.shape == (2, 1000)
     out.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)
@@ -56,7 +57,7 @@ def test_named_architecture_at_proxy_size(name, size):
     out = model(torch.randn(2, 3, size, size))
     assert out.shape == (2, 10)
     out.logsumexp(-1).mean().backward()
-    feats = model.forward_features(torch.randn(1, 3, size, size))
+    feats = model.forward_features(torch.randn(2, 3, size, size))  # BN on 1x1 maps needs 2
     expected = named.spec.stage_resolutions(size)[-1]
     if feats.ndim == 4:
         assert feats.shape[1] == model.feature_info[-1]["num_chs"]
