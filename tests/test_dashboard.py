@@ -91,6 +91,9 @@ def write_hand_run(path, reference=(0.6, 30.0), csv=False):
                curve=[0.3], epochs=1),
     ]
     df = pd.DataFrame(rows)
+    # text columns may come back as pandas' "string" dtype (missing = <NA>)
+    df = df.astype({c: "string" for c in ("status", "arch_id", "spec", "pattern", "error",
+                                           "reference", "checkpoint", "finished_at")})
     if csv:
         df.to_csv(path / "trials.csv", index=False)
     else:
@@ -241,9 +244,11 @@ def test_render_dashboard_single_and_overlay(example_run, hand_run, tmp_path):
     assert "cdn.plot.ly" not in text.split("<body>")[0].split("</script>")[-1]
     assert text.count("Plotly.newPlot") >= 4 and 'id="trials"' in text
     assert text.count('<tr class="s-') == 30
+    assert "&lt;NA&gt;" not in text and ">nan<" not in text and ">None<" not in text
     assert '"type":"log"' in text.replace(" ", "")
     multi = render_dashboard([example_run, hand_run], tmp_path / "two.html", importance=False)
     body = multi.read_text()
+    assert "&lt;NA&gt;" not in body and ">nan<" not in body and ">None<" not in body
     assert "front: example" in body and "front: hand" in body
     assert body.count('<tr class="s-') == 36
 

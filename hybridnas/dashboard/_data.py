@@ -139,11 +139,15 @@ def normalise_trials(df: pd.DataFrame) -> pd.DataFrame:
     df["trial_id"] = pd.to_numeric(df["trial_id"], errors="coerce").fillna(-1).astype(int)
     df["status"] = df["status"].fillna("COMPLETE").astype(str).str.upper()
     df["full_fidelity"] = df["full_fidelity"].map(_as_bool)
-    # Empty strings in CSV round trips mean "none".
-    for col in ("reference", "error", "checkpoint", "predicted_latency_ms"):
-        if df[col].dtype == object:
-            df[col] = df[col].where(df[col].astype(str).str.len() > 0, None)
-    df["reference"] = df["reference"].where(df["reference"].notna(), None)
+    # Text columns as plain objects with None for "missing", whatever the
+    # writer's dtype (pandas' "string" reads back <NA>, "str" NaN, CSV "").
+    for col in df.columns:
+        if col in NUMERIC_COLUMNS or col in ("trial_id", "full_fidelity"):
+            continue
+        if not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
+            continue
+        values = df[col].astype(object)
+        df[col] = values.where(values.notna() & (values.astype(str) != ""), None)
     if df["pattern"].isna().any():
         df["pattern"] = [p if isinstance(p, str) and p else _pattern_of(s)
                          for p, s in zip(df["pattern"], df["spec"])]
