@@ -19,14 +19,19 @@ Each row has the validation and test metrics of the task (``val_ic``,
 latency from ``hybridnas.latency.measure``; 0 for the constant predictors)
 and ``metric``/``metric_name`` like a trials table, so a dashboard can
 overlay them on the front. ``write_baselines`` puts them in
-``<run_dir>/baselines.csv``.
+``<run_dir>/baselines.csv``; ``baselines_for_run`` does it for a finished
+search with that run's dataset and training recipe, and
+``front_with_baselines`` lists the run's Pareto front beside them::
+
+    python -m hybridnas.temporal.baselines results/<run> [--epochs N] [--which zero,mean]
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
-__all__ = ["compute_baselines", "write_baselines", "BASELINES"]
+__all__ = ["compute_baselines", "write_baselines", "baselines_for_run", "front_with_baselines",
+           "BASELINES"]
 
 BASELINES = ("zero", "mean", "ridge", "seed_financial_hybrid")
 
@@ -179,3 +184,105 @@ def write_baselines(rows: list[dict[str, Any]], run_dir: str) -> str:
     path = os.path.join(run_dir, "baselines.csv")
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
+
+
+_RECIPE = ("epochs", "batch_size", "lr", "weight_decay", "warmup_epochs", "max_batches_per_epoch")
+
+
+def baselines_for_run(run_dir: str, *, which: tuple[str, ...] = BASELINES,
+                      data_options: dict[str, Any] | None = None,
+                      **overrides: Any) -> list[dict[str, Any]]:
+    """Baselines for a search run: its dataset (``subset``, ``seed``) at the
+    dataset's default options (lookback 60 for ``sp500-20``; change them with
+    ``data_options``), the seed model trained with the run's proxy recipe
+    (``epochs``, ``batch_size``, ``lr``... from ``config.yaml``; ``overrides``
+    win). Writes ``<run_dir>/baselines.csv`` and returns the rows."""
+    import os
+
+    import yaml
+
+    from ..data import load_dataset
+    from ..errors import UserError
+
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise UserError(f"{run_dir}: no config.yaml; is this a search run directory?")
+    with open(path, encoding="utf-8") as fh:
+        cfg = yaml.safe_load(fh) or {}
+    bundle = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"), subset=cfg.get("subset"),
+                          seed=int(cfg.get("seed") or 0), **(data_options or {}))
+    if getattr(bundle.task, "name", "") != "returns":
+        raise UserError(f"{run_dir}: dataset {cfg['dataset']!r} is not a temporal (returns) "
+                        f"dataset; baselines apply to temporal runs")
+    kw = {k: cfg[k] for k in _RECIPE if cfg.get(k) is not None}
+    kw.update(overrides)
+    return compute_baselines(bundle, which=which, run_dir=run_dir, seed=int(cfg.get("seed") or 0),
+                             **kw)
+
+
+def front_with_baselines(run_dir: str):
+    """The run's Pareto front and its baselines in one table (pandas), sorted
+    by latency: ``kind`` ('front'/'baseline'), ``name``, ``val_ic``,
+    ``val_mse``, ``latency_ms``, ``params``, ``lookback``."""
+    import json
+    import os
+
+    import pandas as pd
+
+    rows = []
+    front_path = os.path.join(run_dir, "pareto.csv")
+    if os.path.exists(front_path):
+        for _, r in pd.read_csv(front_path).iterrows():
+            params = json.loads(r["space_params"]) if isinstance(r.get("space_params"), str) else {}
+            rows.append({"kind": "front", "name": f"trial_{int(r['trial_id'])} {r.get('pattern', '')}",
+                         "val_ic": r.get("metric"), "val_mse": r.get("val_mse", math.nan),
+                         "latency_ms": r.get("latency_ms"), "params": r.get("params"),
+                         "lookback": params.get("data.lookback")})
+    base_path = os.path.join(run_dir, "baselines.csv")
+    if os.path.exists(base_path):
+        for _, r in pd.read_csv(base_path).iterrows():
+            rows.append({"kind": "baseline", "name": r["name"], "val_ic": r.get("val_ic"),
+                         "val_mse": r.get("val_mse"), "latency_ms": r.get("latency_ms"),
+                         "params": r.get("params"), "lookback": None})
+    table = pd.DataFrame(rows, columns=["kind", "name", "val_ic", "val_mse", "latency_ms",
+                                        "params", "lookback"])
+    return table.sort_values(["kind", "latency_ms"], ascending=[False, True], ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hybridnas.temporal.baselines",
+        description="Compute the temporal baselines of a search run (writes baselines.csv) "
+                    "and print the run's Pareto front beside them.")
+    parser.add_argument("run_dir")
+    parser.add_argument("--which", default=",".join(BASELINES),
+                        help=f"comma-separated baselines (default: {','.join(BASELINES)})")
+    parser.add_argument("--epochs", type=int, help="epochs for the seed model (default: the run's)")
+    parser.add_argument("--max-batches-per-epoch", type=int)
+    parser.add_argument("--lookback", type=int, help="lookback of the baselines' inputs")
+    parser.add_argument("--show", action="store_true", help="only print the table")
+    args = parser.parse_args(argv)
+    from ..errors import USER_ERRORS
+
+    try:
+        if not args.show:
+            over = {k: v for k, v in (("epochs", args.epochs),
+                                      ("max_batches_per_epoch", args.max_batches_per_epoch))
+                    if v is not None}
+            baselines_for_run(args.run_dir, which=tuple(w for w in args.which.split(",") if w),
+                              data_options={"lookback": args.lookback} if args.lookback else None,
+                              **over)
+        table = front_with_baselines(args.run_dir)
+    except USER_ERRORS as e:
+        import sys
+
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
