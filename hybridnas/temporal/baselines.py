@@ -94,16 +94,34 @@ def _scores(predict, bundle, prefix_sets=(("val_", "val"), ("test_", "test"))) -
     return out
 
 
-def _latency(model, bundle) -> float:
+def panel_latency_ms(model, input_shape: tuple[int, int, int], repeats: int = 20) -> float:
+    """Median single-sample CPU latency (1 thread) of ``model`` on a full panel
+    (1, features, assets, time), via ``hybridnas.latency.measure``; NaN if it
+    cannot be measured. The model is measured behind a spec-less wrapper so
+    the input is the whole panel, whatever the model's spec says."""
+    from torch import nn
+
+    class _Panel(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.in_chans = int(input_shape[0])
+
+        def forward(self, x):
+            return self.inner(x)
+
     try:
         from ..latency import measure
 
-        res = measure(model, device="cpu", resolution=tuple(bundle.input_shape[1:]),
-                      in_chans=int(bundle.input_shape[0]), num_classes=bundle.num_outputs,
-                      threads=1, warmup=3, repeats=20)
+        res = measure(_Panel(model), device="cpu", resolution=tuple(input_shape[1:]),
+                      in_chans=int(input_shape[0]), threads=1, warmup=3, repeats=repeats)
         return float(res.median_ms)
-    except Exception:  # noqa: BLE001 - a baseline without a latency is still a baseline
+    except Exception:  # noqa: BLE001 - a row without a latency is still a row
         return math.nan
+
+
+def _latency(model, bundle) -> float:
+    return panel_latency_ms(model, tuple(bundle.input_shape))
 
 
 def compute_baselines(bundle, *, which: tuple[str, ...] = BASELINES, epochs: int = 10,
@@ -220,32 +238,56 @@ def baselines_for_run(run_dir: str, *, which: tuple[str, ...] = BASELINES,
                              **kw)
 
 
-def front_with_baselines(run_dir: str):
+def front_with_baselines(run_dir: str, measure_panels: bool = False):
     """The run's Pareto front and its baselines in one table (pandas), sorted
     by latency: ``kind`` ('front'/'baseline'), ``name``, ``val_ic``,
-    ``val_mse``, ``latency_ms``, ``params``, ``lookback``."""
+    ``val_mse``, ``latency_ms`` (as the search recorded it), ``params``,
+    ``lookback``. With ``measure_panels``, ``panel_latency_ms`` re-measures
+    every front architecture on a full panel at its own lookback, the way
+    the baselines are measured (``panel_latency_ms``)."""
     import json
     import os
 
     import pandas as pd
+    import yaml
 
     rows = []
     front_path = os.path.join(run_dir, "pareto.csv")
+    cfg: dict[str, Any] = {}
+    if os.path.exists(os.path.join(run_dir, "config.yaml")):
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
+            cfg = yaml.safe_load(fh) or {}
+    shape = tuple(cfg.get("input_shape") or ()) if measure_panels else None
     if os.path.exists(front_path):
         for _, r in pd.read_csv(front_path).iterrows():
             params = json.loads(r["space_params"]) if isinstance(r.get("space_params"), str) else {}
-            rows.append({"kind": "front", "name": f"trial_{int(r['trial_id'])} {r.get('pattern', '')}",
-                         "val_ic": r.get("metric"), "val_mse": r.get("val_mse", math.nan),
-                         "latency_ms": r.get("latency_ms"), "params": r.get("params"),
-                         "lookback": params.get("data.lookback")})
+            row = {"kind": "front", "name": f"trial_{int(r['trial_id'])} {r.get('pattern', '')}",
+                   "val_ic": r.get("metric"), "val_mse": r.get("val_mse", math.nan),
+                   "latency_ms": r.get("latency_ms"), "params": r.get("params"),
+                   "lookback": params.get("data.lookback")}
+            if isinstance(r.get("reference"), str):
+                row["name"] += f" ({r['reference']})"
+            if shape and len(shape) == 3:
+                from ..builder import build_model
+                from ..spec import ArchSpec
+
+                lookback = int(row["lookback"] or shape[2])
+                spec = ArchSpec.from_dict(json.loads(r["spec"]))
+                model = build_model(spec, num_classes=int(cfg.get("num_outputs") or 1),
+                                    in_chans=int(shape[0]))
+                row["panel_latency_ms"] = panel_latency_ms(model, (shape[0], shape[1], lookback))
+            rows.append(row)
     base_path = os.path.join(run_dir, "baselines.csv")
     if os.path.exists(base_path):
         for _, r in pd.read_csv(base_path).iterrows():
             rows.append({"kind": "baseline", "name": r["name"], "val_ic": r.get("val_ic"),
                          "val_mse": r.get("val_mse"), "latency_ms": r.get("latency_ms"),
-                         "params": r.get("params"), "lookback": None})
-    table = pd.DataFrame(rows, columns=["kind", "name", "val_ic", "val_mse", "latency_ms",
-                                        "params", "lookback"])
+                         "params": r.get("params"), "lookback": None,
+                         "panel_latency_ms": r.get("latency_ms")})
+    columns = ["kind", "name", "val_ic", "val_mse", "latency_ms", "params", "lookback"]
+    if measure_panels:
+        columns.append("panel_latency_ms")
+    table = pd.DataFrame(rows, columns=columns)
     return table.sort_values(["kind", "latency_ms"], ascending=[False, True], ignore_index=True)
 
 
@@ -263,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches-per-epoch", type=int)
     parser.add_argument("--lookback", type=int, help="lookback of the baselines' inputs")
     parser.add_argument("--show", action="store_true", help="only print the table")
+    parser.add_argument("--measure-panels", action="store_true",
+                        help="re-measure the front's latency on full panels (as the baselines)")
     args = parser.parse_args(argv)
     from ..errors import USER_ERRORS
 
@@ -274,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             baselines_for_run(args.run_dir, which=tuple(w for w in args.which.split(",") if w),
                               data_options={"lookback": args.lookback} if args.lookback else None,
                               **over)
-        table = front_with_baselines(args.run_dir)
+        table = front_with_baselines(args.run_dir, measure_panels=args.measure_panels)
     except USER_ERRORS as e:
         import sys
 
