@@ -155,13 +155,13 @@ def iterate_batches(dataset, batch_size: int, device: torch.device, *, shuffle: 
     n = len(dataset)
     if hasattr(dataset, "batch"):
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(dataset.device)  # one copy per epoch, not one per batch
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         count = 0
         for i in range(0, stop, batch_size):
             if max_batches is not None and count >= max_batches:
                 return
-            idx = order[i:i + batch_size].to(dataset.device)
-            x, y = dataset.batch(idx)
+            x, y = dataset.batch(order[i:i + batch_size])
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             count += 1
         return

@@ -320,35 +320,52 @@ def stratified_subset(labels, size: int | float, seed: int):
     return np.sort(np.concatenate(chosen))
 
 
-def _resize(x, resolution: int | None):
-    """Float images resized to ``resolution`` in chunks (bounded memory)."""
+def _to_unit(x):
+    """Float images in [0, 1] from uint8 (0..255) or float input."""
+    import torch
+
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def _prepare(x, resolution: int | None, as_uint8: bool):
+    """A new tensor of the images resized to ``resolution``: float in [0, 1],
+    or uint8 0..255 when ``as_uint8`` (large sets). Works in chunks so that
+    only the result is ever held in full; never a view of the cached raw
+    arrays, so later steps may work in place."""
     import torch
     import torch.nn.functional as F
 
-    if resolution is None or tuple(x.shape[-2:]) == (resolution, resolution):
-        return x
-    down = resolution < max(x.shape[-2:])
-    out = torch.empty((x.shape[0], x.shape[1], resolution, resolution), dtype=x.dtype)
-    step = max(1, 2**26 // max(1, x[0].numel() + out[0].numel()))
+    size = tuple(x.shape[-2:]) if resolution is None else (resolution, resolution)
+    out = torch.empty((x.shape[0], x.shape[1]) + size, dtype=torch.uint8 if as_uint8 else torch.float32)
+    down = size[0] * size[1] < x.shape[-2] * x.shape[-1]
+    step = max(1, 2**24 // max(1, x[0].numel() + out[0].numel()))
     for i in range(0, len(x), step):
-        out[i:i + step] = F.interpolate(x[i:i + step].float(), size=(resolution, resolution),
-                                        mode="bilinear", align_corners=False, antialias=down
-                                        ).clamp_(0, 1).to(x.dtype)
+        chunk = _to_unit(x[i:i + step])
+        if size != tuple(x.shape[-2:]):
+            chunk = F.interpolate(chunk, size=size, mode="bilinear", align_corners=False,
+                                  antialias=down).clamp_(0, 1)
+        out[i:i + step] = chunk.mul_(255).round_() if as_uint8 else chunk
     return out
 
 
-def _channel_stats(x):
-    """Per-channel mean and std of (N, C, ...) images, accumulated in float64."""
-    dims = (0,) + tuple(range(2, x.ndim))
-    return x.double().mean(dim=dims).float(), x.double().std(dim=dims).float().clamp_min(1e-6)
-
-
-def _as_unit_float(x):
+def _channel_stats(*parts):
+    """Per-channel mean and std of the images in ``parts`` ((N, C, ...) tensors,
+    uint8 or float), combined from chunk moments without concatenating."""
     import torch
 
-    if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    return x.float()
+    dims = (0,) + tuple(range(2, parts[0].ndim))
+    counts, means, variances = [], [], []
+    for x in parts:
+        step = max(1, 2**24 // max(1, x[0].numel())) if len(x) else 1
+        for i in range(0, len(x), step):
+            var, mean = torch.var_mean(_to_unit(x[i:i + step]), dim=dims, correction=0)
+            counts.append(x[i:i + step].numel() // x.shape[1])
+            means.append(mean.double())
+            variances.append(var.double())
+    n = sum(counts)
+    mean = sum(c * m for c, m in zip(counts, means)) / n
+    var = sum(c * (v + (m - mean) ** 2) for c, v, m in zip(counts, variances, means)) / max(n - 1, 1)
+    return mean.float(), var.sqrt().float().clamp_min(1e-6)
 
 
 def _bundle_from_arrays(name: str, raw: ImageArrays, resolution: int | None,
@@ -363,25 +380,30 @@ def _bundle_from_arrays(name: str, raw: ImageArrays, resolution: int | None,
         x_te, y_te = x_tr[held], y_tr[held]
         x_tr, y_tr = x_tr[keep], y_tr[keep]
     y_te = torch.as_tensor(y_te, dtype=torch.long)
-    if raw.x_val is not None:
-        x_va, y_va = raw.x_val, torch.as_tensor(raw.y_val, dtype=torch.long)
+    x_va, y_va = raw.x_val, raw.y_val
+    shape = (x_tr.shape[1],) + ((resolution, resolution) if resolution else tuple(x_tr.shape[2:]))
+    n_images = len(x_tr) + len(x_te) + (len(x_va) if x_va is not None else 0)
+    # large sets (e.g. CIFAR-10 at 224 px) stay uint8 and are normalised per batch
+    as_uint8 = n_images * 4 * int(torch.tensor(shape).prod()) > _FLOAT_LIMIT_BYTES
+    x_tr, x_te = _prepare(x_tr, resolution, as_uint8), _prepare(x_te, resolution, as_uint8)
+    # normalisation statistics of the whole training set (before the
+    # validation split, never the test set): the same for every seed and subset
+    mean, std = _channel_stats(x_tr)
+    if x_va is not None:
+        x_va, y_va = _prepare(x_va, resolution, as_uint8), torch.as_tensor(y_va, dtype=torch.long)
     else:
         keep, held = stratified_split(y_tr.numpy(), val_fraction, seed=seed)
         x_va, y_va = x_tr[held], y_tr[held]
         x_tr, y_tr = x_tr[keep], y_tr[keep]
-    x_tr, x_va, x_te = (_resize(_as_unit_float(x), resolution) for x in (x_tr, x_va, x_te))
-    # normalisation statistics of the whole training set (train + validation
-    # parts, never the test set): the same constants for every seed and subset
-    mean, std = _channel_stats(torch.cat([x_tr, x_va]) if raw.x_val is None else x_tr)
     if subset is not None:
         idx = stratified_subset(y_tr.numpy(), subset, seed=seed)
         x_tr, y_tr = x_tr[idx], y_tr[idx]
 
     def finish(x, y):
-        if x.numel() * 4 > _FLOAT_LIMIT_BYTES:  # keep it small, normalise per batch
-            return ArrayDataset((x * 255).round_().to(torch.uint8), y, mean, std)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return ArrayDataset(((x - mean.view(shape)) / std.view(shape)).contiguous(), y)
+        if as_uint8:
+            return ArrayDataset(x, y, mean, std)
+        view = (1, -1) + (1,) * (x.ndim - 2)
+        return ArrayDataset(x.sub_(mean.view(view)).div_(std.view(view)), y)
 
     num_classes = int(max(int(y_tr.max()), int(y_va.max()) if len(y_va) else 0,
                           int(y_te.max()) if len(y_te) else 0) + 1)
