@@ -381,11 +381,17 @@ def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None 
         eligible = front_eligible(done, x).to_numpy()
         pts = done[["metric", x]].to_numpy(dtype=float)
         budget = np.cumsum(done["device_seconds"].fillna(0.0).to_numpy(dtype=float)) / 3600.0
-        for k in range(len(done)):
-            sel = pts[: k + 1][eligible[: k + 1]]
-            front = sel[pareto_mask(sel, MAXIMIZE)] if len(sel) else sel
-            hv = hypervolume(front, MAXIMIZE, ref) if (ref is not None and len(front)) else 0.0
-            r = done.iloc[k]
+        # The front grows one trial at a time: only a trial that enters it
+        # changes the hypervolume, so recompute only then (O(n * front)).
+        front = np.zeros((0, 2))
+        hv = 0.0
+        for k, r in enumerate(done.itertuples(index=False)):
+            if eligible[k]:
+                cand = np.vstack([front, pts[k]])
+                keep = pareto_mask(cand, MAXIMIZE)
+                if keep[-1]:
+                    front = cand[keep]
+                    hv = hypervolume(front, MAXIMIZE, ref) if ref is not None else 0.0
             rows.append({"run": run.name, "trial_id": int(r.trial_id),
                          "finished_at": r.finished_at, "budget_hours": float(budget[k]),
                          "hypervolume": hv, "front_size": int(len(front))})
