@@ -309,7 +309,7 @@ def model_card_info(spec: ArchSpec, meta: dict[str, Any], model=None,
     run = dict(run or {})
     shape = tuple(meta["input_shape"])
     c = cost(model if model is not None else spec, input_size=shape,
-             num_classes=meta.get("num_classes") or 1000)
+             num_classes=meta.get("num_classes") or 1000, in_chans=shape[0])
     res = meta.get("resolution")
     sizes = spec.stage_resolutions(int(res)) if res and spec.dims == 2 else [None] * len(spec.stages)
     stages = []
