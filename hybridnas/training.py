@@ -105,6 +105,16 @@ class FitResult:
         return dict(self.history[-1].val_metrics) if self.history else {}
 
     @property
+    def train_seconds(self) -> float:
+        """Time spent in training steps (all epochs in ``history``)."""
+        return sum(h.train_seconds for h in self.history)
+
+    @property
+    def eval_seconds(self) -> float:
+        """Time spent in per-epoch validation."""
+        return sum(h.seconds - h.train_seconds for h in self.history)
+
+    @property
     def full_fidelity(self) -> bool:
         return self.epochs >= self.max_epochs
 
@@ -135,13 +145,16 @@ def _amp_dtype(amp: bool | str | None, device: torch.device) -> torch.dtype | No
 
 
 def _on_device(dataset, device: torch.device):
-    """The dataset on ``device`` if it is an in-memory ArrayDataset that fits."""
-    if not hasattr(dataset, "batch") or not hasattr(dataset, "to"):
+    """The dataset moved to ``device`` once, if it is an in-memory dataset
+    (``batch``/``to``/``device``, like ``ArrayDataset``) whose tensors fit;
+    otherwise the dataset itself (batches are then copied one by one)."""
+    if not all(hasattr(dataset, a) for a in ("batch", "to", "device")):
         return dataset
     if device.type == "cuda":
-        need = dataset.x.numel() * dataset.x.element_size()
+        need = sum(t.numel() * t.element_size() for t in vars(dataset).values()
+                   if isinstance(t, torch.Tensor))
         free, _ = torch.cuda.mem_get_info(device)
-        if need > 0.4 * free:  # leave room for the model; batches are copied instead
+        if need > 0.4 * free:  # leave room for the model and activations
             return dataset
     return dataset.to(device)
 
@@ -149,11 +162,15 @@ def _on_device(dataset, device: torch.device):
 def iterate_batches(dataset, batch_size: int, device: torch.device, *, shuffle: bool = False,
                     generator: torch.Generator | None = None, drop_last: bool = False,
                     max_batches: int | None = None) -> Iterator[tuple[Any, Any]]:
-    """(inputs, targets) batches on ``device``: index slicing for in-memory
-    ``ArrayDataset``s, a ``DataLoader`` (no worker processes) for any other
-    map-style dataset."""
+    """(inputs, targets) batches on ``device``.
+
+    In-memory datasets (``hybridnas.data.ArrayDataset``, or anything with
+    ``__len__``, ``batch(index_tensor) -> (inputs, targets)`` on its
+    ``device``, and a memoised ``to(device)``) are cut by indexing: one
+    operation per batch. Any other map-style dataset goes through a
+    ``DataLoader`` with no worker processes."""
     n = len(dataset)
-    if hasattr(dataset, "batch"):
+    if hasattr(dataset, "batch") and hasattr(dataset, "device"):
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(dataset.device)  # one copy per epoch, not one per batch
         stop = n - n % batch_size if drop_last and n >= batch_size else n
@@ -311,11 +328,18 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     if ckpt_path:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if resume and os.path.exists(ckpt_path):
-            state = torch.load(ckpt_path, map_location=device, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+            try:
+                state = torch.load(ckpt_path, map_location=device, weights_only=False)
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+            except (RuntimeError, KeyError, ValueError, EOFError, OSError) as e:
+                from .errors import UserError
+
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"{ckpt_path}: cannot resume from it ({reason[:200]}); it belongs "
+                                f"to another model or is damaged: remove it to start over") from None
             start_epoch = int(state["epoch"])
             history = [EpochResult(**h) for h in state.get("history", [])]
             if state.get("epochs", epochs) != epochs and log:

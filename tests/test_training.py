@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import hybridnas
+from hybridnas.errors import UserError
 from hybridnas.cli import main
 from hybridnas.data import ArrayDataset, DatasetBundle, Task, load_dataset
 from hybridnas.spec import ArchSpec, HeadSpec, StageSpec, StemSpec
@@ -90,6 +91,10 @@ def test_resume_continues_where_it_stopped(digits, tmp_path):
 
     again = fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
     assert again.epochs == 3 and again.resumed_from == 3  # nothing left to train
+
+    other = hybridnas.build_model(TINY.replace(stages=TINY.stages[:1]), num_classes=10, in_chans=1)
+    with pytest.raises(UserError, match="last.pt: cannot resume"):
+        fit(other, digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
 
 
 class _Linear(nn.Module):
