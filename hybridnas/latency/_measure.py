@@ -243,7 +243,7 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
     if spec is not None:
         spec.validate(resolution)
     dims = spec.dims if spec is not None else 2
-    size = (resolution,) if dims == 1 else (
+    size = (resolution,) if dims == 1 and isinstance(resolution, int) else (
         (resolution, resolution) if isinstance(resolution, int) else tuple(resolution))
     chans = getattr(model, "in_chans", in_chans)
     settings: dict[str, Any] = {

@@ -176,7 +176,8 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     bundle = load_dataset(**data_kw)
     task = bundle.task
     input_shape = tuple(int(x) for x in bundle.input_shape)
-    resolution = input_shape[1] if len(input_shape) >= 2 else None
+    # The last axis: image side, sequence length, or a (features, assets, time) panel's lookback.
+    resolution = input_shape[-1] if len(input_shape) >= 2 else None
     space = space if space is not None else _load_space(cfg, resolution)
     columns, maximize = objective_columns(task.maximize, cfg.objectives)
     metrics = list(columns)
@@ -314,6 +315,13 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     return SearchResult(run.path, summary)
 
 
+def _latency_resolution(bundle, resolution):
+    """What latency is measured at: the resolution, or (assets, time) for a
+    temporal panel (features, assets, time), so the whole panel is timed."""
+    shape = tuple(int(s) for s in bundle.input_shape[1:])
+    return shape if len(shape) == 2 and shape[0] != shape[1] else resolution
+
+
 def _latency_settings(cfg, run, gpus, bundle, resolution):
     """Latency settings for the trials and the run's one ``LatencyService``.
 
@@ -331,7 +339,8 @@ def _latency_settings(cfg, run, gpus, bundle, resolution):
     except ImportError:
         return lat, None
     service = LatencyService(run.path / "latency", device=device,
-                             batch_size=cfg.latency_batch_size, resolution=resolution,
+                             batch_size=cfg.latency_batch_size,
+                             resolution=_latency_resolution(bundle, resolution),
                              in_chans=int(bundle.input_shape[0]),
                              num_classes=int(bundle.num_outputs), threads=cfg.latency_threads,
                              warmup=5, repeats=cfg.latency_repeats,
