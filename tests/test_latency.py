@@ -340,8 +340,8 @@ class _FakeSpace:
     def __init__(self, resolution):
         self.resolution = resolution
 
-    def sample(self, rng):
-        return random_tiny(rng)
+    def sample(self, rng):  # rng: numpy Generator, as the real spaces take
+        return random_tiny(random.Random(int(rng.integers(1 << 30))))
 
 
 def test_cli_calibrate_then_check_on_a_space(tmp_path, monkeypatch, capsys):

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..spec import ArchSpec, StageSpec
 
 __all__ = ["LatencyPredictor", "Part", "spec_parts", "calibrate", "calibrate_space", "check",
-           "summarise_check", "measure_part"]
+           "summarise_check", "measure_part", "estimate_errors"]
 
 FORMAT_VERSION = 1
 
@@ -141,6 +141,18 @@ def _features(part: Part) -> list[float]:
     return [batch * mult * v / 1e6 for v in (point, dw, attn, elem)] + [1.0]
 
 
+def _families(part: Part) -> list[str]:
+    """Keys of ever larger groups of similar parts: same part but for its
+    input channels; then same kind, block and parameters at any size."""
+    if part.kind == "stem":
+        return ["stem:" + part.build["stem"]["kind"]]
+    b = part.build
+    near = _key({"kind": part.kind, "stage": b["stage"], "in": [b["in"][0]] + b["in"][2:]})
+    fixed = {k: v for k, v in b["stage"].items()
+             if k not in ("width", "stride", "depth", "heads", "window")}
+    return [near, f"{part.kind}:" + _key(fixed)]
+
+
 def _nnls(rows: list[list[float]], targets: list[float]) -> list[float]:
     import numpy as np
     from scipy.optimize import nnls
@@ -169,6 +181,7 @@ class LatencyPredictor:
         self.correction = dict(correction or {"scale": 1.0, "offset": 0.0, "head": 0.0})
         self.fallback = dict(fallback or {})
         self.report = dict(report or {})
+        self._families: dict[str, list[tuple[float, list[float]]]] | None = None
 
     # ---- persistence ----------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
@@ -209,7 +222,39 @@ class LatencyPredictor:
         if not coef:
             raise UserError(f"latency table has no entry for a {part.kind} part and no "
                             f"fallback fit (calibrate with more architectures)")
-        return max(0.0, sum(c * f for c, f in zip(coef, _features(part)))), "estimate"
+        feats = _features(part)
+        estimate = max(1e-6, sum(c * f for c, f in zip(coef, feats)))
+        # The size fit is biased per block type; correct it with the nearest
+        # measured part of the same kind and block (ratio of the two estimates).
+        near = self._nearest(part, feats)
+        if near is not None:
+            near_ms, near_feats = near
+            near_est = max(1e-6, sum(c * f for c, f in zip(coef, near_feats)))
+            return near_ms * estimate / near_est, "estimate"
+        return estimate, "estimate"
+
+    def _nearest(self, part: Part, feats: list[float]) -> tuple[float, list[float]] | None:
+        """The measured part closest to ``part``: first among parts that
+        differ only in input channels (a stage after a different width),
+        then among parts of the same kind, block and block parameters."""
+        if self._families is None:
+            self._families = {}
+            for key, ms in self.table.items():
+                data = json.loads(key)
+                other = Part(data.pop("kind"), key, 1, data)
+                entry = (ms, _features(other))
+                for family in _families(other):
+                    self._families.setdefault(family, []).append(entry)
+        logs = [math.log1p(f) for f in feats]
+        for family in _families(part):
+            best, best_d = None, math.inf
+            for ms, other in self._families.get(family, ()):
+                d = sum((a - math.log1p(b)) ** 2 for a, b in zip(logs, other))
+                if d < best_d:
+                    best, best_d = (ms, other), d
+            if best is not None:
+                return best
+        return None
 
     def _head_size(self, spec: ArchSpec, batch_size: int, num_classes: int | None) -> float:
         outputs = spec.head.outputs or num_classes or self.settings.get("num_classes") or 1000
@@ -262,6 +307,7 @@ class LatencyPredictor:
                    if p.key not in self.table]
         for part in _unique(missing):
             self.table[part.key] = measure_part(part, self.settings)
+        self._families = None
         return len(_unique(missing))
 
 
@@ -436,11 +482,10 @@ def _fit_correction(sums: list[float], heads: list[float], measured: list[float]
 def calibrate_space(space: str, n: int = 100, resolution: int = 32, seed: int = 0,
                     **kw: Any) -> LatencyPredictor:
     """Sample ``n`` architectures from a search space and ``calibrate`` on them."""
-    import random
+    import numpy as np
 
     sp = load_space(space, resolution)
-    rng = random.Random(seed)
-    specs = _sample_unique(sp, n, rng)
+    specs = _sample_unique(sp, n, np.random.default_rng(seed))
     predictor = calibrate(specs, resolution=resolution, **kw)
     predictor.report.update(space=sp.name, seed=seed)
     return predictor
@@ -513,3 +558,26 @@ def summarise_check(rows: list[dict[str, Any]], tolerance: float = 0.10) -> dict
             else None, "fully_covered": len(full),
             "predict_ms": statistics.median(r["predict_s"] for r in rows) * 1e3,
             "measure_ms": statistics.median(r["measure_s"] for r in rows) * 1e3}
+
+
+def estimate_errors(predictor: LatencyPredictor, limit: int = 300, seed: int = 0) -> list[float]:
+    """Leave-one-out relative errors of the estimate used for parts missing
+    from the table: each (sampled) entry is removed and estimated from the
+    rest. Needs no measurement; says how much coverage gaps cost."""
+    import random
+
+    keys = list(predictor.table)
+    random.Random(seed).shuffle(keys)
+    errors = []
+    for key in keys[:limit]:
+        data = json.loads(key)
+        part = Part(data.pop("kind"), key, 1, data)
+        truth = predictor.table.pop(key)
+        predictor._families = None
+        try:
+            estimate, _ = predictor._part_ms(part)
+        finally:
+            predictor.table[key] = truth
+        errors.append((estimate - truth) / truth)
+    predictor._families = None
+    return errors

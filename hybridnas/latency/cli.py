@@ -101,7 +101,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import random
+    import numpy as np
 
     from ..models_cli import _table
     from ._measure import resolve_device
@@ -117,7 +117,7 @@ def _check(args: argparse.Namespace) -> int:
                         f"not {device}")
     sp = load_space(space, predictor.settings["resolution"])
     # A different seed from calibration: check on architectures it has not seen.
-    specs = _sample_unique(sp, args.n or 50, random.Random(args.seed + 1))
+    specs = _sample_unique(sp, args.n or 50, np.random.default_rng(args.seed + 1))
     rows = check(predictor, specs, repeats=args.repeats)
     print(_table([[r["arch_id"], r["pattern"], f"{r['predicted_ms']:.3f}",
                    f"{r['measured_ms']:.3f}", f"{r['rel_error']:+.1%}", f"{r['coverage']:.0%}"]
