@@ -96,7 +96,7 @@ def test_model_card_states_the_facts(run, full_export):
     assert "predicted latency | 6.000 ms" in card
     assert "0.9000 on digits after 4/4 proxy epochs, full fidelity" in card
     assert "run `tiny-run`, trial 0" in card
-    assert "2 of 2 on the Pareto front" in card  # slowest of the front
+    assert "2 of 2 on the Pareto front (cheapest first)" in card  # slowest of the front
     assert "rank by val_accuracy | 1 of 3" in card
     assert "| 2 | transformer | 1 | 32 | 2 | 2x2 |" in card  # stage table with resolutions
 

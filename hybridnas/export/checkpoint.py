@@ -30,7 +30,8 @@ from ..spec import ArchSpec
 
 __all__ = [
     "save_checkpoint", "load_checkpoint", "prune_checkpoints", "trial_checkpoint_dir",
-    "front_trial_ids", "read_trials", "SPEC_FILE", "WEIGHTS_FILE", "META_FILE", "KEEP_CHOICES",
+    "front_trial_ids", "read_trials", "read_run_config", "run_objectives",
+    "SPEC_FILE", "WEIGHTS_FILE", "META_FILE", "KEEP_CHOICES",
 ]
 
 SPEC_FILE = "spec.yaml"
@@ -192,15 +193,35 @@ def read_trials(run_dir: str | os.PathLike):
     raise UserError(f"{run_dir}: not a run directory (no trials.parquet or trials.csv)")
 
 
+def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The run's ``config.yaml`` as a dict ({} when absent or unreadable)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_objectives(config: dict[str, Any]) -> tuple[list[str], list[bool]]:
+    """Trials columns and directions of the run's objectives (from config.yaml;
+    default: maximise ``metric``, minimise ``latency_ms``)."""
+    columns = list(config.get("objective_columns") or ["metric", "latency_ms"])
+    maximize = config.get("objective_maximize")
+    if not maximize or len(maximize) != len(columns):
+        maximize = [bool(config.get("maximize", True))] + [False] * (len(columns) - 1)
+    return columns, [bool(m) for m in maximize]
+
+
 def front_trial_ids(run_dir: str | os.PathLike, trials=None) -> list[int]:
     """Trial ids on the run's front: ``pareto.csv`` when the run wrote it;
-    otherwise computed from the trials table (full-fidelity COMPLETE trials,
-    maximise ``metric``, minimise ``latency_ms``; metric alone when no
-    latency was measured)."""
-    import numpy as np
+    otherwise computed from the trials table the way the search does
+    (full-fidelity COMPLETE trials, the objectives in config.yaml)."""
     import pandas as pd
-
-    from ..pareto import pareto_mask
 
     run = Path(run_dir)
     front_file = run / "pareto.csv"
@@ -211,19 +232,23 @@ def front_trial_ids(run_dir: str | os.PathLike, trials=None) -> list[int]:
     df = read_trials(run) if trials is None else trials
     if df.empty:
         return []
-    done = df[df["status"] == "COMPLETE"]
-    if "full_fidelity" in done.columns and done["full_fidelity"].fillna(False).astype(bool).any():
-        done = done[done["full_fidelity"].fillna(False).astype(bool)]
-    done = done[np.isfinite(done["metric"].astype(float))]
-    if done.empty:
-        return []
-    if "latency_ms" in done.columns and np.isfinite(done["latency_ms"].astype(float)).any():
-        points = done[["metric", "latency_ms"]].astype(float).to_numpy()
-        mask = pareto_mask(points, maximize=[True, False])
-    else:
-        values = done["metric"].astype(float).to_numpy()
-        mask = values == values.max()
-    return [int(t) for t in done.loc[mask, "trial_id"].tolist()]
+    columns, maximize = run_objectives(read_run_config(run))
+    columns = [c for c in columns if c in df.columns]
+    maximize = maximize[:len(columns)]
+    try:
+        from ..search.run import front_of
+    except ImportError:  # search room absent: same rule, written out
+        front_of = _front_of
+    return [int(t) for t in front_of(df, columns, maximize)["trial_id"].tolist()]
+
+
+def _front_of(df, columns, maximize):
+    from ..pareto import pareto_mask
+
+    ok = df[(df["status"] == "COMPLETE") & df["full_fidelity"].astype(bool)].dropna(subset=columns)
+    if ok.empty:
+        return ok
+    return ok[pareto_mask(ok[columns].to_numpy(dtype=float), maximize)]
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: str = "pareto") -> list[int]:

@@ -42,7 +42,9 @@ from .checkpoint import (
     front_trial_ids,
     load_checkpoint,
     read_meta,
+    read_run_config,
     read_trials,
+    run_objectives,
     save_checkpoint,
 )
 
@@ -397,7 +399,7 @@ def render_model_card(info: dict[str, Any]) -> str:
                      f"{' on ' + str(info['dataset']) if info.get('dataset') else ''}{fid} |")
     if info.get("front_size"):
         pos = info.get("front_position")
-        where = (f"{pos} of {info['front_size']} on the Pareto front (ordered by latency)"
+        where = (f"{pos} of {info['front_size']} on the Pareto front (cheapest first)"
                  if pos else f"not on the Pareto front ({info['front_size']} trials are)")
         lines.append(f"| position | {where} |")
     if info.get("rank"):
@@ -434,31 +436,23 @@ def render_model_card(info: dict[str, Any]) -> str:
 # Runs
 # --------------------------------------------------------------------------
 
-def _run_config(run: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run / "config.yaml"
-    if not path.exists():
-        return {}
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
-        return {}
-
-
-def _full_complete(df):
+def _ranked(df, maximize: bool = True):
+    """Full-fidelity COMPLETE trials with a metric, best first (all COMPLETE
+    ones if none ran at full fidelity)."""
     done = df[df["status"] == "COMPLETE"]
     full = done["full_fidelity"].fillna(False).astype(bool)
     done = done[full] if full.any() else done
-    return done[done["metric"].astype(float).notna()]
+    done = done[done["metric"].astype(float).notna()]
+    return done.sort_values("metric", ascending=not maximize, kind="stable")
 
 
 def select_trials(df, trials: Sequence[int] | None = None, pareto: bool = False,
                   top: int | None = None, by: str = "metric", front: Sequence[int] = (),
-                  run_dir: str = "run") -> list[int]:
+                  run_dir: str = "run", maximize: bool = True) -> list[int]:
     """Trial ids to export: ``trials`` given explicitly, the ``front`` when
     ``pareto``, or the ``top`` K full-fidelity COMPLETE trials ``by`` metric
-    (highest first) or latency (lowest first). Nothing chosen means the front.
+    (best first; ``maximize`` says which way is better) or latency (lowest
+    first). Nothing chosen means the front.
     Raises ``UserError`` for unknown, failed or unfinished trials."""
     chosen = sum(x is not None and x is not False and x != [] for x in (trials, pareto or None, top))
     if chosen > 1:
@@ -491,11 +485,10 @@ def select_trials(df, trials: Sequence[int] | None = None, pareto: bool = False,
         if key not in SORT_KEYS:
             raise UserError(f"--by {by!r} is not one of metric, latency"
                             f"{', ' + ', '.join(sorted(metric_names)) if metric_names else ''}")
-        done = _full_complete(df)
+        done = _ranked(df, maximize)
         if key == "latency":
-            done = done[done["latency_ms"].astype(float).notna()].sort_values("latency_ms")
-        else:
-            done = done.sort_values("metric", ascending=False)
+            done = done[done["latency_ms"].astype(float).notna()].sort_values("latency_ms",
+                                                                              kind="stable")
         if done.empty:
             raise UserError(f"{run_dir}: no COMPLETE trial with a {key} to rank")
         return [int(t) for t in done["trial_id"].head(int(top))]
@@ -527,12 +520,15 @@ def export_run(run_dir: str | os.PathLike, trials: Sequence[int] | None = None,
     df = read_trials(run)
     if df.empty:
         raise UserError(f"{run_dir}: the run has no trials yet")
-    config = _run_config(run)
+    config = read_run_config(run)
+    columns, directions = run_objectives(config)
     front = front_trial_ids(run, df)
-    ids = select_trials(df, trials, pareto, top, by, front=front, run_dir=str(run_dir))
-    ranked = _full_complete(df).sort_values("metric", ascending=False)
-    rank_of = {int(t): i + 1 for i, t in enumerate(ranked["trial_id"])}
-    front_df = df[df["trial_id"].isin(front)].sort_values("latency_ms")
+    ids = select_trials(df, trials, pareto, top, by, front=front, run_dir=str(run_dir),
+                        maximize=directions[0])
+    rank_of = {int(t): i + 1 for i, t in enumerate(_ranked(df, directions[0])["trial_id"])}
+    # Position along the front, ordered by the cost objective (latency unless the run chose another).
+    order = columns[1] if len(columns) > 1 and columns[1] in df.columns else "metric"
+    front_df = df[df["trial_id"].isin(front)].sort_values(order, kind="stable")
     front_pos = {int(t): i + 1 for i, t in enumerate(front_df["trial_id"])}
     dest = Path(out) if out is not None else run / "export"
     rows = {int(r["trial_id"]): r for r in df.to_dict("records")}
@@ -549,10 +545,15 @@ def export_run(run_dir: str | os.PathLike, trials: Sequence[int] | None = None,
             meta = read_meta(ck)
             if (ck / WEIGHTS_FILE).exists():
                 model, _, meta = load_checkpoint(ck)
-        meta.setdefault("dataset", config.get("dataset"))
-        meta.setdefault("resolution", config.get("resolution"))
-        meta.setdefault("num_classes", config.get("num_classes"))
-        meta.setdefault("in_chans", config.get("in_chans"))
+        # Trial checkpoints may leave these out (or None): the run's config knows them.
+        shape = config.get("input_shape")
+        for key, value in (("dataset", config.get("dataset")),
+                           ("input_shape", shape),
+                           ("resolution", config.get("resolution")),
+                           ("num_classes", config.get("num_outputs", config.get("num_classes"))),
+                           ("in_chans", shape[0] if shape else config.get("in_chans"))):
+            if meta.get(key) is None and value is not None:
+                meta[key] = value
         meta.update(run=run.name, trial_id=t, metric=row.get("metric"),
                     metric_name=row.get("metric_name"), epochs=row.get("epochs"),
                     max_epochs=row.get("max_epochs"))

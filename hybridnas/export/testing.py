@@ -92,10 +92,13 @@ def make_run(path: str | Path, name: str | None = None, seed: int = 0) -> Path:
     run = Path(path)
     run.mkdir(parents=True, exist_ok=True)
     name = name or run.name
-    config = {"name": name, "space": "stagewise", "dataset": "digits",
-              "resolution": RUN_RESOLUTION, "in_chans": RUN_IN_CHANS, "num_classes": RUN_CLASSES,
-              "metric_name": "val_accuracy", "objectives": ["val_accuracy", "latency_ms"],
-              "max_epochs": 4, "seed": seed, "latency": {"device": "cpu", "batch_size": 1}}
+    # The keys the search writes (hybridnas.search.runner) that readers use.
+    config = {"run_name": name, "space": "stagewise", "dataset": "digits", "resolution": None,
+              "epochs": 4, "objectives": ["latency"], "seed": seed, "keep_checkpoints": "pareto",
+              "metric_name": "val_accuracy", "maximize": True,
+              "objective_columns": ["metric", "latency_ms"], "objective_maximize": [True, False],
+              "input_shape": [RUN_IN_CHANS, RUN_RESOLUTION, RUN_RESOLUTION],
+              "num_outputs": RUN_CLASSES, "budget_unit": "cpu"}
     (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     torch.manual_seed(seed)
     rows = []
@@ -107,7 +110,7 @@ def make_run(path: str | Path, name: str | None = None, seed: int = 0) -> Path:
             model = build_model(spec, num_classes=RUN_CLASSES, in_chans=RUN_IN_CHANS)
             folder = trial_checkpoint_dir(run, trial_id)
             save_checkpoint(folder, model, spec, {
-                "resolution": RUN_RESOLUTION, "dataset": "digits", "metric": metric,
+                "resolution": None, "dataset": "digits", "metric": metric,
                 "metric_name": "val_accuracy", "epochs": epochs, "max_epochs": 4,
                 "run": name, "trial_id": trial_id})
             checkpoint = str(folder.relative_to(run))
