@@ -103,8 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     bundle = load_dataset(args.dataset, data_dir=args.data_dir, resolution=resolution,
                           subset=subset, seed=args.seed, val_fraction=args.val_fraction)
-    if len(bundle.input_shape) == 3:
-        spec.validate(bundle.input_shape[1:])
+    if spec.dims == 2 and len(bundle.input_shape) == 3:
+        spec.validate(tuple(bundle.input_shape[1:]))  # before any training
     out = args.out or _default_out(args.arch, spec, args.dataset)
     ckpt_dir = os.path.join(out, "checkpoint")
     if os.path.exists(os.path.join(ckpt_dir, CHECKPOINT_NAME)) and not args.resume:

@@ -206,12 +206,23 @@ def test_train_cli_end_to_end_on_digits(tmp_path, capsys):
     assert "epoch   2/2" in text and "epoch   1/2" not in text
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 2
 
+    # the output folder is an exported model: it retrains, at its own resolution
+    again = tmp_path / "again"
+    assert main(["train", str(out), "--dataset", "digits", "--epochs", "1",
+                 "--max-batches-per-epoch", "2", "--out", str(again)]) == 0
+    assert json.loads((again / "meta.json").read_text())["resolution"] == 16
+
 
 def test_train_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope.yaml"), "--dataset", "digits"]) == 2
     assert "nope.yaml: no such spec file" in capsys.readouterr().err
     assert main(["train", "no_such_arch", "--dataset", "digits"]) == 2
     assert "unknown architecture" in capsys.readouterr().err
+    # rejected before any training: too many stride-2 stages for 16x16 inputs
+    assert main(["train", "coatnet_0", "--dataset", "digits", "--resolution", "16",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "stride=2 downsamples" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
     spec_path = tmp_path / "tiny.yaml"
     TINY.save(str(spec_path))
     assert main(["train", str(spec_path), "--dataset", "cifar10", "--data-dir", str(tmp_path)]) == 2

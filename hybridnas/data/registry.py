@@ -162,7 +162,11 @@ class DatasetBundle:
 
     @property
     def resolution(self) -> int | None:
-        return int(self.input_shape[-1]) if len(self.input_shape) == 3 else None
+        """R for square (C, R, R) images, else None (non-square or not images)."""
+        shape = self.input_shape
+        if self.task.name == "classification" and len(shape) == 3 and shape[1] == shape[2]:
+            return int(shape[2])
+        return None
 
     def summary(self) -> str:
         return (f"{self.name}: train {len(self.train)}, val {len(self.val)}, "
