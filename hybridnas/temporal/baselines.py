@@ -120,21 +120,20 @@ def panel_latency_ms(model, input_shape: tuple[int, int, int], repeats: int = 20
         return math.nan
 
 
-def _latency(model, bundle) -> float:
-    return panel_latency_ms(model, tuple(bundle.input_shape))
 
 
 def compute_baselines(bundle, *, which: tuple[str, ...] = BASELINES, epochs: int = 10,
                       batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.05,
                       warmup_epochs: float = 1.0, max_batches_per_epoch: int | None = None,
                       ridge_alpha: float = 100.0, device: str = "auto", seed: int = 0,
+                      latency_repeats: int = 20,
                       run_dir: str | None = None) -> list[dict[str, Any]]:
     """Fit and score the baselines on ``bundle`` (a temporal ``DatasetBundle``).
 
     ``which``: names from ``BASELINES``. The training settings apply to the
     seed FinancialHybrid (give the search's proxy recipe to compare like
-    with like). Returns one dict per baseline; with ``run_dir`` also writes
-    ``baselines.csv`` there.
+    with like). ``latency_repeats``: timed runs per latency figure. Returns
+    one dict per baseline; with ``run_dir`` also writes ``baselines.csv`` there.
     """
     import numpy as np
     import torch
@@ -171,7 +170,8 @@ def compute_baselines(bundle, *, which: tuple[str, ...] = BASELINES, epochs: int
                                 (f, a, t)).eval()
         del flat
         row("ridge", _scores(linear, bundle), sum(p.numel() for p in linear.parameters()),
-            _latency(linear, bundle), f"Ridge(alpha={ridge_alpha}) on the flattened input window")
+            panel_latency_ms(linear, tuple(bundle.input_shape), latency_repeats),
+            f"Ridge(alpha={ridge_alpha}) on the flattened input window")
     if "seed_financial_hybrid" in which:
         from ..training import fit
         from .model import SeedFinancialHybrid
@@ -184,7 +184,7 @@ def compute_baselines(bundle, *, which: tuple[str, ...] = BASELINES, epochs: int
         model.to("cpu").eval()
         scores = _scores(model, bundle)
         row("seed_financial_hybrid", scores, sum(p.numel() for p in model.parameters()),
-            _latency(model, bundle),
+            panel_latency_ms(model, tuple(bundle.input_shape), latency_repeats),
             f"seed module as written, fit {result.epochs} epochs (best val epoch "
             f"{result.best_epoch}); scores are of the last epoch")
     if run_dir is not None:
