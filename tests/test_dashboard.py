@@ -313,3 +313,29 @@ def test_import_is_light():
             "print([m for m in ('plotly', 'optuna', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_third_objective_front_follows_the_run(hand_run):
+    from hybridnas.pareto import hypervolume
+
+    # C (trial 2) is dominated by A on accuracy/latency but is far smaller:
+    # with params as a third objective (as the search's summary says) it joins
+    # the front, yet the drawn 2-D staircase still runs through A and B only.
+    df = pd.read_parquet(hand_run / "trials.parquet")
+    df.loc[df.trial_id == 2, "params"] = 10
+    df.to_parquet(hand_run / "trials.parquet", index=False)
+    summary = json.loads((hand_run / "summary.json").read_text())
+    ref = [0.6, 30.0, 2_000_000.0]
+    summary.update(objectives=["metric", "latency_ms", "params"], maximize=[True, False, False],
+                   reference_point=ref)
+    (hand_run / "summary.json").write_text(json.dumps(summary))
+    runs = load_runs([hand_run])
+    pts = get_front_info(runs)["points"].set_index("trial_id")
+    assert sorted(pts.index[pts.on_front]) == [0, 1, 2]
+    assert sorted(pts.index[pts.on_line]) == [0, 1]
+    info = get_hypervolume_info(runs)
+    assert info["objectives"] == ["metric", "latency_ms", "params"] and info["reference"] == ref
+    final = np.array([[0.9, 10.0, 1_000_000], [0.8, 5.0, 1_000_001], [0.7, 20.0, 10]])
+    assert info["curve"].hypervolume.iloc[-1] == pytest.approx(
+        hypervolume(final, [True, False, False], ref))
+    assert info["curve"].front_size.tolist() == [1, 2, 2, 3, 3]

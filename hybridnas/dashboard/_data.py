@@ -242,21 +242,46 @@ def stage_blocks(spec: Any) -> list[str]:
 # Pareto front
 # --------------------------------------------------------------------------
 
-def front_eligible(trials: pd.DataFrame, x: str = "latency_ms") -> pd.Series:
+def front_eligible(trials: pd.DataFrame, columns: Sequence[str] = ("metric", "latency_ms")
+                   ) -> pd.Series:
     """Trials that may be on the front (contract: full-fidelity COMPLETE trials
-    with a metric and a cost)."""
-    return ((trials["status"] == "COMPLETE") & trials["full_fidelity"].astype(bool)
-            & np.isfinite(trials["metric"]) & np.isfinite(trials[x]))
+    with a value for every objective column)."""
+    ok = (trials["status"] == "COMPLETE") & trials["full_fidelity"].astype(bool)
+    for col in columns:
+        ok &= np.isfinite(trials[col])
+    return ok
 
 
-def front_mask(trials: pd.DataFrame, x: str = "latency_ms") -> np.ndarray:
-    """Boolean mask over ``trials``: on the metric-vs-``x`` Pareto front."""
-    ok = front_eligible(trials, x).to_numpy()
+def front_mask(trials: pd.DataFrame, x: str = "latency_ms", *,
+               objectives: tuple[Sequence[str], Sequence[bool]] | None = None) -> np.ndarray:
+    """Boolean mask over ``trials``: on the Pareto front of metric vs ``x``, or
+    of ``objectives`` = (columns, maximize) such as a run's own objectives."""
+    columns, maximize = objectives or (("metric", x), MAXIMIZE)
+    ok = front_eligible(trials, columns).to_numpy()
     mask = np.zeros(len(trials), dtype=bool)
     if ok.any():
-        pts = trials.loc[ok, ["metric", x]].to_numpy(dtype=float)
-        mask[np.flatnonzero(ok)] = pareto_mask(pts, MAXIMIZE)
+        pts = trials.loc[ok, list(columns)].to_numpy(dtype=float)
+        mask[np.flatnonzero(ok)] = pareto_mask(pts, maximize)
     return mask
+
+
+def run_objectives(runs: Sequence[Run], x: str) -> tuple[list[str], list[bool]]:
+    """The objective columns the runs searched (summary.json ``objectives``
+    and ``maximize``, e.g. metric, latency_ms, params) when all runs share
+    them and they include ``x``; else metric vs ``x``."""
+    found = None
+    for run in runs:
+        cols, maxi = run.summary.get("objectives"), run.summary.get("maximize")
+        if not (isinstance(cols, list) and cols and cols[0] == "metric" and x in cols
+                and all(c in run.trials.columns for c in cols)):
+            return ["metric", x], list(MAXIMIZE)
+        if not (isinstance(maxi, list) and len(maxi) == len(cols)):
+            maxi = [True] + [False] * (len(cols) - 1)
+        key = ([str(c) for c in cols], [bool(m) for m in maxi])
+        if found is not None and key != found:
+            return ["metric", x], list(MAXIMIZE)
+        found = key
+    return found if found else (["metric", x], list(MAXIMIZE))
 
 
 def choose_x(runs: Sequence[Run]) -> str:
@@ -287,14 +312,18 @@ def get_front_info(runs: Sequence[Run], x: str | None = None) -> dict[str, Any]:
 
     Returns ``{"x", "x_label", "metric_name", "points"}``; ``points`` has one
     row per trial with a metric and a cost: run, trial_id, status, pattern,
-    metric, x, params, macs, fidelity, summary, reference, on_front (sorted
-    by run then x, so the front rows of a run read left to right).
+    metric, x, params, macs, fidelity, summary, reference, on_front (on the
+    front of the runs' own objectives, as in pareto.csv) and on_line (on the
+    2-D metric-vs-x front; the same unless a run has a third objective),
+    sorted by run then x.
     """
     x = x or choose_x(runs)
+    objectives = run_objectives(runs, x)
     rows = []
     for run in runs:
         t = run.trials
-        on_front = front_mask(t, x)
+        on_front = front_mask(t, objectives=objectives)
+        on_line = front_mask(t, x)
         has = np.isfinite(t["metric"]) & np.isfinite(t[x])
         for i in np.flatnonzero(has.to_numpy()):
             r = t.iloc[i]
@@ -304,15 +333,15 @@ def get_front_info(runs: Sequence[Run], x: str | None = None) -> dict[str, Any]:
                 "params": r.params, "macs": r.macs, "latency_ms": r.latency_ms,
                 "fidelity": _fidelity(r), "full_fidelity": bool(r.full_fidelity),
                 "summary": arch_summary(r.spec), "reference": r.reference,
-                "on_front": bool(on_front[i]),
+                "on_front": bool(on_front[i]), "on_line": bool(on_line[i]),
             })
     cols = ["run", "trial_id", "status", "pattern", "metric", "x", "params", "macs", "latency_ms",
-            "fidelity", "full_fidelity", "summary", "reference", "on_front"]
+            "fidelity", "full_fidelity", "summary", "reference", "on_front", "on_line"]
     points = pd.DataFrame(rows, columns=cols)
     if len(points):
         points = points.sort_values(["run", "x", "metric"], kind="stable").reset_index(drop=True)
     return {"x": x, "x_label": X_LABELS.get(x, x), "metric_name": _metric_name(runs),
-            "points": points}
+            "objectives": objectives[0], "points": points}
 
 
 def _metric_name(runs: Sequence[Run]) -> str:
@@ -324,11 +353,12 @@ def _metric_name(runs: Sequence[Run]) -> str:
 # Hypervolume against budget
 # --------------------------------------------------------------------------
 
-def summary_reference(summary: dict, x: str = "latency_ms") -> np.ndarray | None:
+def summary_reference(summary: dict, columns: Sequence[str] = ("metric", "latency_ms")
+                      ) -> np.ndarray | None:
     """The hypervolume reference point a search wrote to summary.json, if it
-    was measured on (metric, ``x``)."""
+    was measured on these objective ``columns``."""
     objectives = summary.get("objectives")
-    if objectives is not None and list(objectives) != ["metric", x]:
+    if objectives is not None and list(objectives) != list(columns):
         return None
     candidates = []
     hv = summary.get("hypervolume")
@@ -338,8 +368,8 @@ def summary_reference(summary: dict, x: str = "latency_ms") -> np.ndarray | None
                                             "reference")]
     for ref in candidates:
         if isinstance(ref, dict):
-            ref = [ref.get("metric"), ref.get(x)]
-        if isinstance(ref, (list, tuple)) and len(ref) == 2:
+            ref = [ref.get(c) for c in columns]
+        if isinstance(ref, (list, tuple)) and len(ref) == len(columns):
             try:
                 arr = np.asarray(ref, dtype=float)
             except (TypeError, ValueError):
@@ -360,17 +390,20 @@ def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None 
     summary.json when there is a single run, else ``default_reference`` over
     the eligible points of all runs.
 
-    Returns ``{"reference", "unit", "curve"}``; ``curve`` has columns run,
+    The objectives are the runs' own (``run_objectives``: usually metric and
+    latency_ms). Returns ``{"reference", "objectives", "unit", "curve"}``;
+    ``curve`` has columns run,
     trial_id, finished_at, budget_hours, hypervolume, front_size.
     """
     x = x or choose_x(runs)
+    columns, maximize = run_objectives(runs, x)
     if reference is None and len(runs) == 1:
-        reference = summary_reference(runs[0].summary, x)
+        reference = summary_reference(runs[0].summary, columns)
     if reference is None:
-        pts = [r.trials.loc[front_eligible(r.trials, x), ["metric", x]].to_numpy(dtype=float)
+        pts = [r.trials.loc[front_eligible(r.trials, columns), columns].to_numpy(dtype=float)
                for r in runs]
-        allp = np.concatenate(pts) if pts else np.zeros((0, 2))
-        reference = default_reference(allp, MAXIMIZE) if len(allp) else None
+        allp = np.concatenate(pts) if pts else np.zeros((0, len(columns)))
+        reference = default_reference(allp, maximize) if len(allp) else None
     ref = None if reference is None else np.asarray(reference, dtype=float)
     rows = []
     for run in runs:
@@ -378,27 +411,27 @@ def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None 
         done = t[t["finished_at"].notna() & (t["status"] != "RUNNING")].copy()
         done["_finished"] = pd.to_datetime(done["finished_at"], errors="coerce", utc=True)
         done = done.sort_values(["_finished", "trial_id"], kind="stable")
-        eligible = front_eligible(done, x).to_numpy()
-        pts = done[["metric", x]].to_numpy(dtype=float)
+        eligible = front_eligible(done, columns).to_numpy()
+        pts = done[columns].to_numpy(dtype=float)
         budget = np.cumsum(done["device_seconds"].fillna(0.0).to_numpy(dtype=float)) / 3600.0
         # The front grows one trial at a time: only a trial that enters it
         # changes the hypervolume, so recompute only then (O(n * front)).
-        front = np.zeros((0, 2))
+        front = np.zeros((0, len(columns)))
         hv = 0.0
         for k, r in enumerate(done.itertuples(index=False)):
             if eligible[k]:
                 cand = np.vstack([front, pts[k]])
-                keep = pareto_mask(cand, MAXIMIZE)
+                keep = pareto_mask(cand, maximize)
                 if keep[-1]:
                     front = cand[keep]
-                    hv = hypervolume(front, MAXIMIZE, ref) if ref is not None else 0.0
+                    hv = hypervolume(front, maximize, ref) if ref is not None else 0.0
             rows.append({"run": run.name, "trial_id": int(r.trial_id),
                          "finished_at": r.finished_at, "budget_hours": float(budget[k]),
                          "hypervolume": hv, "front_size": int(len(front))})
     curve = pd.DataFrame(rows, columns=["run", "trial_id", "finished_at", "budget_hours",
                                         "hypervolume", "front_size"])
     units = sorted({r.budget_unit for r in runs})
-    return {"reference": None if ref is None else ref.tolist(),
+    return {"reference": None if ref is None else ref.tolist(), "objectives": columns,
             "unit": "/".join(units) if units else "GPU", "curve": curve}
 
 
@@ -414,10 +447,11 @@ def get_block_usage_info(runs: Sequence[Run], x: str | None = None) -> pd.DataFr
     fraction (of that run/group/stage's trials).
     """
     x = x or choose_x(runs)
+    objectives = run_objectives(runs, x)
     rows = []
     for run in runs:
         t = run.trials
-        on_front = front_mask(t, x)
+        on_front = front_mask(t, objectives=objectives)
         blocks = [stage_blocks(s) for s in t["spec"]]
         for group, sel in (("all", np.ones(len(t), dtype=bool)), ("front", on_front)):
             counts: dict[tuple[int, str], int] = {}
@@ -610,11 +644,12 @@ TABLE_COLUMNS = ["run", "trial_id", "status", "pattern", "metric", "latency_ms",
 def get_trials_table(runs: Sequence[Run], x: str | None = None) -> pd.DataFrame:
     """The table shown at the bottom of the page: one row per trial."""
     x = x or choose_x(runs)
+    objectives = run_objectives(runs, x)
     frames = []
     for run in runs:
         t = run.trials.copy()
         t["run"] = run.name
-        t["on_front"] = front_mask(t, x)
+        t["on_front"] = front_mask(t, objectives=objectives)
         frames.append(t)
     if not frames:
         return pd.DataFrame(columns=TABLE_COLUMNS)

@@ -95,10 +95,11 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
             shown.add(pattern)
     for i, run in enumerate(runs):
         front = pts[(pts["run"] == run) & pts["on_front"]].sort_values("x")
+        line = pts[(pts["run"] == run) & pts["on_line"]].sort_values("x")
         if not len(front):
             continue
         fig.add_trace(go.Scatter(
-            x=front["x"], y=front["metric"], mode="lines", line_shape="hv",
+            x=line["x"], y=line["metric"], mode="lines", line_shape="hv",
             line=dict(color="#333333" if len(runs) == 1 else _PALETTE[-1 - i % 5], width=1.6,
                       dash=_RUN_DASH[i % len(_RUN_DASH)]),
             name=f"front: {run}" if len(runs) > 1 else "Pareto front", hoverinfo="skip"))
