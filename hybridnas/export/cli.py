@@ -85,7 +85,7 @@ def run_export(args: argparse.Namespace) -> int:
         name = getattr(getattr(target, "spec", None), "name", None) or source.stem
         dest = Path(args.out) if args.out else Path("export") / name
         meta = {}
-        if isinstance(target, str) and source.is_dir():
+        if source.is_dir():  # a checkpoint or export folder knows its input shape
             from .checkpoint import read_meta
 
             meta = read_meta(source)

@@ -235,7 +235,22 @@ def export_model(model_or_spec, out_dir: str | os.PathLike, formats=FORMATS, *,
     else:
         model, spec = model_or_spec, model_or_spec.spec
         trained = True if trained is None else trained
+    # Export runs on CPU in eval mode; the caller's model is put back afterwards.
+    first = next(model.parameters(), None)
+    device, was_training = (first.device if first is not None else None), model.training
     model = model.cpu().eval()
+    try:
+        return _export(model, spec, out_dir, formats, meta, input_shape, resolution, trained, card)
+    finally:
+        if device is not None:
+            model.to(device)
+        model.train(was_training)
+
+
+def _export(model, spec, out_dir, formats, meta, input_shape, resolution, trained,
+            card) -> ExportResult:
+    import torch
+
     meta["num_classes"] = int(getattr(model, "num_classes", 0) or 0)
     meta["in_chans"] = int(getattr(model, "in_chans", 3))
     shape = tuple(input_shape) if input_shape else example_input_shape(spec, meta, resolution)
@@ -283,7 +298,18 @@ def export_model(model_or_spec, out_dir: str | os.PathLike, formats=FORMATS, *,
 
 
 def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
+    """A one-line reason; for torch.onnx's long reports, the exception summary
+    and the innermost hybridnas source line (which block could not export)."""
+    import re
+
+    raw = str(e)
+    if "## Exception summary" in raw:
+        summary = raw.split("## Exception summary", 1)[1]
+        frames = re.findall(r'File "([^"]*hybridnas[/\\][^"]+)", line (\d+)', summary)
+        summary = re.split(r"While executing|Original traceback|\(Refer to", summary)[0]
+        where = f" at {Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else ""
+        return f"{type(e).__name__}: {' '.join(summary.split())[:300]}{where}"
+    text = " ".join(raw.split())
     return f"{type(e).__name__}: {text[:300]}" if text else type(e).__name__
 
 
