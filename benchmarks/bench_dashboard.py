@@ -52,7 +52,7 @@ def main() -> None:
         for n in args.sizes:
             run = write_example_run(Path(tmp) / f"run_{n}", n_trials=n, seed=n)
 
-            def data_only():
+            def data_only(run=run):
                 runs = dash.load_runs([run])
                 dash.get_front_info(runs)
                 dash.get_hypervolume_info(runs)
@@ -62,11 +62,11 @@ def main() -> None:
                 dash.get_trials_table(runs)
 
             t_data = _timed(data_only, repeats=3)
-            t_live = _timed(lambda: dash.write_dashboard(run))
+            t_live = _timed(lambda run=run: dash.write_dashboard(run))
             out = Path(tmp) / f"cli_{n}.html"
-            t_cli = _timed(lambda: dash.render_dashboard(
+            t_cli = _timed(lambda run=run, out=out: dash.render_dashboard(
                 run, out, importance=optuna.importance.FanovaImportanceEvaluator(seed=0)))
-            t_noimp = _timed(lambda: dash.render_dashboard(run, Path(tmp) / "noimp.html",
+            t_noimp = _timed(lambda run=run: dash.render_dashboard(run, Path(tmp) / "noimp.html",
                                                            importance=False))
             size_mb = os.path.getsize(out) / 1e6
             t_browser, status = float("nan"), "-"

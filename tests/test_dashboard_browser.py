@@ -8,7 +8,12 @@ import os
 
 import pytest
 
-from hybridnas.dashboard import get_front_info, load_runs, render_dashboard, write_front_png
+from hybridnas.dashboard import (
+    get_front_info,
+    load_runs,
+    render_dashboard,
+    write_front_png,
+)
 from hybridnas.dashboard._png import find_browser
 from hybridnas.dashboard.testing import check_in_browser, write_example_run
 

@@ -124,7 +124,7 @@ def table_html(table: pd.DataFrame) -> str:
                                           "error") else ""
             cells.append(f'<td{cls} data-v="{html.escape(key, quote=True)}">'
                          f"{html.escape(text)}</td>")
-        rcls = f"s-{getattr(rec, 'status')}" + (" front" if getattr(rec, "on_front") else "")
+        rcls = f"s-{rec.status}" + (" front" if rec.on_front else "")
         rows.append(f'<tr class="{rcls}">' + "".join(cells) + "</tr>")
     return (f'<table class="trials" id="trials"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table>")
@@ -208,8 +208,8 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
         f"<style>{_CSS}</style>",
         f"<script type='text/javascript'>{plotly.offline.get_plotlyjs()}</script>",
         "</head><body>",
-        f"<header><h1>{html.escape(title)}</h1><div class='sub'>{html.escape(metric_name)} vs "
-        f"{html.escape(front['x_label'])} | generated {now}</div></header><main>",
+        (f"<header><h1>{html.escape(title)}</h1><div class='sub'>{html.escape(metric_name)} vs "
+         f"{html.escape(front['x_label'])} | generated {now}</div></header><main>"),
         _cards(runs, hv, x),
         *sections,
         f"<h2>Trials ({len(table)})</h2>",

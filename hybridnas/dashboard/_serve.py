@@ -51,7 +51,7 @@ class DashboardServer:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
+            def do_GET(self):  # http.server's method name
                 if self.path.startswith("/__version"):
                     self._send(run_signature(server.run_dirs).encode(), "text/plain")
                 elif self.path in ("/", "/index.html", "/" + server.out.name):
@@ -121,4 +121,7 @@ def serve(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, host: s
                              **render_kwargs)
     server.page()  # fail now (e.g. a missing run) rather than on the first request
     print(f"serving {server.out} at {server.url} (Ctrl-C to stop)", flush=True)
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # the normal way to stop serving: not an error
+        print("stopped", flush=True)

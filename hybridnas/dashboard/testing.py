@@ -274,8 +274,8 @@ def check_in_browser(html_path: str | os.PathLike, *, browser: str | None = None
         base = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp}/profile",
                 f"--window-size={window[0]},{window[1]}", "--virtual-time-budget=15000"]
         out = subprocess.run([*base, "--dump-dom", probe.as_uri()], capture_output=True,
-                             text=True, timeout=timeout)
-        m = re.search(r'<pre id="__report">(.*?)</pre>', out.stdout, re.S)
+                             text=True, timeout=timeout, check=False)
+        m = re.search(r'<pre id="__report">(.*?)</pre>', out.stdout, re.DOTALL)
         if not m:
             raise RuntimeError(f"page did not report (chromium exit {out.returncode}): "
                                f"{out.stderr.strip()[-500:]}")
@@ -286,6 +286,7 @@ def check_in_browser(html_path: str | os.PathLike, *, browser: str | None = None
             shot = Path(screenshot).resolve()
             shot.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run([*base, f"--screenshot={shot}", html_path.as_uri()],
-                           capture_output=True, text=True, timeout=timeout, cwd=tmp)
+                           capture_output=True, text=True, timeout=timeout, cwd=tmp,
+                           check=False)
             report["screenshot"] = str(shot) if shot.exists() else None
     return report
