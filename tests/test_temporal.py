@@ -44,7 +44,7 @@ def test_1d_block_forward_backward(block, stride):
     torch.manual_seed(0)
     kw = dict(heads=2) if BLOCK_SCHEMAS[block].attention else {}
     spec = ArchSpec(stem=StemSpec(kind="conv", widths=(8,), strides=(1,), kernel=5),
-                    stages=(StageSpec(block, depth=2, width=16, stride=stride, **kw),
+                    stages=(StageSpec(block, depth=1, width=16, stride=stride, **kw),
                             StageSpec(block, depth=1, width=24, stride=stride, **kw)), dims=1)
     model = hybridnas.build_model(spec, num_classes=3, in_chans=4)
     for length in (12, 20):  # even: convnext's k=s downsampling floors odd lengths
@@ -214,8 +214,8 @@ def test_panel_net_forward_backward_and_asset_order(axis):
 
 
 def test_panel_net_cost_and_single_series():
-    c = hybridnas.cost("financial_hybrid", (6, 4, 30), num_classes=3, in_chans=6)
-    c2 = hybridnas.cost("financial_hybrid", (6, 8, 30), num_classes=3, in_chans=6)
+    c = hybridnas.cost("financial_hybrid", (6, 2, 30), num_classes=3, in_chans=6)
+    c2 = hybridnas.cost("financial_hybrid", (6, 4, 30), num_classes=3, in_chans=6)
     assert c.params == c2.params and 1.9 < c2.macs / c.macs < 2.1  # per-asset work doubles
     net = hybridnas.create_model("financial_hybrid", num_classes=3, in_chans=6)
     assert net(torch.randn(2, 6, 60)).shape == (2, 1, 3)
@@ -380,12 +380,12 @@ def test_baselines_write_csv(tmp_path):
 
     # a planted signal: the 1-day return continues yesterday's (scaled) move
     rng = np.random.default_rng(0)
-    r = rng.normal(0, 0.01, (700, 6))
-    for t in range(1, 700):
+    r = rng.normal(0, 0.01, (600, 6))
+    for t in range(1, 600):
         r[t] += 0.5 * r[t - 1]
-    b = panel_bundle(100 * np.exp(np.cumsum(r, axis=0)), lookback=30, horizons=(1,),
-                     val_days=80, test_days=80)
-    rows = compute_baselines(b, epochs=1, batch_size=16, max_batches_per_epoch=2,
+    b = panel_bundle(100 * np.exp(np.cumsum(r, axis=0)), lookback=25, horizons=(1,),
+                     val_days=60, test_days=60)
+    rows = compute_baselines(b, epochs=1, batch_size=8, max_batches_per_epoch=2,
                              latency_repeats=2, run_dir=str(tmp_path))
     table = pd.read_csv(tmp_path / "baselines.csv")
     assert list(table["name"]) == ["zero", "mean", "ridge", "seed_financial_hybrid"]

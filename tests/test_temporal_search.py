@@ -28,16 +28,16 @@ def test_financial_hybrid_is_a_fixed_point_of_the_temporal_space(space):
 def test_temporal_space_points_build_and_run(space):
     torch.manual_seed(0)
     axes, lookbacks = set(), set()
-    for seed in range(4):
+    for seed in range(3):
         spec = space.sample(seed)
         assert spec.assets and spec.dims == 1 and space.check(spec)
         axes.add(spec.stages[-1].axis)
         params = space.encode(spec, data={"lookback": 40})
         lookbacks.add(space.data_params(params)["lookback"])
         model = hybridnas.build_model(spec, num_classes=3, in_chans=6)
-        out = model(torch.randn(2, 6, 5, 40))
-        assert out.shape == (2, 5, 3)
-        out.square().mean().backward()
+        with torch.no_grad():
+            out = model.eval()(torch.randn(1, 6, 3, 40))
+        assert out.shape == (1, 3, 3) and torch.isfinite(out).all()
     assert len(axes) > 1 and lookbacks == {40}
 
 
