@@ -303,6 +303,9 @@ def test_serve_rebuilds_and_signals_changes(hand_run, tmp_path):
         assert v1 != v2
         page = urllib.request.urlopen(server.url, timeout=30).read().decode()
         assert repr(v2) in page  # rebuilt for the new data
+        port = server.httpd.server_address[1]
+        with pytest.raises(UserError, match="choose another --port"):
+            DashboardServer([hand_run], tmp_path / "x.html", port=port)
     finally:
         server.shutdown()
         thread.join(timeout=5)

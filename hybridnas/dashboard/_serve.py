@@ -75,7 +75,13 @@ class DashboardServer:
             def log_message(self, fmt, *args):  # keep the terminal quiet
                 log.debug(fmt, *args)
 
-        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            from ..errors import UserError
+
+            raise UserError(f"cannot serve on {host}:{port} ({e.strerror or e}); "
+                            f"choose another --port") from None
 
     @property
     def url(self) -> str:
