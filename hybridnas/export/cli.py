@@ -38,11 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="spec,pytorch,torchscript,onnx", metavar="LIST",
                    help="comma-separated subset of spec,pytorch,torchscript,onnx (default: all)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: RUN_DIR/export)")
-    p.add_argument("--resolution", type=int, help="input resolution for tracing (default: the "
+    p.add_argument("--resolution", type=int, metavar="N", help="input resolution for tracing (default: the "
                    "run's; needed for a spec or named architecture)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="classifier outputs for a spec or named architecture (default: 1000)")
-    p.add_argument("--in-chans", type=int, default=None,
+    p.add_argument("--in-chans", type=int, default=None, metavar="N",
                    help="input channels for a spec or named architecture (default: 3)")
     p.set_defaults(func=run_export)
 
