@@ -199,7 +199,7 @@ def test_isolation_serialises_measurements_and_pauses_trainers(tmp_path):
     log, ready = tmp_path / "steps.log", tmp_path / "ready"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     trainer = subprocess.Popen([sys.executable, "-c", _TRAINER.format(
-        root=root, workdir=workdir, log=str(log), ready=str(ready), seconds=25)])
+        root=root, workdir=workdir, log=str(log), ready=str(ready), seconds=600)])
     try:
         deadline = time.time() + 20
         while not ready.exists() and time.time() < deadline:
@@ -360,3 +360,31 @@ def test_cli_calibrate_then_check_on_a_space(tmp_path, monkeypatch, capsys):
     assert main(["latency", "check", "-n", "3", "--repeats", "3"] + common) == 0
     out = capsys.readouterr().out
     assert "within ±10%" in out and "one prediction" in out
+
+
+def _die_while_pausing(pid: int) -> None:
+    from hybridnas.latency._service import pause_processes
+
+    with pause_processes([pid]):
+        os.kill(os.getpid(), 9)  # the measurer is killed mid-measurement
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_trainers_resume_when_the_measurer_dies():
+    trainer = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        killed = mp.get_context("fork").Process(target=_die_while_pausing, args=(trainer.pid,))
+        killed.start()
+        killed.join(30)
+        assert killed.exitcode == -9
+        deadline = time.time() + 10
+        while _state(trainer.pid) in "Tt" and time.time() < deadline:
+            time.sleep(0.02)
+        assert _state(trainer.pid) not in "Tt", "the trainer stayed stopped"
+    finally:
+        trainer.kill()
+        trainer.wait()

@@ -94,12 +94,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _resume(pids: list[int]) -> None:
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def _start_guard(pids: list[int], max_pause_s: float) -> int:
+    """Fork a watchdog that resumes ``pids`` if this process dies (even by
+    SIGKILL) or the pause outlasts ``max_pause_s``; kill it to disarm.
+
+    Without it a measurer killed mid-measurement (a trial timed out, an
+    OOM kill) would leave every trainer stopped for good.
+    """
+    parent = os.getpid()
+    child = os.fork()
+    if child:
+        return child
+    try:  # the child only sleeps and sends signals: safe after fork
+        deadline = time.monotonic() + max_pause_s
+        while os.getppid() == parent and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _resume(pids)
+    finally:
+        os._exit(0)
+
+
 @contextlib.contextmanager
-def pause_processes(pids: list[int]) -> Iterator[list[int]]:
+def pause_processes(pids: list[int], max_pause_s: float = 300.0) -> Iterator[list[int]]:
     """Suspend ``pids`` and their descendants for the block; always resume.
 
     Yields the process ids actually stopped. Waits until each is really
-    stopped (state 'T'), so the measurement starts on a quiet machine.
+    stopped (state 'T'), so the measurement starts on a quiet machine. A
+    forked watchdog resumes them if this process dies inside the block or
+    the block lasts longer than ``max_pause_s``.
     """
     me = os.getpid()
     targets: list[int] = []
@@ -108,6 +138,7 @@ def pause_processes(pids: list[int]) -> Iterator[list[int]]:
             if p != me and p not in targets:
                 targets.append(p)
     stopped: list[int] = []
+    guard = _start_guard(targets, max_pause_s) if targets else 0
     try:
         for p in targets:
             try:
@@ -121,11 +152,12 @@ def pause_processes(pids: list[int]) -> Iterator[list[int]]:
                 time.sleep(0.001)
         yield stopped
     finally:
-        for p in stopped:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except ProcessLookupError:
-                pass
+        _resume(stopped)
+        if guard:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(guard, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(guard, 0)
 
 
 def _state(pid: int) -> str | None:
