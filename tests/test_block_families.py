@@ -251,3 +251,22 @@ def test_named_model_at_28_or_a_clear_reason(name):
 def test_levit_explains_why_it_cannot_run_at_32():
     msg = hybridnas.get_spec("levit_128s").problems(32)[0]
     assert msg.startswith("stages[2].stride=2") and "below 1x1" in msg
+
+
+@pytest.mark.slow
+def test_padded_window_and_grid_attention_export_to_onnx(tmp_path):
+    """A map that is not a multiple of the window (masked padding) still
+    exports with a dynamic batch and matches eager in ONNX Runtime."""
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    mixer = torch.nn.Sequential(TokenMixer(16, heads=2, window=3),
+                                TokenMixer(16, heads=2, window=3, grid=True)).eval()
+    path = tmp_path / "mixer.onnx"
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.onnx.export(mixer, (torch.randn(2, 5, 5, 16),), str(path), dynamo=True,
+                      dynamic_shapes=({0: batch},))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 5, 5, 16)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), mixer(x), atol=1e-5, rtol=1e-4)

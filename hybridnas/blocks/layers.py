@@ -252,6 +252,11 @@ class Attention(nn.Module):
         if mask is not None:
             neg = torch.zeros_like(mask, dtype=q.dtype).masked_fill(~mask, float("-inf"))
             attn_mask = neg if attn_mask is None else attn_mask + neg
+            # torch.export (ONNX): with a batch-dependent mask, SDPA's fake kernel
+            # derives output strides from strided q/k/v differently from its
+            # decomposition, and the head-merging reshape below then fails to
+            # export. Contiguous inputs keep the two consistent.
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
