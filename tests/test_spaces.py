@@ -317,7 +317,7 @@ def test_cli_spaces_sample_contains(capsys):
     out = capsys.readouterr().out
     assert "GMACs at 32x32" in out and "interleaved" in out
     assert main(["contains", "--space", "vit_stem", "vit_c_4gf"]) == 0
-    assert '"stem.depth": 4' in capsys.readouterr().out
+    assert '"stem.depth": "4"' in capsys.readouterr().out
     assert main(["contains", "--space", "vit_stem", "coatnet_0"]) == 1
     assert "not a point" in capsys.readouterr().out
     assert main(["contains", "--space", "nosuch", "coatnet_0"]) == 2

@@ -409,7 +409,7 @@ class Space:
         if kind is None or isinstance(observed, bool) or not isinstance(observed, (int, float)):
             return exact
         mult = {"width": self.width_mult, "depth": self.depth_mult}.get(kind, 1.0)
-        if kind in ("width", "depth") and mult == 1.0:
+        if kind in ("width", "depth", "clipped") and self.depth_mult == 1.0 and mult == 1.0:
             return exact
         if vals is None:
             step = getattr(dim, "step", None) or 1
@@ -420,8 +420,10 @@ class Space:
         if kind in ("stem_kernel", "stem_stride"):
             more = sorted(v for v in nums if observed >= 1 and v > observed and
                           v % observed == 0)
+        elif kind == "clipped":  # attn_blocks: cut to the scaled depth
+            more = sorted(v for v in nums if v > observed)
         elif kind == "depth":  # an unscaled match is no preimage here: only images count
-            more = [v for v in nums if v > 0 and max(1, math.ceil(v * mult)) == observed]
+            more = [v for v in nums if (max(1, math.ceil(v * mult)) if v > 0 else 0) == observed]
             return sorted(more, key=lambda v: abs(v * mult - observed))
         else:
             # the rounding quantum depends on the stage (heads, head_dim): keep
@@ -559,8 +561,10 @@ def _field_kind(spath: tuple) -> str | None:
     if spath[0] == "stages" and len(spath) == 3:
         if spath[2] == "width":
             return "width"
-        if spath[2] in ("depth", "attn_blocks"):
+        if spath[2] == "depth":
             return "depth"
+        if spath[2] == "attn_blocks":
+            return "clipped"
     if spath[:2] == ("head", "hidden"):
         return "width"
     return None
