@@ -78,10 +78,20 @@ def test_measure_spec_records_arch_and_defaults_to_one_thread():
     ({"device": "tpu"}, "device='tpu'"),
     ({"batch_size": 0}, "batch_size=0"),
     ({"repeats": 0}, "repeats=0"),
+    ({"clock": "cpu", "threads": 2}, "clock='cpu' needs"),
+    ({"clock": "gpu"}, "clock='gpu'"),
 ])
 def test_measure_bad_settings_are_user_errors(kw, words):
     with pytest.raises(UserError, match=words.replace("(", r"\(")):
         measure(Probe(), resolution=8, **kw)
+
+
+def test_measure_cpu_clock_is_recorded_and_keyed():
+    r = measure(Probe(), resolution=8, warmup=1, repeats=5, clock="cpu")
+    assert r.settings["clock"] == "cpu" and r.median_ms > 0
+    from hybridnas.latency._measure import settings_key
+
+    assert settings_key(r.settings) != settings_key(dict(r.settings, clock="wall"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
@@ -104,7 +114,7 @@ def test_measure_cuda_uses_events_and_restores_device():
 def _fake_result(ms: float, **settings) -> LatencyResult:
     base = {"device": "cpu", "device_name": "x", "backend": "eager", "batch_size": 1,
             "resolution": 32, "in_chans": 3, "num_classes": 10, "threads": 1,
-            "dtype": "float32", "warmup": 5, "repeats": 20}
+            "dtype": "float32", "clock": "wall", "warmup": 5, "repeats": 20}
     base.update(settings)
     return LatencyResult(ms, ms * 0.9, ms * 1.1, base)
 

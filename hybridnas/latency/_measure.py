@@ -5,7 +5,10 @@ output), in eval mode under ``torch.inference_mode``, after a warm-up:
 
 - CPU: ``time.perf_counter_ns`` around each call with a fixed intra-op
   thread count (restored afterwards), because the thread count changes the
-  result more than anything else on a CPU;
+  result more than anything else on a CPU. ``clock="cpu"`` (one thread
+  only) times the calling thread's CPU time instead: the time a dedicated
+  core would take, blind to preemption by other processes on a shared
+  machine (but not to cache or memory-bandwidth contention);
 - CUDA: a pair of CUDA events per call, read after a device synchronisation,
   so that the numbers are GPU time and not kernel-launch time.
 
@@ -29,7 +32,7 @@ from ..errors import UserError
 from ..spec import ArchSpec
 
 __all__ = ["LatencyResult", "measure", "time_callable", "resolve_device", "device_name",
-           "settings_key", "BACKENDS", "DEFAULT_WARMUP", "DEFAULT_REPEATS", "KEY_SETTINGS"]
+           "settings_key", "BACKENDS", "CLOCKS", "DEFAULT_WARMUP", "DEFAULT_REPEATS", "KEY_SETTINGS"]
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 DEFAULT_WARMUP = 10
@@ -38,7 +41,8 @@ DEFAULT_REPEATS = 50
 #: Settings that change a latency figure: the cache key and the predictor's
 #: compatibility check use exactly these.
 KEY_SETTINGS = ("device", "device_name", "backend", "batch_size", "resolution", "in_chans",
-                "num_classes", "threads", "dtype")
+                "num_classes", "threads", "dtype", "clock")
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,8 @@ def summarise(samples_ms: list[float], settings: dict[str, Any]) -> LatencyResul
                          _percentile(values, 0.9), settings, tuple(samples_ms))
 
 
-def time_callable(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> list[float]:
+def time_callable(fn: Callable[[], Any], device: str, warmup: int, repeats: int,
+                  clock: str = "wall") -> list[float]:
     """Per-call times (ms) of ``fn()`` after ``warmup`` untimed calls.
 
     On CUDA each call is bracketed by two events and the device is
@@ -170,11 +175,12 @@ def time_callable(fn: Callable[[], Any], device: str, warmup: int, repeats: int)
             return [start.elapsed_time(end) for start, end in zip(starts, ends)]
     for _ in range(warmup):
         fn()
+    now = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter_ns()
+        t0 = now()
         fn()
-        times.append((time.perf_counter_ns() - t0) / 1e6)
+        times.append((now() - t0) / 1e6)
     return times
 
 
@@ -211,7 +217,8 @@ def _as_model(model_or_spec: Any, num_classes: int, in_chans: int):
 def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
             resolution: int | tuple[int, int] | None = None, in_chans: int = 3,
             num_classes: int = 1000, threads: int | None = None, warmup: int = DEFAULT_WARMUP,
-            repeats: int = DEFAULT_REPEATS, backend: str = "eager") -> LatencyResult:
+            repeats: int = DEFAULT_REPEATS, backend: str = "eager",
+            clock: str = "wall") -> LatencyResult:
     """Forward-pass latency of a model, spec or named architecture.
 
     ``device``: 'cpu', 'cuda' or 'cuda:N'. ``resolution``: input size (square
@@ -220,6 +227,8 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
     threads, default 1 (the most repeatable figure, and the one that does not
     depend on how many cores the machine has). ``backend``: 'eager',
     'compile' (``torch.compile``, compiled during warm-up) or 'onnxruntime'.
+    ``clock``: 'wall' (default) or 'cpu' (thread CPU time; CPU, eager and
+    one thread only; see the module docstring).
 
     Returns a ``LatencyResult`` (median, p10, p90 in ms per batch) whose
     ``settings`` say exactly what was measured; the model is left in the
@@ -237,6 +246,11 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
     threads = int(threads) if threads else 1
     if threads < 1:
         raise UserError(f"threads={threads} must be >= 1")
+    if clock not in CLOCKS:
+        raise UserError(f"clock={clock!r} is not one of {list(CLOCKS)}")
+    if clock == "cpu" and (dev != "cpu" or threads != 1 or backend != "eager"):
+        raise UserError(f"clock='cpu' needs device='cpu', threads=1 and backend='eager' "
+                        f"(got {dev}, threads={threads}, backend={backend!r})")
     model, spec, arch_id, named_res = _as_model(model_or_spec, num_classes, in_chans)
     if resolution is None:
         resolution = named_res or 224
@@ -251,7 +265,7 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
         "batch_size": batch_size, "resolution": resolution if isinstance(resolution, int)
         else list(resolution), "in_chans": chans,
         "num_classes": getattr(model, "num_classes", num_classes),
-        "threads": threads if dev == "cpu" else None, "dtype": "float32",
+        "threads": threads if dev == "cpu" else None, "dtype": "float32", "clock": clock,
         "warmup": warmup, "repeats": repeats, "arch_id": arch_id,
         "torch": torch.__version__, "host": platform.node(),
     }
@@ -276,7 +290,7 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
                     except Exception as e:  # inductor needs a C++ compiler on CPU
                         raise UserError(f"backend='compile' failed on {dev}: "
                                         f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
-            samples = time_callable(fn, dev, warmup, repeats)
+            samples = time_callable(fn, dev, warmup, repeats, clock)
         settings["measured_at"] = time.time()
     finally:
         model.train(was_training)

@@ -372,7 +372,8 @@ def measure_part(part: Part, settings: dict[str, Any]) -> float:
         module.to(device)
         x = x.to(device)
         times = time_callable(lambda: module(x), device, settings.get("warmup", 5),
-                              settings.get("part_repeats", settings.get("repeats", 20)))
+                              settings.get("part_repeats", settings.get("repeats", 20)),
+                              settings.get("clock", "wall"))
     times.sort()
     return times[len(times) // 2] if len(times) % 2 else \
         (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
@@ -385,7 +386,7 @@ def measure_part(part: Part, settings: dict[str, Any]) -> float:
 def calibrate(specs: list[ArchSpec], device: str = "cpu", resolution: int = 224,
               batch_size: int = 1, in_chans: int = 3, num_classes: int = 1000,
               threads: int | None = None, warmup: int = 5, repeats: int = 20,
-              networks: int | None = None, measure_fn: Callable | None = None,
+              clock: str = "wall", networks: int | None = None, measure_fn: Callable | None = None,
               progress: Callable[[str], None] | None = None) -> LatencyPredictor:
     """Build a predictor for ``device`` from sample architectures.
 
@@ -403,7 +404,7 @@ def calibrate(specs: list[ArchSpec], device: str = "cpu", resolution: int = 224,
     settings = {"device": dev, "device_name": device_name(dev), "backend": "eager",
                 "batch_size": batch_size, "resolution": resolution, "in_chans": in_chans,
                 "num_classes": num_classes, "threads": (threads or 1) if dev == "cpu" else None,
-                "dtype": "float32", "warmup": warmup, "repeats": repeats}
+                "dtype": "float32", "warmup": warmup, "repeats": repeats, "clock": clock}
     say = progress or (lambda msg: None)
     predictor = LatencyPredictor(settings)
     parts = _unique(p for s in specs for p in spec_parts(s, resolution, batch_size, in_chans))
@@ -421,7 +422,8 @@ def calibrate(specs: list[ArchSpec], device: str = "cpu", resolution: int = 224,
         else:
             result = measure(spec, device=dev, batch_size=batch_size, resolution=resolution,
                              in_chans=in_chans, num_classes=num_classes,
-                             threads=settings["threads"], warmup=warmup, repeats=repeats)
+                             threads=settings["threads"], warmup=warmup, repeats=repeats,
+                             clock=clock)
         rows = predictor.explain(spec, resolution, batch_size, in_chans, num_classes)
         sums.append(sum(r["ms"] * r["count"] for r in rows))
         heads.append(predictor._head_size(spec, batch_size, num_classes))
@@ -533,7 +535,8 @@ def check(predictor: LatencyPredictor, specs: list[ArchSpec], repeats: int | Non
             result = measure(spec, device=s["device"], batch_size=s["batch_size"],
                              resolution=s["resolution"], in_chans=s["in_chans"],
                              num_classes=s["num_classes"], threads=s["threads"],
-                             warmup=s.get("warmup", 5), repeats=repeats or s.get("repeats", 20))
+                             warmup=s.get("warmup", 5), repeats=repeats or s.get("repeats", 20),
+                             clock=s.get("clock", "wall"))
         t2 = time.perf_counter()
         rows.append({"arch_id": spec.arch_id, "pattern": spec.pattern,
                      "predicted_ms": predicted, "measured_ms": result.median_ms,

@@ -175,7 +175,7 @@ class LatencyService:
     ``workdir``: a folder for the lock, the trainer registry and the
     service's config (the search puts it in the run directory). The
     measurement settings (device, batch_size, resolution, in_chans,
-    num_classes, threads, warmup, repeats, backend) are fixed here, so every
+    num_classes, threads, warmup, repeats, backend, clock) are fixed here, so every
     trial's figure is comparable. ``cache``: SQLite path (default
     ``<workdir>/latency.db``; share one across runs to reuse figures).
     ``predictor``: a calibrated table (``hybridnas latency calibrate``) for
@@ -186,7 +186,7 @@ class LatencyService:
     def __init__(self, workdir: str | os.PathLike, device: str = "cpu", batch_size: int = 1,
                  resolution: int = 224, in_chans: int = 3, num_classes: int = 1000,
                  threads: int | None = None, warmup: int = DEFAULT_WARMUP,
-                 repeats: int = DEFAULT_REPEATS, backend: str = "eager",
+                 repeats: int = DEFAULT_REPEATS, backend: str = "eager", clock: str = "wall",
                  cache: str | os.PathLike | None = None,
                  predictor: str | os.PathLike | None = None, pause_trainers: bool = True,
                  _write: bool = True):
@@ -194,7 +194,8 @@ class LatencyService:
         self.settings = {"device": device, "batch_size": int(batch_size),
                          "resolution": resolution, "in_chans": int(in_chans),
                          "num_classes": int(num_classes), "threads": threads,
-                         "warmup": int(warmup), "repeats": int(repeats), "backend": backend}
+                         "warmup": int(warmup), "repeats": int(repeats), "backend": backend,
+                         "clock": clock}
         self.cache_path = os.fspath(cache) if cache else os.path.join(self.workdir, "latency.db")
         self.predictor_path = os.fspath(predictor) if predictor else None
         self.pause_trainers = bool(pause_trainers)
@@ -358,7 +359,7 @@ class LatencyService:
                                  resolution=query["resolution"], in_chans=query["in_chans"],
                                  num_classes=query["num_classes"], threads=query["threads"],
                                  warmup=query["warmup"], repeats=query["repeats"],
-                                 backend=query["backend"])
+                                 backend=query["backend"], clock=query["clock"])
                 t1 = time.time()
         result.settings.update(arch_id=spec.arch_id, paused_trainers=len(paused),
                                started_at=t0, finished_at=t1, cached=False)
