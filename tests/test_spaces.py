@@ -149,6 +149,37 @@ def test_optuna_define_by_run_labels_and_params(loaded):
     assert len(seen_blocks) > 1
 
 
+class OnlySuggestTrial:
+    """What Ray Tune's define-by-run function may touch: suggest_* and nothing else."""
+
+    def __init__(self, seed):
+        import random
+
+        self.rng, self.params = random.Random(seed), {}
+
+    def suggest_categorical(self, name, choices):
+        return self.params.setdefault(name, self.rng.choice(choices))
+
+    def suggest_int(self, name, low, high, step=1, log=False):
+        return self.params.setdefault(name, self.rng.randrange(low, high + 1, step))
+
+    def suggest_float(self, name, low, high, step=None, log=False):
+        return self.params.setdefault(name, self.rng.uniform(low, high))
+
+
+@pytest.mark.parametrize("space_name", MY_SPACES)
+@pytest.mark.parametrize("resolution", [28, 32, 64])
+def test_suggest_needs_only_suggest_methods(loaded, space_name, resolution):
+    # also: at proxy resolutions no two decisions collapse onto one spec, so
+    # encode gives back exactly the trial's params
+    space = loaded[space_name].at(resolution)
+    for seed in range(30):
+        trial = OnlySuggestTrial(seed)
+        spec = space.suggest(trial)
+        assert space.decode(trial.params) == spec
+        assert space.encode(spec) == trial.params
+
+
 def test_enqueued_reference_replays_exactly(loaded):
     optuna = pytest.importorskip("optuna")
     space = loaded["vit_stem"].at(32)

@@ -1,12 +1,14 @@
 """Search spaces declared in YAML: named decisions over the architecture spec.
 
-    >>> import hybridnas.spaces as spaces
+    >>> import hybridnas, hybridnas.spaces as spaces
     >>> space = spaces.load("stagewise", resolution=32)
-    >>> spec = space.sample(0)                       # or space.suggest(optuna_trial)
+    >>> spec = space.sample(0)                   # or space.suggest(optuna_trial)
     >>> space.decode(space.encode(spec)) == spec
     True
-    >>> bool(space.contains(hybridnas.get_spec("coatnet_0")))   # at 224: a fixed point
-    False
+    >>> bool(spaces.load("stagewise").contains(hybridnas.get_spec("coatnet_0")))
+    True
+    >>> space.references()["coatnet_0"].stem.strides   # the proxy drops the stem stride
+    (1, 1)
 
 ``load(name_or_path, resolution=None, width_mult=None, depth_mult=None)``
 finds ``<name>.yaml`` on the search path: ``$HYBRIDNAS_SPACES`` (a
@@ -81,6 +83,12 @@ Decisions never depend on the resolution; the resolution (and the optional
    becomes /8 at 32 (4x4 tokens);
 3. ``{derive: grid}`` fields (relative-bias windows, position embeddings)
    take the stage grid at the resolution.
+
+Step 2 can map two decisions that differ only in the stem's downsampling
+to one spec (a 32x32 patch halved to 16x16 equals a 16x16 patch at 32);
+then ``encode`` returns the first. The shipped spaces avoid such pairs (a
+test checks ``encode(suggest(trial)) == trial.params`` at 32), so that
+enqueued references replay the exact Optuna parameters.
 
 At the reference resolution step 2 changes nothing for the named
 architectures, so they are fixed points; ``space.references(resolution)``

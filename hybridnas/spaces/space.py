@@ -169,6 +169,10 @@ class Space:
         attention): ``suggest`` cannot redraw inside one Optuna trial without
         changing what the trial records, so the caller checks
         ``space.check(spec)`` and rejects the trial before any training.
+
+        With Ray Tune: ``OptunaSearch(space=lambda t: space.suggest(t) and None,
+        metric=[...], mode=[...])``; the trainable rebuilds the spec with
+        ``space.decode(config)``.
         """
         spec = self._finish(build(self.arch, lambda d: d.suggest(trial)))
         if self.data is not None:
