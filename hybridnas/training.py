@@ -345,6 +345,7 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
             if state.get("epochs", epochs) != epochs and log:
                 log(f"resuming a {state.get('epochs')}-epoch schedule as {epochs} epochs")
 
+    params = [p for p in model.parameters() if p.requires_grad]  # for clipping: listed once
     # the data order of epoch e depends only on (seed, e): a resumed run sees
     # the same batches an uninterrupted one would
     generator = torch.Generator()
@@ -371,7 +372,7 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
                 scaler.scale(loss).backward()
                 if grad_clip:
                     scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
