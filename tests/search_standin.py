@@ -44,3 +44,25 @@ class TinySpace:
 
     def data_params(self, params):
         return {}
+
+
+def main(argv=None) -> int:
+    """Run a tiny search in this process (for tests that kill or resume it):
+    ``python search_standin.py '<json SearchConfig options>' [RESUME_DIR]``."""
+    import json
+    import sys
+
+    from hybridnas.search import SearchConfig, run_search
+
+    argv = sys.argv[1:] if argv is None else argv
+    options = json.loads(argv[0])
+    space = TinySpace(**options.pop("tiny", {}))
+    if len(argv) > 1:
+        run_search(resume=argv[1], overrides=options, space=space)
+    else:
+        run_search(SearchConfig(**options), space=space)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -82,6 +82,17 @@ def test_budget_stops_before_exceeding():
     assert Budget(trials=2).why_not_start([{"status": "REJECTED"}] * 5) is None
 
 
+def test_budget_estimates_before_any_trial_finished():
+    b = Budget(device_hours=1.0)
+    first = {"status": "RUNNING", "epochs": 0, "device_seconds": 0.0, "max_epochs": 3}
+    assert b.estimate_seconds([first]) is None
+    assert b.should_wait([first])             # one trial at a time until a cost is known
+    first.update(epochs=1, device_seconds=2.0)
+    assert b.estimate_seconds([first]) == pytest.approx(6.0)  # projected to 3 epochs
+    assert not b.should_wait([first])
+    assert not Budget(trials=5).should_wait([dict(first, epochs=0)])  # no device budget
+
+
 # ---------------------------------------------------------------- real searches
 
 
@@ -90,6 +101,7 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_worker_niceness", "0")
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_hns",
@@ -99,11 +111,11 @@ def ray_session():
         ray.shutdown()
 
 
-def _search(tmp_path, name, space=None, **kw):
+def _search(tmp_path, name, space=None, stream=None, **kw):
     from hybridnas.search import run_search
 
     cfg = SearchConfig(**{**TINY, **kw}, name=name, results_dir=str(tmp_path))
-    return run_search(cfg, space=space or TinySpace())
+    return run_search(cfg, space=space or TinySpace(), stream=stream)
 
 
 def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
@@ -112,13 +124,13 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
 
     import hybridnas
 
-    res = _search(tmp_path, "e2e", budget_trials=5, with_references=True, keep_checkpoints="pareto")
+    res = _search(tmp_path, "e2e", budget_trials=4, with_references=True, keep_checkpoints="pareto")
     run = res.run_dir
     for f in ("config.yaml", "study.db", "trials.parquet", "trials.csv", "pareto.csv",
               "summary.json", "logs/search.log"):
         assert (run / f).exists(), f
     df = hybridnas.load_run(run)
-    assert len(df) == 5 and df.trial_id.tolist() == list(range(5))
+    assert len(df) == 4 and df.trial_id.tolist() == list(range(4))
     assert set(df.status) <= {"COMPLETE", "EARLY_STOPPED"}
     # the reference ran first, under its name
     assert df.loc[df.trial_id == 0, "reference"].item() == "tiny_coatnet"
@@ -148,17 +160,29 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     assert "CPU device-hours" in out and "front" in out and "HV" in out
 
 
-def test_failed_and_rejected_trials_do_not_stop_the_search(ray_session, tmp_path):
+@pytest.fixture(scope="module")
+def faulty_run(ray_session, tmp_path_factory):
+    """One search (shared by two tests to save a Ray start-up): heads=3 does
+    not divide the widths, so those proposals are rejected before training;
+    even-numbered trials raise inside training (an injected fault); a device
+    budget of 5 s ends it."""
+    import io
+
+    tmp = tmp_path_factory.mktemp("faulty")
+    budget_h = 5.0 / 3600
+    out = io.StringIO()
+    res = _search(tmp, "faults", space=TinySpace(invalid_window=True), budget_trials=40,
+                  budget_gpu_hours=budget_h, inject_failure=list(range(0, 400, 2)),
+                  scheduler="none", max_concurrent=1, epochs=1, seed=3, stream=out)
+    return res, budget_h, out.getvalue()
+
+
+def test_failed_and_rejected_trials_do_not_stop_the_search(faulty_run):
     import hybridnas
 
-    # heads=3 does not divide the widths: those proposals are rejected before training;
-    # even-numbered trials raise inside training (an injected fault).
-    even = [i for i in range(0, 200, 2)]
-    res = _search(tmp_path, "faults", space=TinySpace(invalid_window=True), budget_trials=4,
-                  inject_failure=even, scheduler="none", seed=3)
+    res, _, _ = faulty_run
     df = hybridnas.load_run(res.run_dir)
     ran = df[df.status != "REJECTED"]
-    assert len(ran) == 4
     failed = ran[ran.trial_id % 2 == 0]
     assert len(failed) >= 1 and (failed.status == "FAILED").all()
     assert failed.error.str.contains("InjectedFault").all()
@@ -169,15 +193,15 @@ def test_failed_and_rejected_trials_do_not_stop_the_search(ray_session, tmp_path
     assert (rejected.device_seconds == 0).all()
 
 
-def test_device_budget_is_honoured(ray_session, tmp_path):
+def test_device_budget_is_honoured(faulty_run):
     import hybridnas
 
-    budget_h = 6.0 / 3600  # six device-seconds
-    res = _search(tmp_path, "budget", budget_gpu_hours=budget_h, budget_trials=40,
-                  scheduler="none", max_concurrent=1, epochs=1)
+    res, budget_h, out = faulty_run
     df = hybridnas.load_run(res.run_dir)
     spent = df.device_seconds.sum()
-    assert 1 <= len(df) < 40
+    assert "no new trials: device budget" in out and "counts CPU device-hours" in out
+    assert 2 <= (df.status != "REJECTED").sum() < 40
+    # no new trial starts once the next would exceed the budget: overrun <= one trial
     assert spent <= budget_h * 3600 + df.device_seconds.max() + 1e-9
     summary = res.summary["budget"]
     assert summary["total_hours"] == pytest.approx(budget_h)

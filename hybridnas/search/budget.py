@@ -1,16 +1,19 @@
 """Budget accounting: device-hours, trial count and wall-clock limit.
 
-Device-seconds of a trial = its wall time (build, latency measurement,
-training, evaluation) x the accelerators it holds (``--gpus-per-trial``;
+Device-seconds of a trial = its wall time from building the network to its
+last evaluation (latency measurement and checkpoint included; a fresh
+worker's one-off imports and dataset read are not) x the accelerators it
+holds (``--gpus-per-trial``;
 0.5 counts half). On a machine without a GPU every trial holds one CPU
 "device", so the same ``--budget-gpu-hours`` flag counts CPU device-hours;
 ``unit`` says which, and the progress line and summary print it.
 
 A new trial starts only if the spent seconds, plus what the running trials
 are still expected to use, plus one more trial's estimated cost, stay within
-the budget. The estimate is the mean cost of the finished trials, so the
-overrun is at most one trial (more only while the first wave of concurrent
-trials runs with no estimate yet).
+the budget. The estimate is the mean cost of the finished trials (before
+the first finishes: a running trial's cost so far projected to all epochs);
+until there is any estimate only one trial runs, so the overrun is at most
+about one trial.
 """
 from __future__ import annotations
 
@@ -45,10 +48,26 @@ class Budget:
 
     @staticmethod
     def estimate_seconds(rows: Iterable[dict]) -> float | None:
-        """Mean device-seconds of finished trials that ran (None before the first)."""
+        """Expected device-seconds of one more trial: the mean of the finished
+        trials; before any finished, the largest projection of a running trial
+        (seconds so far / epochs done x max epochs); None with neither."""
+        rows = list(rows)
         costs = [float(r.get("device_seconds") or 0.0) for r in rows
                  if r.get("status") in _FINISHED and (r.get("device_seconds") or 0) > 0]
-        return sum(costs) / len(costs) if costs else None
+        if costs:
+            return sum(costs) / len(costs)
+        projected = [float(r["device_seconds"]) / int(r["epochs"]) * max(int(r.get("max_epochs") or 0),
+                                                                          int(r["epochs"]))
+                     for r in rows if r.get("status") == "RUNNING" and int(r.get("epochs") or 0) > 0]
+        return max(projected) if projected else None
+
+    def should_wait(self, rows: list[dict]) -> bool:
+        """With a device budget and no cost estimate yet, start one trial at a
+        time until the first epoch report gives one (bounds the overrun to
+        one trial)."""
+        if self.total_seconds is None or self.estimate_seconds(rows) is not None:
+            return False
+        return any(r.get("status") == "RUNNING" for r in rows)
 
     def why_not_start(self, rows: list[dict]) -> str | None:
         """None if one more trial may start, else the reason it may not."""

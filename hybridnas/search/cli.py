@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=int, default=S, help="(default: 0)")
     g.add_argument("--label-smoothing", type=float, default=S, help="(default: 0)")
     g.add_argument("--max-batches-per-epoch", type=int, default=S, help="cap batches per epoch")
+    g.add_argument("--max-val-batches", type=int, default=S, help="validate on the first N "
+                   "batches of the validation split (the same images for every trial)")
     g.add_argument("--amp", action="store_true", default=S, help="mixed precision on GPU")
 
     g = p.add_argument_group("objectives and strategy")

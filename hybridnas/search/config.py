@@ -45,6 +45,7 @@ class SearchConfig:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     max_batches_per_epoch: int | None = None
+    max_val_batches: int | None = None
     amp: bool = False
     # objectives and search strategy
     objectives: list = field(default_factory=lambda: ["latency"])

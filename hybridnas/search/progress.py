@@ -59,6 +59,9 @@ class RunRecorder(Callback):
     def why_not_start(self) -> str | None:
         return self.budget.why_not_start(list(self.rows.values()))
 
+    def should_wait(self) -> bool:
+        return self.budget.should_wait(list(self.rows.values()))
+
     def frame(self):
         from .run import rows_to_frame
 
@@ -87,8 +90,9 @@ class RunRecorder(Callback):
     def note(self, message: str) -> None:
         self._emit(f"[search] {message}")
 
-    def _emit(self, line: str) -> None:
-        print(line, file=self.stream or sys.stdout, flush=True)
+    def _emit(self, line: str, console: bool = True) -> None:
+        if console:
+            print(line, file=self.stream or sys.stdout, flush=True)
         try:
             with open(self.run.log_file, "a", encoding="utf-8") as f:
                 f.write(f"{now_iso()} {line}\n")
@@ -182,7 +186,10 @@ class RunRecorder(Callback):
         row.update(status="REJECTED", error=reason[:500], started_at=now_iso(),
                    finished_at=now_iso())
         self.save()
-        self._emit(self.progress_line(f"trial {trial_id} REJECTED: {reason[:160]}"))
+        # Constrained spaces reject often: one console line each only with -v
+        # (the counter is in every progress line; the log has them all).
+        self._emit(self.progress_line(f"trial {trial_id} REJECTED: {reason[:160]}"),
+                   console=self.verbose > 0)
 
     # ---------------------------------------------------------------- Tune hooks
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -201,9 +208,10 @@ class RunRecorder(Callback):
         if row["status"] not in ("FAILED",):
             row["status"] = "RUNNING"  # final status is decided on completion
         self.save()
-        if self.verbose:
+        if int(row.get("epochs") or 0) < self.max_epochs and row["status"] != "FAILED":
             self._emit(f"[search] trial {tid} epoch {row['epochs']}/{self.max_epochs} "
-                       f"{self.metric_name}={_fmt(row['metric'])}")
+                       f"{self.metric_name}={_fmt(row['metric'])} "
+                       f"({_fmt(row['device_seconds'])} device-s)")
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)

@@ -53,11 +53,24 @@ def empty_row(trial_id: int) -> dict[str, Any]:
     return row
 
 
+def _string_dtype():
+    """pandas' string dtype with NaN for missing values (the pandas 3 default),
+    so ``if value`` style readers see NaN like any float column, not pd.NA."""
+    import numpy as np
+    import pandas as pd
+
+    try:
+        return pd.StringDtype(na_value=np.nan)
+    except TypeError:  # pandas < 2.3: plain objects
+        return object
+
+
 def rows_to_frame(rows: Iterable[dict[str, Any]]):
     """A DataFrame with the contract's columns and dtypes (val_* extras last)."""
     import pandas as pd
 
     rows = sorted(rows, key=lambda r: r["trial_id"])
+    _STR = _string_dtype()
     extra = sorted({k for r in rows for k in r if k not in TRIAL_COLUMNS})
     df = pd.DataFrame(rows, columns=list(TRIAL_COLUMNS) + extra)
     for col, kind in TRIAL_COLUMNS.items():
@@ -68,7 +81,7 @@ def rows_to_frame(rows: Iterable[dict[str, Any]]):
         elif kind == "bool":
             df[col] = df[col].fillna(False).astype(bool)
         else:  # a string column even when all missing: a stable parquet schema
-            df[col] = df[col].astype(object).where(df[col].notna(), None).astype("string")
+            df[col] = df[col].astype(object).where(df[col].notna(), None).astype(_STR)
     for col in extra:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     return df

@@ -115,6 +115,10 @@ def _init_ray(cfg: SearchConfig):
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray runs workers at nice 15 by default; trials are the work of this
+    # command, so a local Ray keeps them at normal priority (override by
+    # setting RAY_worker_niceness yourself).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     import ray
 
     if cfg.verbose < 2:
@@ -248,6 +252,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
         "train": {"batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
                   "warmup_epochs": cfg.warmup_epochs, "label_smoothing": cfg.label_smoothing,
                   "amp": cfg.amp, "max_batches_per_epoch": cfg.max_batches_per_epoch,
+                  "max_val_batches": cfg.max_val_batches,
                   "seed": cfg.seed},
         "latency": latency,
     }

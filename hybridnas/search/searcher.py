@@ -5,7 +5,8 @@ multi-objective study in the given storage, ``load_if_exists=True``) with
 what a NAS run needs:
 
 - proposals come from ``space.suggest(trial)`` (define-by-run), checked
-  with ``spec.problems(resolution)`` *before* any Tune trial exists: an
+  with ``space.check(spec)`` (validation at the proxy resolution and the
+  space's constraints) *before* any Tune trial exists: an
   invalid architecture is told to Optuna as FAIL and recorded as REJECTED
   with the reason, and the searcher asks again;
 - the Tune config of a trial carries the Optuna trial number (the run's
@@ -70,6 +71,8 @@ class ArchSearcher(OptunaSearch):
         if self._finished:
             return Searcher.FINISHED
         reason = self._recorder.why_not_start()
+        if not reason and self._recorder.should_wait():
+            return None  # Tune asks again shortly
         if reason:
             self._finished = True
             self._recorder.note(f"no new trials: {reason}")
@@ -80,8 +83,7 @@ class ArchSearcher(OptunaSearch):
             spec, problem = None, None
             try:
                 spec = self._hn_space.suggest(ot_trial)
-                problems = spec.problems(self._resolution)
-                problem = "; ".join(problems) if problems else None
+                problem = self._problem(spec)
             except (ValueError, KeyError, TypeError) as e:  # SpecError is a ValueError
                 problem = f"{type(e).__name__}: {e}"
             if not problem and self._answer_known(ot_trial, spec):
@@ -109,6 +111,16 @@ class ArchSearcher(OptunaSearch):
         self._recorder.note(f"no new trials: {MAX_CONSECUTIVE_REJECTIONS} proposals in a row "
                             f"were invalid architectures")
         return Searcher.FINISHED
+
+    def _problem(self, spec) -> str | None:
+        """Why ``spec`` may not be trained (None if it may): the space's own
+        check (validation at the proxy resolution + the file's constraints)."""
+        check = getattr(self._hn_space, "check", None)
+        if check is not None:
+            ok = check(spec)
+            return None if ok else (getattr(ok, "reason", None) or "rejected by the space")
+        problems = spec.problems(self._resolution)
+        return "; ".join(problems) if problems else None
 
     def _answer_known(self, ot_trial, spec) -> bool:
         """Tell Optuna the stored result of an architecture trained before
