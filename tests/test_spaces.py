@@ -234,6 +234,22 @@ def test_data_section_is_suggested_and_returned(tmp_path):
 
 # ---- constraints --------------------------------------------------------------
 
+@pytest.mark.parametrize("space_name", MY_SPACES)
+def test_shipped_spaces_only_reject_by_declared_constraints(loaded, space_name):
+    # Every draw is a valid spec at the reference size and at a proxy size:
+    # rejections come from the file's constraints, never from arithmetic
+    # (heads that do not divide a width, a window that cannot fit).
+    import numpy as np
+
+    from hybridnas.spaces.space import build
+
+    rng = np.random.default_rng(0)
+    for space in (loaded[space_name], loaded[space_name].at(32, width_mult=0.25)):
+        for _ in range(150):
+            spec = space._finish(build(space.arch, lambda d: d.draw(rng)))
+            assert spec.problems(space.resolution) == [], spec
+
+
 def test_conv_after_attention_is_rejected_with_reason(loaded):
     space = loaded["stagewise"]
     params = space.encode(hybridnas.get_spec("coatnet_0"))
@@ -278,8 +294,8 @@ BAD_FILES = {
                       "unknown block 'resnet'"),
     "bad range": ("stages: [{block: mbconv, depth: {int: [4, 2]}, width: 8}]",
                   "stages[0].depth.int", "low > high"),
-    "dangling branch": ("stages: [{block: {choice: [mbconv]}, depth: 1, width: 8, "
-                        "by_block: {convnext: {kernel: 7}}}]", "by_block.convnext",
+    "dangling branch": (("stages: [{block: {choice: [mbconv]}, depth: 1, width: 8, "
+                         "by_block: {convnext: {kernel: 7}}}]"), "by_block.convnext",
                         "dangling dependency"),
     "dangling switch": ("stages: [{block: mbconv, depth: 1, width: 8, by_norm: {bn: {}}}]",
                         "by_norm", "dangling dependency"),
@@ -289,8 +305,8 @@ BAD_FILES = {
                           "stages[0].heads", "takes no 'heads'"),
     "unknown field": ("stages: [{block: mbconv, depth: 1, width: 8, colour: red}]",
                       "stages[0].colour", "unknown stage field"),
-    "duplicate label": ("stages: [{block: mbconv, depth: {int: [1, 2], label: d}, "
-                        "width: {choice: [8], label: d}}]", "stages[0].width", "already used"),
+    "duplicate label": (("stages: [{block: mbconv, depth: {int: [1, 2], label: d}, "
+                         "width: {choice: [8], label: d}}]"), "stages[0].width", "already used"),
 }
 
 

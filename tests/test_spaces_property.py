@@ -10,15 +10,15 @@ import math
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from hybridnas import spaces  # noqa: E402
-from hybridnas.spaces import Choice, FloatRange, IntRange, OneOf  # noqa: E402
-from hybridnas.spaces.space import build  # noqa: E402
+from hybridnas import spaces
+from hybridnas.spaces import Choice, FloatRange, IntRange, OneOf
+from hybridnas.spaces.space import build
 
 SPACES = spaces.list_spaces()
-PROXY = dict(resolution=32, width_mult=0.25, depth_mult=0.5)  # a quick-search setting
+PROXY = {"resolution": 32, "width_mult": 0.25, "depth_mult": 0.5}  # a quick-search setting
 
 
 def decision(dim):

@@ -103,9 +103,22 @@ from typing import Any
 from ._nodes import Choice, Dim, FloatRange, IntRange, OneOf, Parser, SpaceError
 from .space import Constraints, Containment, Space, count_params, format_size
 
-__all__ = ["load", "list_spaces", "search_path", "Space", "Containment", "Constraints",
-           "SpaceError", "Dim", "Choice", "IntRange", "FloatRange", "OneOf", "format_size",
-           "count_params"]
+__all__ = [
+    "Choice",
+    "Constraints",
+    "Containment",
+    "Dim",
+    "FloatRange",
+    "IntRange",
+    "OneOf",
+    "Space",
+    "SpaceError",
+    "count_params",
+    "format_size",
+    "list_spaces",
+    "load",
+    "search_path",
+]
 
 _TOP_KEYS = {"name", "description", "dims", "reference_resolution", "resolution", "width_mult",
              "depth_mult", "proxy", "named", "arch", "data", "constraints"}

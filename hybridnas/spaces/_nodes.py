@@ -19,16 +19,44 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from ..errors import UserError
 from .. import spec as _spec
-from ..spec import ACTS, ATTENTION_KINDS, BLOCK_PARAM_FIELDS, BLOCK_SCHEMAS, HEAD_POOLS, NORMS
-from ..spec import STEM_KINDS, ArchSpec, HeadSpec, StageSpec, StemSpec
+from ..errors import UserError
+from ..spec import (
+    ACTS,
+    ATTENTION_KINDS,
+    BLOCK_PARAM_FIELDS,
+    BLOCK_SCHEMAS,
+    HEAD_POOLS,
+    NORMS,
+    STEM_KINDS,
+    ArchSpec,
+    HeadSpec,
+    StageSpec,
+    StemSpec,
+)
 
-__all__ = ["SpaceError", "Dim", "Choice", "IntRange", "FloatRange", "OneOf", "Fixed", "Ref",
-           "Derive", "MapNode", "ListNode", "Parser", "build", "encode", "count", "same"]
+__all__ = [
+    "Choice",
+    "Derive",
+    "Dim",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "ListNode",
+    "MapNode",
+    "OneOf",
+    "Parser",
+    "Ref",
+    "SpaceError",
+    "build",
+    "count",
+    "encode",
+    "same",
+]
 
 
 class SpaceError(UserError):
@@ -189,7 +217,7 @@ class FloatRange(Dim):
     def count(self) -> float:
         if self.step is None:
             return math.inf
-        return int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1
 
     def describe(self) -> str:
         extra = f" step {self.step}" if self.step is not None else ""

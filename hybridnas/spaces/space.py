@@ -7,14 +7,28 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, fields as dc_fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import fields as dc_fields
+from typing import Any
 
 from ..spec import BLOCK_SCHEMAS, ArchSpec, SpecError, StemSpec, _down, stage_letter
-from ._nodes import (Derive, Dim, EncodeContext, MapNode, Node, OneOf, Ref, SpaceError, build,
-                     count, encode, same, walk_dims)
+from ._nodes import (
+    Derive,
+    Dim,
+    EncodeContext,
+    MapNode,
+    Node,
+    Ref,
+    SpaceError,
+    build,
+    count,
+    encode,
+    same,
+    walk_dims,
+)
 
-__all__ = ["Space", "Containment", "Constraints"]
+__all__ = ["Constraints", "Containment", "Space"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,7 @@ class Constraints:
     num_classes: int = 1000
 
     @classmethod
-    def parse(cls, raw: Any, where: str) -> "Constraints":
+    def parse(cls, raw: Any, where: str) -> Constraints:
         if raw is None:
             return cls()
         if not isinstance(raw, Mapping):
@@ -145,7 +159,7 @@ class Space:
         return f"Space({self.name!r}, resolution={self.resolution}{mult})"
 
     def at(self, resolution: int | None = None, width_mult: float | None = None,
-           depth_mult: float | None = None) -> "Space":
+           depth_mult: float | None = None) -> Space:
         """The same space at another resolution and/or multipliers (a copy;
         the decisions, and so the params of every point, are unchanged)."""
         other = copy.copy(self)
@@ -217,9 +231,7 @@ class Space:
             new = dim.draw(rng)
             if same(new, params[label]):
                 continue
-            changed = {**params, label: new}
-            out = self._finish(build(self.arch, lambda d: changed[d.label] if d.label in changed
-                                     else d.draw(rng)))
+            out = self._finish(build(self.arch, self._picker({**params, label: new}, rng)))
             if out != spec and self.check(out):
                 return out
         raise SpaceError(f"{self.path}: found no valid neighbour of {spec.name or spec.arch_id} "
@@ -284,6 +296,10 @@ class Space:
             if params is None:
                 return Containment(False, reason)
             ref = self.at(res, 1.0, 1.0).decode(params)
+            problems = ref.problems(res)
+            if problems:  # valid only thanks to the multipliers' rounding
+                return Containment(False, f"{problems[0]} (at resolution {res} without "
+                                          f"multipliers, where the constraints are checked)")
         at = f"at resolution {res}"
         if c.attention_min_grid or c.attention_max_grid:
             for i, (st, hw) in enumerate(zip(ref.stages, ref.stage_resolutions(res))):
@@ -355,8 +371,12 @@ class Space:
                 self._cache[key] = cost(spec, resolution, num_classes=num_classes).macs
         return self._cache[key]
 
-    def _picker(self, params: Mapping[str, Any]):
+    def _picker(self, params: Mapping[str, Any], rng: Any = None):
+        """``pick`` for ``build``: values from ``params``; a missing one is an
+        error, or drawn from ``rng`` when given (new conditional decisions)."""
         def pick(dim: Dim) -> Any:
+            if dim.label not in params and rng is not None:
+                return dim.draw(rng)
             if dim.label not in params:
                 raise SpaceError(f"space {self.name!r}: params have no value for {dim.label!r}"
                                  + (f" (needed when {dim.condition})" if dim.condition else ""))
@@ -531,7 +551,7 @@ class Space:
 
 def _scale(width: int, mult: float, quantum: int) -> int:
     """``width * mult`` rounded to a multiple of ``quantum`` (at least one)."""
-    return max(quantum, int(round(width * mult / quantum)) * quantum)
+    return max(quantum, round(width * mult / quantum) * quantum)
 
 
 def count_params(spec: ArchSpec, num_classes: int = 1000) -> int:
@@ -577,9 +597,7 @@ def _field_kind(spath: tuple) -> str | None:
 def _lookup(d: Any, path: tuple) -> Any:
     cur = d
     for p in path:
-        if isinstance(p, int) and isinstance(cur, list) and -len(cur) <= p < len(cur):
-            cur = cur[p]
-        elif isinstance(p, str) and isinstance(cur, dict) and p in cur:
+        if isinstance(p, int) and isinstance(cur, list) and -len(cur) <= p < len(cur) or isinstance(p, str) and isinstance(cur, dict) and p in cur:
             cur = cur[p]
         else:
             raise KeyError(p)
@@ -646,7 +664,7 @@ def _rng(rng: Any):
     return np.random.default_rng(rng)
 
 
-def format_size(n: int | float) -> str:
+def format_size(n: float) -> str:
     """``1,536`` for small spaces, ``10^17.3`` for huge ones, ``inf`` for continuous."""
     if math.isinf(n):
         return "inf (continuous)"
