@@ -158,7 +158,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         run = RunDir(resume)
         cfg, saved = _resume_config(run, overrides or {})
         name = saved.get("run_name") or run.path.name
-        storage_url = cfg.storage or saved.get("storage_url") or run.storage_url()
+        storage_url = storage_url_for(cfg.storage or saved.get("storage_url") or run.storage_url())
         elapsed_before = float(run.read_summary().get("budget", {}).get("elapsed_s") or 0.0)
     else:
         cfg = cfg or SearchConfig()
@@ -168,7 +168,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         if run.trials_parquet.exists() or run.config.exists():
             raise UserError(f"{run.path} already holds a run; continue it with "
                             f"`hybridnas search --resume {run.path}` or pick another --name")
-        storage_url = cfg.storage or run.storage_url()
+        storage_url = storage_url_for(cfg.storage or run.storage_url())
         elapsed_before = 0.0
     run.create()
 
@@ -228,7 +228,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     from .searcher import ArchSearcher
     from .trial import search_trial
 
-    storage = optuna.storages.RDBStorage(storage_url) if "://" in storage_url else storage_url
+    storage = _open_storage(storage_url)
     study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
                                 directions=["maximize" if m else "minimize" for m in maximize])
     rows = run.read_rows()
@@ -354,6 +354,33 @@ def _latency_settings(cfg, run, gpus, bundle, resolution):
         service.start_actor()
     lat["service_dir"] = str(service.workdir)
     return lat, service
+
+
+def storage_url_for(url: str) -> str:
+    """``url`` with an installed driver: SQLAlchemy 2.1 reads a bare
+    ``postgresql://`` as psycopg 3; the project installs psycopg2
+    (``hybridnas[postgres]``), so such a URL names it when psycopg 3 is absent.
+    config.yaml records the result, so every reader of the run can open it."""
+    import importlib.util
+
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
+def _open_storage(url: str):
+    """The Optuna RDB storage for ``url`` (one line of error if it cannot open)."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    except ImportError as e:
+        raise UserError(f"--storage {url}: no database driver for this URL ({e.__cause__ or e}); "
+                        f"for PostgreSQL: pip install psycopg2-binary") from None
+    except Exception as e:  # noqa: BLE001 - connection refused, bad credentials, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"--storage {url}: cannot open the Optuna storage: {first}") from None
 
 
 def _trial_name(trial) -> str:

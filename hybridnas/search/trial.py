@@ -111,6 +111,15 @@ def _import_trial_modules() -> None:
     from ..latency import measure  # noqa: F401
 
 
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (direct calls in tests)
+        return ""
+
+
 def _describe_error(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     name = type(e).__name__
@@ -143,7 +152,7 @@ def search_trial(config: dict[str, Any]) -> None:
         "metric_name": settings["metric_name"], "curve": "[]", "epochs": 0,
         "max_epochs": max_epochs, "full_fidelity": False, "device_seconds": 0.0,
         "train_seconds": 0.0, "accelerator": device, "error": "", "checkpoint": "",
-        "started_at": now_iso(), "finished_at": "",
+        "started_at": now_iso(), "finished_at": "", "node_id": _node_id(),
     }
     sign = 1.0 if settings.get("maximize", True) else -1.0
     curve: list[float] = []
