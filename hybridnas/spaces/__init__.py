@@ -13,7 +13,9 @@
 ``load(name_or_path, resolution=None, width_mult=None, depth_mult=None)``
 finds ``<name>.yaml`` on the search path: ``$HYBRIDNAS_SPACES`` (a
 ``os.pathsep``-separated list), the repository's ``search_spaces/`` next to
-the package, then the package data folder ``hybridnas/search_spaces/``.
+the package (in a checkout), then the package data folder
+``hybridnas/search_spaces/`` (a wheel built with the symlink
+``hybridnas/search_spaces -> ../search_spaces`` carries the files there).
 
 File format
 -----------
@@ -128,7 +130,9 @@ def search_path() -> list[Path]:
     """Folders searched for ``<name>.yaml``, in order."""
     paths = [Path(p) for p in os.environ.get("HYBRIDNAS_SPACES", "").split(os.pathsep) if p]
     here = Path(__file__).resolve().parent
-    paths.append(here.parent.parent / "search_spaces")  # repository checkout
+    repo = here.parent.parent
+    if (repo / "pyproject.toml").is_file():  # a checkout (not site-packages/search_spaces)
+        paths.append(repo / "search_spaces")
     paths.append(here.parent / "search_spaces")  # installed package data
     return paths
 
