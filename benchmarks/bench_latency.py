@@ -125,6 +125,8 @@ def main() -> int:
                         help="reuse a saved latency table instead of calibrating")
     parser.add_argument("--save", default=None, help="write the table and check rows here")
     parser.add_argument("--skip-repeatability", action="store_true")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="clock for (b): cpu = thread CPU time, robust on a shared machine")
     args = parser.parse_args()
     reps = args.reps or (5 if args.quick else 10)
     n_cal = args.n_calibrate or (40 if args.quick else 150)
@@ -158,7 +160,7 @@ def main() -> int:
         predictor = LatencyPredictor.load(args.table)
     else:
         predictor = calibrate(cal_specs, resolution=args.resolution, num_classes=10, warmup=5,
-                              repeats=20, networks=min(40, n_cal))
+                              repeats=20, networks=min(40, n_cal), clock=args.clock)
     cal_s = time.time() - t0
     if args.save:
         os.makedirs(args.save, exist_ok=True)
@@ -177,7 +179,7 @@ def main() -> int:
     rep = predictor.report
     print(f"\n(b) predictor on stagewise: table of {rep['parts']} parts from {n_cal} "
           f"architectures, correction fitted on {rep['networks']} networks "
-          f"(calibration {cal_s:.0f} s)")
+          f"(calibration {cal_s:.0f} s, clock={predictor.settings.get('clock', 'wall')})")
     print(f"    {s['n']} unseen architectures: {s['within']:.0%} within ±10% "
           f"(median |error| {s['median_abs_error']:.1%}, max {s['max_abs_error']:.1%}); "
           f"{s['coverage']:.0%} of parts found in the table; among the {s['fully_covered']} "

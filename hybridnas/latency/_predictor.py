@@ -476,8 +476,12 @@ def _fit_correction(sums: list[float], heads: list[float], measured: list[float]
     coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
     out = {"scale": float(coef[0]), "offset": float(coef[1]),
            "head": float(coef[2]) if use_head else 0.0}
-    if out["scale"] <= 0:  # degenerate sample: keep the plain sum
-        out = {"scale": 1.0, "offset": 0.0, "head": 0.0}
+    if not 0.5 <= out["scale"] <= 2.0:
+        # The parts are the network, so a scale far from 1 means the whole-
+        # network figures were noise (a loaded machine): keep the sum and
+        # only a robust (median) overhead.
+        gaps = sorted(m - s for m, s in zip(measured, sums))
+        out = {"scale": 1.0, "offset": float(gaps[len(gaps) // 2]), "head": 0.0}
     return out
 
 
