@@ -203,33 +203,19 @@ def test_export_model_reports_a_failing_format_without_raising(tmp_path, monkeyp
 # --------------------------------------------------------------------------
 
 ZOO_RESOLUTION = 32
-#: Known to fail until the blocks change described in the reason lands.
-ONNX_KNOWN_FAILURES = {
-    "maxvit_tiny": "Attention.forward's out.transpose(1, 2).reshape(b, n, -1) becomes a view "
-                   "torch.export cannot decompose after masked SDPA; use "
-                   ".clone(memory_format=torch.contiguous_format).view(b, n, -1) in "
-                   "hybridnas/blocks/layers.py",
-}
 
 
-def _zoo_params():
-    out = []
-    for name in hybridnas.list_models():
-        marks = [pytest.mark.slow]
-        if name in ONNX_KNOWN_FAILURES:
-            marks.append(pytest.mark.xfail(reason=ONNX_KNOWN_FAILURES[name], strict=False))
-        out.append(pytest.param(name, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("name", _zoo_params())
+@pytest.mark.slow
+@pytest.mark.parametrize("name", hybridnas.list_models())
 def test_named_architecture_exports_to_onnx_with_parity(name, tmp_path):
     from hybridnas.zoo import get_named
 
     named = get_named(name)
+    # The smallest input that every stage can downsample (LeViT reduces 64x).
+    resolution = max(ZOO_RESOLUTION, named.spec.reduction) if named.spec.dims == 2 else ZOO_RESOLUTION
     if named.spec.dims == 2:
-        named.spec.validate(ZOO_RESOLUTION)
-    result = export_model(name, tmp_path, formats="spec,onnx", resolution=ZOO_RESOLUTION,
+        named.spec.validate(resolution)
+    result = export_model(name, tmp_path, formats="spec,onnx", resolution=resolution,
                           num_classes=10, in_chans=named.in_chans,
                           meta={"assets": 3} if getattr(named.spec, "assets", False) else None)
     assert not result.errors, result.errors
