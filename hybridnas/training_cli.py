@@ -55,6 +55,8 @@ def register(sub) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format on CUDA")
     p.add_argument("--max-batches-per-epoch", type=int, default=None,
                    help="cap the batches per epoch (quick checks)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's own choice; use 1 on a busy machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and data order")
     p.set_defaults(func=cmd_train)
 
@@ -97,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(max(1, args.threads))
     from . import build_model
     from .data import load_dataset
     from .training import CHECKPOINT_NAME, TrainingError, evaluate, fit

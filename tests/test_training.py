@@ -188,7 +188,7 @@ def test_train_cli_end_to_end_on_digits(tmp_path, capsys):
     TINY.save(str(spec_path))
     out = tmp_path / "run"
     args = ["train", str(spec_path), "--dataset", "digits", "--epochs", "1", "--resolution", "16",
-            "--batch-size", "64", "--lr", "3e-3", "--out", str(out)]
+            "--batch-size", "64", "--lr", "3e-3", "--out", str(out), "--threads", "1"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "epoch   1/1" in text and "test_accuracy" in text
