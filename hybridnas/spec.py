@@ -114,15 +114,18 @@ BLOCK_SCHEMAS: dict[str, BlockSchema] = {
         {"kernel": 3, "expansion": 4.0, "se_ratio": 0.25, "heads": None, "head_dim": 32,
          "mlp_ratio": 4.0, "window": 7, "norm": "ln", "act": "gelu", "layer_scale": 0.0},
         attention=True, attention_kinds=(),
-        doc="MBConv, then block (window) attention + FFN, then grid attention + FFN.",
+        doc="MBConv (BN; carries the stride; SE hidden width = width * se_ratio as in "
+            "MaxViT), then block (window) attention + FFN, then grid attention + FFN, "
+            "with relative position bias; window is both the block and the grid size.",
     ),
     "cvt": BlockSchema(
         "T", (2,),
         {"kernel": 3, "heads": None, "head_dim": 64, "mlp_ratio": 4.0, "kv_stride": 2,
          "norm": "ln", "act": "gelu", "attention": "conv"},
         attention=True, attention_kinds=("conv",),
-        doc="Convolutional embedding (kernel/stride) then attention whose Q/K/V "
-            "projections are depthwise conv + BN (K/V strided by kv_stride).",
+        doc="Every stage starts with a convolutional token embedding (kernel x kernel "
+            "conv with the stage stride + LayerNorm); blocks use attention whose Q/K/V "
+            "projections are depthwise 3x3 conv + BN (K/V strided by kv_stride).",
     ),
     "levit": BlockSchema(
         "T", (2,),
