@@ -270,3 +270,20 @@ def test_padded_window_and_grid_attention_export_to_onnx(tmp_path):
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), mixer(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("key", sorted(FAMILIES))
+def test_stage_on_gpu_with_autocast(key):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch.manual_seed(0)
+    stage = Stage(_stage(key), in_ch=16, drop_paths=[0.0, 0.1]).cuda().train()
+    x = torch.randn(4, 16, 9, 9, device="cuda", requires_grad=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = stage(x)
+    y.float().square().mean().backward()
+    torch.cuda.synchronize()
+    assert y.shape == (4, 24, 5, 5)
+    assert torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in stage.parameters())
