@@ -357,6 +357,9 @@ def test_cli_spaces_sample_contains(capsys):
     out = capsys.readouterr().out
     for name in MY_SPACES:
         assert name in out
+    assert main(["spaces", "--matrix"]) == 0
+    rows = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(rows) == set(hybridnas.list_models())
     assert main(["spaces", "vit_stem"]) == 0
     assert "stem.depth" in capsys.readouterr().out
     assert main(["sample", "--space", "interleaved", "-n", "1", "--resolution", "32",

@@ -28,7 +28,31 @@ def spaces_info(resolution: int | None = None) -> list[dict]:
     return rows
 
 
+def containment_matrix() -> dict[str, dict[str, bool | None]]:
+    """architecture -> space -> contained (None where the dims differ), for
+    every registered architecture and every space file."""
+    from .. import get_spec, list_models
+    from . import list_spaces, load
+
+    loaded = [load(name) for name in list_spaces()]
+    out: dict[str, dict[str, bool | None]] = {}
+    for arch in list_models():
+        spec = get_spec(arch)
+        out[arch] = {s.name: (bool(s.contains(spec)) if spec.dims == s.dims else None)
+                     for s in loaded}
+    return out
+
+
 def cmd_spaces(args: argparse.Namespace) -> int:
+    if args.matrix:
+        matrix = containment_matrix()
+        names = list(next(iter(matrix.values()), {}))
+        print("| architecture | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for arch, row in matrix.items():
+            cells = ["-" if v is None else "yes" if v else "" for v in row.values()]
+            print(f"| {arch} | " + " | ".join(cells) + " |")
+        return 0
     if args.space:
         from . import format_size
 
@@ -126,6 +150,8 @@ def register(sub) -> None:
                                       "architectures), or one space's decisions")
     p.add_argument("space", nargs="?", help="a space name or YAML file: list its decisions")
     p.add_argument("--resolution", type=int, default=None, help="resolution to load at")
+    p.add_argument("--matrix", action="store_true", help="markdown table: which space contains "
+                                                         "which named architecture (checked)")
     p.set_defaults(func=cmd_spaces)
 
     p = sub.add_parser("sample", help="draw architectures from a space; print them with params "
