@@ -207,3 +207,17 @@ def test_device_budget_is_honoured(faulty_run):
     assert summary["total_hours"] == pytest.approx(budget_h)
     assert summary["spent_hours"] == pytest.approx(spent / 3600)
     assert not math.isnan(summary["spent_hours"])
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    from hybridnas.cli import main
+
+    assert main(["search", "--dataset", "no-such-data", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-such-data" in err and "Traceback" not in err
+    assert main(["search", "--resume", str(tmp_path / "missing")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    assert main(["search", "--config", str(bad)]) == 2
+    assert "unknown option 'epochz'" in capsys.readouterr().err

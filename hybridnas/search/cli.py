@@ -47,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "width_mult=0.25 (repeatable)")
     g.add_argument("--dataset", default=S, help="dataset name (default: fashion-mnist)")
     g.add_argument("--data-dir", default=S, help="where the dataset's files are")
+    g.add_argument("--dataset-fallback", default=S, metavar="NAME",
+                   help="dataset to use (with a message) when --dataset's files are missing")
     g.add_argument("--resolution", type=int, default=S, help="input resolution of the proxy "
                    "(default: the dataset's own)")
     g.add_argument("--subset", type=int, default=S, metavar="N",

@@ -34,6 +34,7 @@ class SearchConfig:
     space_options: dict = field(default_factory=dict)
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
+    dataset_fallback: str | None = None
     resolution: int | None = None
     subset: int | None = None
     val_fraction: float = 0.1

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import sys
+import time
 from typing import Any, Sequence
 
 from ray.tune import Callback
@@ -47,6 +48,9 @@ class RunRecorder(Callback):
         self.stream = stream
         self._finished_since_dashboard = 0
         self.duplicates = 0
+        self._dirty = False
+        self._saved_at = 0.0
+        self.result_save_interval_s = 5.0
 
     def __getstate__(self):
         # Tune pickles its config (callbacks included) for Tuner.restore; the
@@ -112,6 +116,8 @@ class RunRecorder(Callback):
 
     def save(self) -> None:
         """Rewrite the trials table, front and summary (atomic renames)."""
+        self._dirty = False
+        self._saved_at = time.monotonic()
         df = self.run.write_trials(self.rows.values())
         front = front_of(df, self.columns, self.maximize)
         self.run.write_pareto(front)
@@ -185,7 +191,9 @@ class RunRecorder(Callback):
             self._from_config(row, {"space_params": params, "reference": reference})
         row.update(status="REJECTED", error=reason[:500], started_at=now_iso(),
                    finished_at=now_iso())
-        self.save()
+        # Written with the next trial event: a constrained space may reject
+        # dozens in a row, and each costs nothing to propose again.
+        self._dirty = True
         # Constrained spaces reject often: one console line each only with -v
         # (the counter is in every progress line; the log has them all).
         self._emit(self.progress_line(f"trial {trial_id} REJECTED: {reason[:160]}"),
@@ -207,7 +215,12 @@ class RunRecorder(Callback):
         self._from_result(row, result)
         if row["status"] not in ("FAILED",):
             row["status"] = "RUNNING"  # final status is decided on completion
-        self.save()
+        # Rows of running trials are lost on a kill anyway; rewriting the
+        # table at most every few seconds keeps epoch reports cheap.
+        if time.monotonic() - self._saved_at > self.result_save_interval_s:
+            self.save()
+        else:
+            self._dirty = True
         if int(row.get("epochs") or 0) < self.max_epochs and row["status"] != "FAILED":
             self._emit(f"[search] trial {tid} epoch {row['epochs']}/{self.max_epochs} "
                        f"{self.metric_name}={_fmt(row['metric'])} "

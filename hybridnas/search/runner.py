@@ -177,7 +177,19 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     from ..data import load_dataset
 
     data_kw = _data_kwargs(cfg)
-    bundle = load_dataset(**data_kw)
+    try:
+        bundle = load_dataset(**data_kw)
+    except UserError as e:
+        if not cfg.dataset_fallback or cfg.dataset_fallback == cfg.dataset:
+            raise
+        # e.g. the quickstart without Debian's Fashion-MNIST: say so, then go on.
+        print(f"[search] {e}\n[search] falling back to dataset {cfg.dataset_fallback!r} "
+              f"(dataset_fallback); install the data above to search on {cfg.dataset!r}",
+              file=stream, flush=True)
+        cfg.dataset = cfg.dataset_fallback
+        cfg.data_dir = None
+        data_kw = _data_kwargs(cfg)
+        bundle = load_dataset(**data_kw)
     task = bundle.task
     input_shape = tuple(int(x) for x in bundle.input_shape)
     # The last axis: image side, sequence length, or a (features, assets, time) panel's lookback.
@@ -298,8 +310,10 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     )
     t0 = time.monotonic()
     interrupted = False
+    tune_wall = None
     try:
         tuner.fit()
+        tune_wall = time.monotonic() - t0
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -315,6 +329,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
         shutil.rmtree(tune_dir, ignore_errors=True)
     summary = run.read_summary()
     summary["session_wall_s"] = time.monotonic() - t0
+    summary["tune_wall_s"] = tune_wall
     run.write_summary(summary)
     _print_summary(recorder, summary, run, interrupted)
     return SearchResult(run.path, summary)
@@ -374,13 +389,33 @@ def _open_storage(url: str):
     import optuna
 
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
     except ImportError as e:
         raise UserError(f"--storage {url}: no database driver for this URL ({e.__cause__ or e}); "
                         f"for PostgreSQL: pip install psycopg2-binary") from None
     except Exception as e:  # noqa: BLE001 - connection refused, bad credentials, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--storage {url}: cannot open the Optuna storage: {first}") from None
+    if url.startswith("sqlite"):
+        _fast_sqlite(storage.engine)
+    return storage
+
+
+def _fast_sqlite(engine) -> None:
+    """WAL journal + synchronous=NORMAL: every suggest_* of a define-by-run
+    space is a commit, and with the default rollback journal each one waits
+    for an fsync (0.2-0.9 s per proposal measured on a busy 2-core machine,
+    20-40 ms with WAL). Commits stay durable across a killed process."""
+    import sqlalchemy
+
+    def pragmas(conn, _record):
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    sqlalchemy.event.listen(engine, "connect", pragmas)
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def _trial_name(trial) -> str:

@@ -170,7 +170,7 @@ class ArchSearcher(OptunaSearch):
             status = "EARLY_STOPPED"
         if error and status != "FAILED":
             status = "FAILED"
-        for key in ("arch_id", "epochs", "error", "node_id"):
+        for key in ("arch_id", "epochs", "error", "node_id", "train_seconds", "device_seconds"):
             if result.get(key) not in (None, ""):
                 ot_trial.set_user_attr(key, result[key])
         ot_trial.set_user_attr("status", status)
