@@ -72,7 +72,8 @@ def main() -> None:
     header = (f"{'architecture':16} {'params(M)':>9} {'ts(s)':>6} {'onnx(s)':>7} {'onnx(MB)':>8} "
               f"{'ts|diff|':>9} {'onnx|diff|':>10} {'eager(ms)':>9} {'ts(ms)':>7} {'ort(ms)':>7}"
               f" {'ort/eager':>9}")
-    print(f"resolution {args.resolution}, batch 1, 1 thread for timings, {args.repeats} repeats")
+    print(f"resolution {args.resolution} (tiny specs: 16), batch 1, 1 thread for timings, "
+          f"{args.repeats} repeats")
     print(header)
     f = lambda r, k, spec: format(r[k], spec) if k in r else "-"  # noqa: E731
     for name in names:
