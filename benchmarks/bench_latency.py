@@ -99,11 +99,18 @@ def repeatability(spec, resolution: int, reps: int, tmp: str) -> list[tuple[str,
         values = []
         for i in range(reps):
             # A fresh cache per repetition: measure again instead of a cache hit.
-            svc = LatencyService(workdir, **kw, cache=os.path.join(tmp, f"c{i}.db"))
+            svc = LatencyService(workdir, **kw, clock="wall", cache=os.path.join(tmp, f"c{i}.db"))
             r = svc.measure(spec)
             assert r.settings["paused_trainers"] == len(load), r.settings
             values.append(r.median_ms)
         rows.append(("training load, isolated (service)", values))
+        values = []
+        for i in range(reps):
+            svc = LatencyService(workdir, **kw, cache=os.path.join(tmp, f"cpu{i}.db"))
+            r = svc.measure(spec)  # the service's default: clock='auto' -> 'cpu' here
+            assert r.settings["clock"] == "cpu", r.settings
+            values.append(r.median_ms)
+        rows.append(("training load, isolated, cpu clock", values))
     finally:
         stop_load(load)
     del service

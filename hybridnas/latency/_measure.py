@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..spec import ArchSpec
 
 __all__ = ["LatencyResult", "measure", "time_callable", "resolve_device", "device_name",
-           "settings_key", "BACKENDS", "CLOCKS", "DEFAULT_WARMUP", "DEFAULT_REPEATS", "KEY_SETTINGS"]
+           "settings_key", "resolve_clock", "BACKENDS", "CLOCKS", "DEFAULT_WARMUP", "DEFAULT_REPEATS", "KEY_SETTINGS"]
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 DEFAULT_WARMUP = 10
@@ -42,7 +42,14 @@ DEFAULT_REPEATS = 50
 #: compatibility check use exactly these.
 KEY_SETTINGS = ("device", "device_name", "backend", "batch_size", "resolution", "in_chans",
                 "num_classes", "threads", "dtype", "clock")
-CLOCKS = ("wall", "cpu")
+CLOCKS = ("wall", "cpu", "auto")
+
+
+def resolve_clock(clock: str, device: str, threads: int | None, backend: str = "eager") -> str:
+    """'auto' -> 'cpu' for one-thread eager CPU measurements, else 'wall'."""
+    if clock != "auto":
+        return clock
+    return "cpu" if device == "cpu" and (threads or 1) == 1 and backend == "eager" else "wall"
 
 
 @dataclass(frozen=True)
@@ -227,8 +234,8 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
     threads, default 1 (the most repeatable figure, and the one that does not
     depend on how many cores the machine has). ``backend``: 'eager',
     'compile' (``torch.compile``, compiled during warm-up) or 'onnxruntime'.
-    ``clock``: 'wall' (default) or 'cpu' (thread CPU time; CPU, eager and
-    one thread only; see the module docstring).
+    ``clock``: 'wall' (default), 'cpu' (thread CPU time; CPU, eager and
+    one thread only; see the module docstring) or 'auto' (cpu where allowed).
 
     Returns a ``LatencyResult`` (median, p10, p90 in ms per batch) whose
     ``settings`` say exactly what was measured; the model is left in the
@@ -248,6 +255,7 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
         raise UserError(f"threads={threads} must be >= 1")
     if clock not in CLOCKS:
         raise UserError(f"clock={clock!r} is not one of {list(CLOCKS)}")
+    clock = resolve_clock(clock, dev, threads, backend)
     if clock == "cpu" and (dev != "cpu" or threads != 1 or backend != "eager"):
         raise UserError(f"clock='cpu' needs device='cpu', threads=1 and backend='eager' "
                         f"(got {dev}, threads={threads}, backend={backend!r})")

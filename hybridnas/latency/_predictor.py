@@ -396,7 +396,7 @@ def calibrate(specs: list[ArchSpec], device: str = "cpu", resolution: int = 224,
     whole-network measurement (the search passes its ``LatencyService``).
     Returns the predictor; ``predictor.report`` holds the fit's statistics.
     """
-    from ._measure import device_name, measure, resolve_device
+    from ._measure import device_name, measure, resolve_clock, resolve_device
 
     if not specs:
         raise UserError("calibrate: no architectures to calibrate on")
@@ -404,7 +404,9 @@ def calibrate(specs: list[ArchSpec], device: str = "cpu", resolution: int = 224,
     settings = {"device": dev, "device_name": device_name(dev), "backend": "eager",
                 "batch_size": batch_size, "resolution": resolution, "in_chans": in_chans,
                 "num_classes": num_classes, "threads": (threads or 1) if dev == "cpu" else None,
-                "dtype": "float32", "warmup": warmup, "repeats": repeats, "clock": clock}
+                "dtype": "float32", "warmup": warmup, "repeats": repeats,
+                "clock": resolve_clock(clock, dev, threads)}
+    clock = settings["clock"]
     say = progress or (lambda msg: None)
     predictor = LatencyPredictor(settings)
     parts = _unique(p for s in specs for p in spec_parts(s, resolution, batch_size, in_chans))

@@ -180,13 +180,17 @@ class LatencyService:
     ``<workdir>/latency.db``; share one across runs to reuse figures).
     ``predictor``: a calibrated table (``hybridnas latency calibrate``) for
     ``predict``. ``pause_trainers``: suspend registered training processes
-    while measuring (see the module docstring).
+    while measuring (see the module docstring). ``clock``: 'auto' (default)
+    takes the thread's CPU time for one-thread eager CPU measurements and
+    wall time otherwise: with trainers paused, CPU time is what still varies
+    least on a machine shared with other work (bench_latency.py: CV ~3% vs
+    14-28% for wall time on a loaded 2-core machine).
     """
 
     def __init__(self, workdir: str | os.PathLike, device: str = "cpu", batch_size: int = 1,
                  resolution: int = 224, in_chans: int = 3, num_classes: int = 1000,
                  threads: int | None = None, warmup: int = DEFAULT_WARMUP,
-                 repeats: int = DEFAULT_REPEATS, backend: str = "eager", clock: str = "wall",
+                 repeats: int = DEFAULT_REPEATS, backend: str = "eager", clock: str = "auto",
                  cache: str | os.PathLike | None = None,
                  predictor: str | os.PathLike | None = None, pause_trainers: bool = True,
                  _write: bool = True):
@@ -294,11 +298,12 @@ class LatencyService:
 
     # ---- measuring ------------------------------------------------------
     def _query(self, spec: ArchSpec) -> dict[str, Any]:
-        from ._measure import device_name, resolve_device
+        from ._measure import device_name, resolve_clock, resolve_device
 
         device = resolve_device(self.settings["device"])
         s = dict(self.settings, device=device, device_name=device_name(device), dtype="float32")
         s["threads"] = (int(s["threads"]) if s["threads"] else 1) if device == "cpu" else None
+        s["clock"] = resolve_clock(s["clock"], device, s["threads"], s["backend"])
         return s
 
     def measure(self, spec: ArchSpec | str, **overrides: Any) -> LatencyResult:

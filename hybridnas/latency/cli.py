@@ -50,7 +50,7 @@ def _measure(args: argparse.Namespace) -> int:
             resolution = 224
     r = measure(spec, device=args.device, batch_size=args.batch_size, resolution=resolution,
                 num_classes=args.num_classes, threads=args.threads, warmup=args.warmup,
-                repeats=args.repeats, backend=args.backend, clock=args.clock)
+                repeats=args.repeats, backend=args.backend, clock=args.clock or "wall")
     s = r.settings
     line = (f"{spec.name or args.target}  id={spec.arch_id}  {s['device']} ({s['device_name']})"
             f"  backend={s['backend']}  batch={s['batch_size']}  resolution={resolution}"
@@ -90,7 +90,7 @@ def _calibrate(args: argparse.Namespace) -> int:
                                 device=device, batch_size=args.batch_size,
                                 num_classes=args.num_classes, threads=args.threads,
                                 warmup=min(args.warmup, 5), repeats=min(args.repeats, 20),
-                                clock=args.clock,
+                                clock=args.clock or "auto",
                                 networks=args.networks, progress=print)
     predictor.save(out)
     rep = predictor.report
@@ -151,9 +151,11 @@ def register(sub) -> None:
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
     p.add_argument("--repeats", type=int, default=50, help="timed calls (default 50)")
     p.add_argument("--backend", default="eager", choices=["eager", "compile", "onnxruntime"])
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
-                   help="wall time (default) or thread CPU time (1 CPU thread: ignores "
-                        "preemption by other processes on a shared machine)")
+    p.add_argument("--clock", default=None, choices=["wall", "cpu", "auto"],
+                   help="wall time, or thread CPU time (1 CPU thread: ignores preemption by "
+                        "other processes on a shared machine); auto = cpu where allowed. "
+                        "Default: wall when measuring, auto for calibrate (as the search's "
+                        "LatencyService)")
     p.add_argument("--table", default=None,
                    help="latency table: written by calibrate, read by check; when measuring, "
                         "show its prediction beside the measurement")
