@@ -410,8 +410,16 @@ class ArchSpec:
                 errs.append(f"stem.proj={st.proj} must be >= 0")
         if not self.stages:
             errs.append("stages=[] must hold at least one stage")
+        in_ch = self.stem.out_channels
         for i, s in enumerate(self.stages):
             errs.extend(_stage_problems(i, s, self.dims, last=i == len(self.stages) - 1))
+            if (s.pos_embed or s.cls_token) and in_ch and in_ch != s.width:
+                # Tokens and position embedding are added before the first block.
+                errs.append(f"stages[{i}].width={s.width} must equal its input width {in_ch} "
+                            f"when pos_embed/cls_token is set")
+            if s.cls_token and s.stride != 1:
+                errs.append(f"stages[{i}].stride={s.stride} must be 1 when cls_token is set")
+            in_ch = s.width
         errs.extend(_axis_problems(self))
         if self.stem.kind == "none" and self.stages and self.stages[0].block != "cvt":
             errs.append(f"stem.kind='none' needs a first stage that embeds its input "

@@ -137,3 +137,12 @@ def test_every_schema_names_only_stage_fields():
     for key, schema in BLOCK_SCHEMAS.items():
         assert set(schema.params) <= set(BLOCK_PARAM_FIELDS), key
         assert schema.letter in "CTI", key
+
+
+def test_token_stage_must_keep_its_input_width():
+    spec = ArchSpec(stem=StemSpec(kind="patchify", widths=(48,), kernel=4, norm="none"),
+                    stages=(StageSpec("transformer", 1, 64, stride=1, attention="global",
+                                      pos_embed=True, cls_token=True),),
+                    head=HeadSpec(pool="cls"))
+    with pytest.raises(SpecError, match=r"stages\[0\].width=64 must equal its input width 48"):
+        spec.validate()
