@@ -148,14 +148,12 @@ def _run(args: argparse.Namespace) -> int:
     if resume:
         if config_path:
             raise UserError("--resume takes the run's own config.yaml; drop --config")
-        base_cfg = None
         result = run_search(resume=resume, overrides=overrides)
     else:
         base = _read_config_file(config_path) if config_path else {}
-        base_cfg = SearchConfig.from_mapping(base, source=config_path or "defaults")
-        cfg = base_cfg.merged(overrides, "flags")
+        cfg = SearchConfig.from_mapping(base, source=config_path or "defaults").merged(overrides)
         result = run_search(cfg)
-    return 0 if result.summary.get("trials") is not None else 1
+    return 130 if result.interrupted else 0
 
 
 def register(sub) -> None:

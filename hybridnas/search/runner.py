@@ -62,6 +62,7 @@ class SearchResult:
 
     run_dir: Path
     summary: dict[str, Any]
+    interrupted: bool = False
 
     @property
     def trials(self):
@@ -269,7 +270,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
         "latency": latency,
     }
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,
-                            storage if not isinstance(storage, str) else None, name)
+                            storage, name)
     scheduler = None
     if cfg.scheduler == "asha" and cfg.epochs > cfg.asha_grace_epochs:
         from ray.tune.schedulers import ASHAScheduler
@@ -314,11 +315,16 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     try:
         tuner.fit()
         tune_wall = time.monotonic() - t0
+        # Tune turns Ctrl-C into a graceful stop and returns normally: a run
+        # that ended before the searcher said "finished" (and before the time
+        # limit) was interrupted.
+        out_of_time = time_left is not None and tune_wall >= time_left - 1.0
+        interrupted = not searcher.is_finished and not out_of_time
     except KeyboardInterrupt:
         interrupted = True
     finally:
         stopped = recorder.close_interrupted(
-            "interrupted: the search stopped while this trial ran (re-queued on --resume)")
+            f"{INTERRUPTED}: the search stopped while this trial ran")
         _fail_running_optuna_trials(study, stopped)
         recorder.save()
         _finish_files(cfg, run, recorder)
@@ -332,7 +338,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     summary["tune_wall_s"] = tune_wall
     run.write_summary(summary)
     _print_summary(recorder, summary, run, interrupted)
-    return SearchResult(run.path, summary)
+    return SearchResult(run.path, summary, interrupted)
 
 
 def _latency_resolution(bundle, resolution):
@@ -445,14 +451,20 @@ def _fail_running_optuna_trials(study, trial_numbers) -> None:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
 
 
+INTERRUPTED = "interrupted"
+REQUEUED = " (queued again on --resume)"
+
+
 def _repair_after_interrupt(study, recorder) -> None:
     """After a kill: running trials become FAILED and are queued again."""
     import json
 
     import optuna
 
-    stale = recorder.close_interrupted(
-        "interrupted: the search was killed while this trial ran (re-queued on --resume)")
+    stale = recorder.close_interrupted(f"{INTERRUPTED}: the search was killed while this trial ran")
+    # Trials a Ctrl-C stopped were closed by that session; queue them too, once.
+    stale += [n for n, r in recorder.rows.items() if r["status"] == "FAILED"
+              and str(r.get("error") or "").startswith(INTERRUPTED) and REQUEUED not in r["error"]]
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     running = [t.number for t in by_number.values() if t.state == optuna.trial.TrialState.RUNNING]
     _fail_running_optuna_trials(study, [])
@@ -465,6 +477,8 @@ def _repair_after_interrupt(study, recorder) -> None:
         if params:
             ref = row.get("reference") if row else None
             study.enqueue_trial(params, user_attrs={"reference": ref, "requeued_from": number})
+        if row is not None:
+            row["error"] = f"{row.get('error') or INTERRUPTED}{REQUEUED}"
     recorder.save()
     if requeue:
         recorder.note(f"resumed: trial(s) {requeue} were interrupted and are queued again")

@@ -62,6 +62,11 @@ class ArchSearcher(OptunaSearch):
         return None
 
     @property
+    def is_finished(self) -> bool:
+        """True once the budget (or the space) ended the search."""
+        return self._finished
+
+    @property
     def study(self):
         return self._ot_study
 
