@@ -111,3 +111,6 @@ def test_each_block_alone_at_odd_sizes(key):
         out = model(torch.randn(2, 3, size, size))
         assert out.shape == (2, 3)
         assert torch.isfinite(out).all()
+        # Every downsampler rounds up, as the spec's own arithmetic does.
+        feats = model.forward_features(torch.randn(2, 3, size, size))
+        assert tuple(feats.shape[2:]) == spec.stage_resolutions(size)[-1], (key, size)

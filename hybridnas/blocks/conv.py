@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
@@ -19,6 +20,37 @@ def pooled_projection(in_ch: int, out_ch: int, stride: int, dims: int) -> nn.Mod
     if in_ch != out_ch:
         layers.append(conv_nd(dims)(in_ch, out_ch, 1))
     return nn.Sequential(*layers) if layers else nn.Identity()
+
+
+class PatchMerge(nn.Module):
+    """Norm, then a stride x stride conv with stride ``stride`` (ConvNeXt's
+    downsampler). Odd sizes are zero-padded on the far side first, so the
+    output is ceil(n / stride) like every other downsampling in hybridnas
+    (``ArchSpec.stage_resolutions`` relies on it)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str, dims: int):
+        super().__init__()
+        self.norm = LayerNorm2d(in_ch, eps=1e-6) if norm == "ln" else make_norm2d(norm, in_ch, dims)
+        self.stride = stride
+        self.conv = conv_nd(dims)(in_ch, out_ch, stride, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x)
+        s = self.stride
+        if s > 1:
+            pad: list[int] = []
+            for n in reversed(x.shape[2:]):
+                pad += [0, (-n) % s]
+            if any(pad):
+                x = F.pad(x, pad)
+        return self.conv(x)
+
+
+def patch_downsample(in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
+    """Stage-start downsampler of ConvNeXt-style blocks (None when nothing changes)."""
+    if stage.stride == 1 and in_ch == stage.width:
+        return None
+    return PatchMerge(in_ch, stage.width, stage.stride, stage.norm, dims)
 
 
 @register_block("mbconv")
@@ -82,10 +114,7 @@ class ConvNeXtBlock(Block):
 
     @classmethod
     def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
-        if stage.stride == 1 and in_ch == stage.width:
-            return None
-        norm = LayerNorm2d(in_ch, eps=1e-6) if stage.norm == "ln" else make_norm2d(stage.norm, in_ch, dims)
-        return nn.Sequential(norm, conv_nd(dims)(in_ch, stage.width, stage.stride, stride=stage.stride))
+        return patch_downsample(in_ch, stage, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x)

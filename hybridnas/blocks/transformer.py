@@ -3,13 +3,13 @@ ViT global attention) and the interleaved conv-attention block."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (Attention, DropPath, LayerNorm2d, Mlp, RelPosBias, conv_nd, layer_scale,
-                     make_norm2d, make_norm_last, partition, unpartition)
+from .conv import patch_downsample
+from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, layer_scale,
+                     make_norm_last, partition, unpartition)
 
 
 def grid_size(x: torch.Tensor) -> tuple[int, int]:
@@ -132,10 +132,7 @@ class InterleavedBlock(Block):
 
     @classmethod
     def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
-        if stage.stride == 1 and in_ch == stage.width:
-            return None
-        norm = LayerNorm2d(in_ch, eps=1e-6) if stage.norm == "ln" else make_norm2d(stage.norm, in_ch, dims)
-        return nn.Sequential(norm, conv_nd(dims)(in_ch, stage.width, stage.stride, stride=stage.stride))
+        return patch_downsample(in_ch, stage, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dwconv(self.norm_local(x).movedim(-1, 1)).movedim(1, -1)
