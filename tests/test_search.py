@@ -87,6 +87,7 @@ def test_budget_estimates_before_any_trial_finished():
     first = {"status": "RUNNING", "epochs": 0, "device_seconds": 0.0, "max_epochs": 3}
     assert b.estimate_seconds([first]) is None
     assert b.should_wait([first])             # one trial at a time until a cost is known
+    assert b.should_wait([], outstanding=1) and not b.should_wait([])
     first.update(epochs=1, device_seconds=2.0)
     assert b.estimate_seconds([first]) == pytest.approx(6.0)  # projected to 3 epochs
     assert not b.should_wait([first])

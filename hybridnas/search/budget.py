@@ -61,13 +61,14 @@ class Budget:
                      for r in rows if r.get("status") == "RUNNING" and int(r.get("epochs") or 0) > 0]
         return max(projected) if projected else None
 
-    def should_wait(self, rows: list[dict]) -> bool:
+    def should_wait(self, rows: list[dict], outstanding: int = 0) -> bool:
         """With a device budget and no cost estimate yet, start one trial at a
         time until the first epoch report gives one (bounds the overrun to
-        one trial)."""
+        one trial). ``outstanding``: trials proposed that have not finished
+        (Tune may ask for several before the first one starts)."""
         if self.total_seconds is None or self.estimate_seconds(rows) is not None:
             return False
-        return any(r.get("status") == "RUNNING" for r in rows)
+        return outstanding > 0 or any(r.get("status") == "RUNNING" for r in rows)
 
     def why_not_start(self, rows: list[dict]) -> str | None:
         """None if one more trial may start, else the reason it may not."""

@@ -63,8 +63,8 @@ class RunRecorder(Callback):
     def why_not_start(self) -> str | None:
         return self.budget.why_not_start(list(self.rows.values()))
 
-    def should_wait(self) -> bool:
-        return self.budget.should_wait(list(self.rows.values()))
+    def should_wait(self, outstanding: int = 0) -> bool:
+        return self.budget.should_wait(list(self.rows.values()), outstanding)
 
     def frame(self):
         from .run import rows_to_frame

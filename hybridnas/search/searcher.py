@@ -76,7 +76,7 @@ class ArchSearcher(OptunaSearch):
         if self._finished:
             return Searcher.FINISHED
         reason = self._recorder.why_not_start()
-        if not reason and self._recorder.should_wait():
+        if not reason and self._recorder.should_wait(outstanding=len(self._ot_trials)):
             return None  # Tune asks again shortly
         if reason:
             self._finished = True
