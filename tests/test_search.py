@@ -163,27 +163,21 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def faulty_run(ray_session, tmp_path_factory):
-    """One search (shared by two tests to save a Ray start-up): heads=3 does
-    not divide the widths, so those proposals are rejected before training;
-    even-numbered trials raise inside training (an injected fault); a device
-    budget of 5 s ends it."""
-    import io
-
+    """heads=3 does not divide the widths, so those proposals are rejected
+    before training; even-numbered trials raise inside training (an
+    injected fault)."""
     tmp = tmp_path_factory.mktemp("faulty")
-    budget_h = 5.0 / 3600
-    out = io.StringIO()
-    res = _search(tmp, "faults", space=TinySpace(invalid_window=True), budget_trials=40,
-                  budget_gpu_hours=budget_h, inject_failure=list(range(0, 400, 2)),
-                  scheduler="none", max_concurrent=1, epochs=1, seed=3, stream=out)
-    return res, budget_h, out.getvalue()
+    return _search(tmp, "faults", space=TinySpace(invalid_window=True), budget_trials=5,
+                   inject_failure=list(range(0, 400, 2)), scheduler="none", max_concurrent=1,
+                   epochs=1, seed=3)
 
 
 def test_failed_and_rejected_trials_do_not_stop_the_search(faulty_run):
     import hybridnas
 
-    res, _, _ = faulty_run
-    df = hybridnas.load_run(res.run_dir)
+    df = hybridnas.load_run(faulty_run.run_dir)
     ran = df[df.status != "REJECTED"]
+    assert len(ran) == 5
     failed = ran[ran.trial_id % 2 == 0]
     assert len(failed) >= 1 and (failed.status == "FAILED").all()
     assert failed.error.str.contains("InjectedFault").all()
@@ -194,14 +188,20 @@ def test_failed_and_rejected_trials_do_not_stop_the_search(faulty_run):
     assert (rejected.device_seconds == 0).all()
 
 
-def test_device_budget_is_honoured(faulty_run):
+def test_device_budget_is_honoured(ray_session, tmp_path):
+    import io
+
     import hybridnas
 
-    res, budget_h, out = faulty_run
+    budget_h = 3.0 / 3600  # three device-seconds: a few tiny trials, however busy the machine
+    out = io.StringIO()
+    res = _search(tmp_path, "budget", budget_gpu_hours=budget_h, budget_trials=500,
+                  scheduler="none", max_concurrent=1, epochs=1, stream=out)
+    out = out.getvalue()
     df = hybridnas.load_run(res.run_dir)
     spent = df.device_seconds.sum()
     assert "no new trials: device budget" in out and "counts CPU device-hours" in out
-    assert 2 <= (df.status != "REJECTED").sum() < 40
+    assert 1 <= len(df) < 500
     # no new trial starts once the next would exceed the budget: overrun <= one trial
     assert spent <= budget_h * 3600 + df.device_seconds.max() + 1e-9
     summary = res.summary["budget"]
