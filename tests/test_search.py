@@ -94,6 +94,58 @@ def test_budget_estimates_before_any_trial_finished():
     assert not Budget(trials=5).should_wait([dict(first, epochs=0)])  # no device budget
 
 
+def _temporal_stride_spec(space):
+    """A temporal spec that downsamples time 100x: valid at lookback 90,
+    not at 30 (the synthetic panel's default)."""
+    import dataclasses
+
+    spec = next(s for s in map(space.sample, range(200)) if len(s.stages) == 3)
+    return dataclasses.replace(
+        spec, stem=dataclasses.replace(spec.stem, strides=(1, 5, 5)),
+        stages=tuple(dataclasses.replace(st, stride=2) if i < 2 else st
+                     for i, st in enumerate(spec.stages)))
+
+
+def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path):
+    """A temporal trial draws data.lookback: the searcher validates the
+    architecture at that lookback and the trial times the whole
+    (assets, lookback) panel."""
+    spaces = pytest.importorskip("hybridnas.spaces")
+    import hybridnas
+    from hybridnas.data import load_dataset
+    from hybridnas.latency import LatencyService
+    from hybridnas.search.searcher import ArchSearcher
+    from hybridnas.search.trial import latency_resolution, measure_latency
+
+    base = dict(name="synthetic-panel", subset=64, seed=0)
+    default = load_dataset(**base)
+    space = spaces.load("temporal", resolution=default.input_shape[-1])
+    spec = _temporal_stride_spec(space)
+    searcher = ArchSearcher.__new__(ArchSearcher)  # only its proposal checks, no study
+    searcher._hn_space, searcher._resolution, searcher._shapes = space, default.input_shape[-1], {}
+    searcher._settings = {"data": base}
+    params = dict(space.encode(spec, data={"lookback": 90}))
+    data = searcher._data_settings(params)
+    shape = searcher._input_shape(data)
+    assert data["lookback"] == 90 and shape == (default.input_shape[0], default.input_shape[1], 90)
+    assert searcher._problem(spec, shape[-1]) is None
+    assert "stride" in searcher._problem(spec, default.input_shape[-1])
+
+    bundle = load_dataset(**data)
+    res = latency_resolution(bundle.input_shape, spec)
+    assert res == (bundle.input_shape[1], 90)
+    model = hybridnas.build_model(spec, num_classes=bundle.num_outputs,
+                                  in_chans=bundle.input_shape[0])
+    lat = {"device": "cpu", "batch_size": 1, "repeats": 2, "warmup": 1}
+    service = LatencyService(tmp_path / "latency", resolution=latency_resolution(default.input_shape),
+                             in_chans=bundle.input_shape[0], num_classes=bundle.num_outputs,
+                             warmup=1, repeats=2)
+    row = measure_latency(spec, model, res, bundle.input_shape[0], bundle.num_outputs, lat, service)
+    assert row["latency_ms"] > 0
+    again = service.measure(spec, resolution=res)  # cached only if it was timed at lookback 90
+    assert again.settings["cached"] and again.settings["resolution"] == [bundle.input_shape[1], 90]
+
+
 # ---------------------------------------------------------------- real searches
 
 

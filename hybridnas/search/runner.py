@@ -342,10 +342,13 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
 
 
 def _latency_resolution(bundle, resolution):
-    """What latency is measured at: the resolution, or (assets, time) for a
-    temporal panel (features, assets, time), so the whole panel is timed."""
-    shape = tuple(int(s) for s in bundle.input_shape[1:])
-    return shape if len(shape) == 2 and shape[0] != shape[1] else resolution
+    """The service's default input size, at the run's default input shape:
+    the resolution, or (assets, time) for a temporal panel (features, assets,
+    time). Each trial passes its own (``trial.latency_resolution``), since a
+    temporal space draws the lookback per trial."""
+    from .trial import latency_resolution
+
+    return latency_resolution(bundle.input_shape) if len(bundle.input_shape) >= 2 else resolution
 
 
 def _latency_settings(cfg, run, gpus, bundle, resolution):

@@ -30,6 +30,8 @@ from typing import Any
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from ..errors import UserError
+
 __all__ = ["ArchSearcher", "MAX_CONSECUTIVE_REJECTIONS"]
 
 log = logging.getLogger("hybridnas.search")
@@ -52,6 +54,7 @@ class ArchSearcher(OptunaSearch):
         self._recorder = recorder
         self._settings = settings
         self._finished = False
+        self._shapes: dict[str, tuple[int, ...]] = {}
         super().__init__(space=self._define_by_run, metric=metrics, mode=modes,
                          sampler=sampler, storage=storage, study_name=study_name)
 
@@ -85,11 +88,13 @@ class ArchSearcher(OptunaSearch):
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
             ot_trial = self._ot_study.ask()
             reference = ot_trial.user_attrs.get("reference")
-            spec, problem = None, None
+            spec, problem, data, shape = None, None, None, None
             try:
                 spec = self._hn_space.suggest(ot_trial)
-                problem = self._problem(spec)
-            except (ValueError, KeyError, TypeError) as e:  # SpecError is a ValueError
+                data = self._data_settings(dict(ot_trial.params))
+                shape = self._input_shape(data)
+                problem = self._problem(spec, shape[-1] if len(shape) >= 2 else self._resolution)
+            except (ValueError, KeyError, TypeError, UserError) as e:  # e.g. SpecError, a bad lookback
                 problem = f"{type(e).__name__}: {e}"
             if not problem and self._answer_known(ot_trial, spec):
                 continue
@@ -109,23 +114,43 @@ class ArchSearcher(OptunaSearch):
                 "spec": spec.to_dict(),
                 "space_params": params,
                 "reference": reference,
-                "settings": dict(self._settings,
-                                 data=self._data_settings(params)),
+                "input_shape": list(shape),
+                "settings": dict(self._settings, data=data),
             }
         self._finished = True
         self._recorder.note(f"no new trials: {MAX_CONSECUTIVE_REJECTIONS} proposals in a row "
                             f"were invalid architectures")
         return Searcher.FINISHED
 
-    def _problem(self, spec) -> str | None:
+    def _problem(self, spec, resolution=None) -> str | None:
         """Why ``spec`` may not be trained (None if it may): the space's own
-        check (validation at the proxy resolution + the file's constraints)."""
-        check = getattr(self._hn_space, "check", None)
+        check (validation + the file's constraints) at the trial's own
+        ``resolution`` (the last axis of its input: image side or lookback;
+        default the run's)."""
+        resolution = self._resolution if resolution is None else resolution
+        space = self._hn_space
+        if resolution != self._resolution and hasattr(space, "at"):
+            space = space.at(resolution)
+        check = getattr(space, "check", None)
         if check is not None:
             ok = check(spec)
-            return None if ok else (getattr(ok, "reason", None) or "rejected by the space")
-        problems = spec.problems(self._resolution)
+            if not ok:
+                return getattr(ok, "reason", None) or "rejected by the space"
+            if space is not self._hn_space or resolution == self._resolution:
+                return None
+        problems = spec.problems(resolution)
         return "; ".join(problems) if problems else None
+
+    def _input_shape(self, data: dict) -> tuple[int, ...]:
+        """Per-sample input shape of a trial whose data settings are ``data``
+        (a temporal trial's lookback is a decision of the space). Loaded once
+        per distinct setting; the run's own is already cached in this process."""
+        from ..data import load_dataset
+
+        key = repr(sorted(data.items()))
+        if key not in self._shapes:
+            self._shapes[key] = tuple(int(s) for s in load_dataset(**data).input_shape)
+        return self._shapes[key]
 
     def _answer_known(self, ot_trial, spec) -> bool:
         """Tell Optuna the stored result of an architecture trained before

@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-__all__ = ["search_trial", "measure_latency", "InjectedFault"]
+__all__ = ["search_trial", "measure_latency", "latency_resolution", "InjectedFault"]
 
 class InjectedFault(RuntimeError):
     """Raised on purpose in trials listed in ``inject_failure`` (tests)."""
@@ -53,20 +53,38 @@ def latency_service(lat: dict[str, Any]):
         return None
 
 
+def latency_resolution(input_shape, spec=None) -> int | tuple[int, ...]:
+    """The ``resolution`` a network is timed at for per-sample inputs of
+    ``input_shape`` (channels first): the side of square images or the length
+    of a 1-D sequence (an int); (H, W) of other images; (assets, time) of a
+    multi-asset panel (features, assets, time), so the whole panel is timed
+    even when it happens to be square (``spec.assets``)."""
+    dims = tuple(int(s) for s in input_shape[1:])
+    if len(dims) == 1:
+        return dims[0]
+    if len(set(dims)) > 1 or bool(getattr(spec, "assets", False)):
+        return dims
+    return dims[0]
+
+
 def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
                     lat: dict[str, Any], service=None) -> dict[str, Any]:
     """Latency of one trial's network: the one place a search measures latency.
 
-    Through the run's isolated ``service`` when there is one (cached by
-    arch id), else ``hybridnas.latency.measure`` in this worker with the
-    same settings. Returns the trials-table columns ``latency_ms``,
-    ``latency_p10_ms``, ``latency_p90_ms``, ``latency_device`` and
-    ``predicted_latency_ms`` (NaN without a calibrated table).
+    ``resolution``: the trial's own input size (``latency_resolution`` of
+    its bundle's input shape; a temporal trial's lookback is a decision of
+    the space, so it may differ from the run's default). Through the run's
+    isolated ``service`` when there is one (cached by arch id and settings),
+    else ``hybridnas.latency.measure`` in this worker with the same settings.
+    Returns the trials-table columns ``latency_ms``, ``latency_p10_ms``,
+    ``latency_p90_ms``, ``latency_device`` and ``predicted_latency_ms``
+    (NaN without a calibrated table).
     """
     predicted = math.nan
     if service is not None:
-        result = service.measure(spec)
-        p = service.predict(spec)
+        at = {"resolution": resolution}
+        result = service.measure(spec, **at)
+        p = service.predict(spec, **at)
         predicted = float(p) if p is not None else math.nan
     else:
         from ..latency import measure
@@ -175,8 +193,8 @@ def search_trial(config: dict[str, Any]) -> None:
         bundle = load_dataset(**settings["data"])
         t0 = time.perf_counter()
         in_chans = int(bundle.input_shape[0])
-        resolution = tuple(bundle.input_shape[1:])
-        resolution = resolution[0] if len(resolution) == 1 or len(set(resolution)) == 1 else resolution
+        # this trial's own input (a temporal trial draws its lookback)
+        resolution = latency_resolution(bundle.input_shape, spec)
         model = build_model(spec, num_classes=bundle.num_outputs, in_chans=in_chans)
         c = cost(model, tuple(bundle.input_shape), num_classes=bundle.num_outputs)
         state.update(params=int(c.params), macs=int(c.macs), arch_id=spec.arch_id)
