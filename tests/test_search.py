@@ -106,12 +106,13 @@ def _temporal_stride_spec(space):
                      for i, st in enumerate(spec.stages)))
 
 
-def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path):
+def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path, monkeypatch):
     """A temporal trial draws data.lookback: the searcher validates the
     architecture at that lookback and the trial times the whole
-    (assets, lookback) panel."""
+    (assets, lookback) panel, through the service and without it."""
     spaces = pytest.importorskip("hybridnas.spaces")
     import hybridnas
+    import hybridnas.latency
     from hybridnas.data import load_dataset
     from hybridnas.latency import LatencyService
     from hybridnas.search.searcher import ArchSearcher
@@ -136,7 +137,7 @@ def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path):
     assert res == (bundle.input_shape[1], 90)
     model = hybridnas.build_model(spec, num_classes=bundle.num_outputs,
                                   in_chans=bundle.input_shape[0])
-    lat = {"device": "cpu", "batch_size": 1, "repeats": 2, "warmup": 1}
+    lat = {"device": "cpu", "batch_size": 1, "repeats": 2, "warmup": 1, "clock": "auto"}
     service = LatencyService(tmp_path / "latency", resolution=latency_resolution(default.input_shape),
                              in_chans=bundle.input_shape[0], num_classes=bundle.num_outputs,
                              warmup=1, repeats=2)
@@ -144,6 +145,18 @@ def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path):
     assert row["latency_ms"] > 0
     again = service.measure(spec, resolution=res)  # cached only if it was timed at lookback 90
     assert again.settings["cached"] and again.settings["resolution"] == [bundle.input_shape[1], 90]
+
+    # without a service: the same input and the same clock as the service's
+    seen = {}
+    real = hybridnas.latency.measure
+
+    def spy(model, **kw):
+        seen.update(kw)
+        return real(model, **kw)
+
+    monkeypatch.setattr(hybridnas.latency, "measure", spy)
+    measure_latency(spec, model, res, bundle.input_shape[0], bundle.num_outputs, lat, None)
+    assert seen["resolution"] == res and seen["clock"] == service.settings["clock"]
 
 
 # ---------------------------------------------------------------- real searches

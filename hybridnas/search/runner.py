@@ -55,6 +55,11 @@ __all__ = ["run_search", "SearchResult", "make_sampler"]
 
 log = logging.getLogger("hybridnas.search")
 
+# The clock of every latency figure of a run, the service's and a trial's own
+# fallback alike: 'auto' = thread CPU time for one-thread CPU measurements
+# (steadiest on a shared machine), wall time otherwise (GPU, several threads).
+LATENCY_CLOCK = "auto"
+
 
 @dataclass
 class SearchResult:
@@ -214,7 +219,8 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
                       "maximize": bool(task.maximize), "objective_columns": columns,
                       "objective_maximize": maximize, "input_shape": list(input_shape),
                       "resolution": resolution, "num_outputs": int(bundle.num_outputs),
-                      "budget_unit": unit, "gpus_per_trial_resolved": gpus}
+                      "budget_unit": unit, "gpus_per_trial_resolved": gpus,
+                      "latency_clock": LATENCY_CLOCK}
         if resume is None:
             config_doc["created_at"] = datetime.now().isoformat(timespec="seconds")
         else:
@@ -362,7 +368,7 @@ def _latency_settings(cfg, run, gpus, bundle, resolution):
     device = cfg.latency_device or ("cuda" if gpus > 0 else "cpu")
     lat = {"device": device, "batch_size": cfg.latency_batch_size,
            "repeats": cfg.latency_repeats, "threads": cfg.latency_threads, "warmup": 5,
-           "service_dir": None}
+           "clock": LATENCY_CLOCK, "service_dir": None}
     try:
         from ..latency import LatencyService
     except ImportError:
@@ -372,8 +378,8 @@ def _latency_settings(cfg, run, gpus, bundle, resolution):
                              resolution=_latency_resolution(bundle, resolution),
                              in_chans=int(bundle.input_shape[0]),
                              num_classes=int(bundle.num_outputs), threads=cfg.latency_threads,
-                             warmup=5, repeats=cfg.latency_repeats,
-                             predictor=cfg.latency_table)
+                             warmup=lat["warmup"], repeats=cfg.latency_repeats,
+                             clock=lat["clock"], predictor=cfg.latency_table)
     if device.startswith("cuda"):
         service.start_actor()
     lat["service_dir"] = str(service.workdir)

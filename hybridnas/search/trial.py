@@ -75,7 +75,8 @@ def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
     its bundle's input shape; a temporal trial's lookback is a decision of
     the space, so it may differ from the run's default). Through the run's
     isolated ``service`` when there is one (cached by arch id and settings),
-    else ``hybridnas.latency.measure`` in this worker with the same settings.
+    else ``hybridnas.latency.measure`` in this worker with the same settings
+    (the clock included, so figures of both paths compare).
     Returns the trials-table columns ``latency_ms``, ``latency_p10_ms``,
     ``latency_p90_ms``, ``latency_device`` and ``predicted_latency_ms``
     (NaN without a calibrated table).
@@ -92,7 +93,8 @@ def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
         result = measure(model, device=lat.get("device") or "cpu",
                          batch_size=int(lat.get("batch_size", 1)), resolution=resolution,
                          in_chans=in_chans, num_classes=num_classes, threads=lat.get("threads"),
-                         warmup=int(lat.get("warmup", 5)), repeats=int(lat.get("repeats", 20)))
+                         warmup=int(lat.get("warmup", 5)), repeats=int(lat.get("repeats", 20)),
+                         clock=lat.get("clock") or "auto")
     s = result.settings
     return {"latency_ms": float(result.median_ms), "latency_p10_ms": float(result.p10_ms),
             "latency_p90_ms": float(result.p90_ms), "predicted_latency_ms": predicted,
