@@ -4,8 +4,6 @@ the run's own pareto.csv and summary.json."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pandas as pd
 import pytest
@@ -14,35 +12,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    import ray
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from search_standin import TinySpace
-
-    from hybridnas.search import run_search
-    from hybridnas.search.config import SearchConfig
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_hdash",
-                 log_to_driver=False, logging_level="ERROR")
-    try:
-        cfg = SearchConfig(space="tiny", dataset="digits", resolution=8, subset=200, epochs=2,
-                           batch_size=64, latency_repeats=5, max_concurrent=2,
-                           dashboard_every=2, budget_trials=6, with_references=True,
-                           name="dash_real", results_dir=str(tmp_path_factory.mktemp("res")))
-        return run_search(cfg, space=TinySpace()).run_dir
-    finally:
-        if started:
-            ray.shutdown()
+def real_run(tiny_search_run):
+    return tiny_search_run
 
 
 def test_live_dashboard_written_by_search(real_run):
     page = real_run / "dashboard.html"
     assert page.exists() and page.stat().st_size > 1_000_000
-    assert "<title>hybridnas search: dash_real</title>" in page.read_text()
+    assert f"<title>hybridnas search: {real_run.name}</title>" in page.read_text()
 
 
 def test_dashboard_data_matches_search_outputs(real_run):

@@ -14,28 +14,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    ray = pytest.importorskip("ray")
-    search = pytest.importorskip("hybridnas.search")
-    from search_standin import TinySpace
-
-    from hybridnas.search.config import SearchConfig
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_hnx",
-                 log_to_driver=False, logging_level="ERROR")
-    try:
-        cfg = SearchConfig(space="tiny", dataset="digits", resolution=8, subset=200, epochs=2,
-                           batch_size=64, latency_repeats=5, max_concurrent=2,
-                           dashboard_every=100, budget_trials=4, keep_checkpoints="pareto",
-                           name="export-real", results_dir=str(tmp_path_factory.mktemp("results")))
-        result = search.run_search(cfg, space=TinySpace(), stream=None)
-    finally:
-        if started:
-            ray.shutdown()
-    return result.run_dir
+def real_run(tiny_search_run):
+    return tiny_search_run
 
 
 def test_export_front_of_a_real_run(real_run, tmp_path):

@@ -1,7 +1,6 @@
 """Temporal room: the temporal space (fixed point, sampling) and a tiny
 end-to-end temporal search with baselines beside its front."""
 import json
-import os
 
 import pytest
 import torch
@@ -48,19 +47,6 @@ def test_data_lookback_reaches_the_dataset(space):
     params = space.encode(spec, data={"lookback": 90})
     b = load_dataset("synthetic-panel", **space.data_params(params))
     assert b.input_shape[-1] == 90
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_tmp",
-                 log_to_driver=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.slow
