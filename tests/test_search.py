@@ -222,6 +222,9 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     # checkpoints kept for the front only
     kept = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("trial_*"))
     assert kept == sorted(front.trial_id.tolist())
+    # a checkpoint folder says its input, so it exports without --resolution
+    meta = json.loads((run / "checkpoints" / f"trial_{kept[0]}" / "meta.json").read_text())
+    assert meta["input_shape"] == [1, 8, 8] and meta["resolution"] == 8
     out = capsys.readouterr().out
     assert "CPU device-hours" in out and "front" in out and "HV" in out
 

@@ -223,7 +223,8 @@ def search_trial(config: dict[str, Any]) -> None:
                 raise InjectedFault(f"fault injected into trial {trial_id} (inject_failure)")
             if epochs >= max_epochs:
                 if settings.get("keep_checkpoints", "pareto") != "none":
-                    state["checkpoint"] = _save_checkpoint(model, spec, settings, trial_id, state)
+                    state["checkpoint"] = _save_checkpoint(model, spec, settings, trial_id, state,
+                                                           bundle.input_shape)
                 state.update(status="COMPLETE", finished_at=now_iso())
             state["device_seconds"] = device_seconds()
             tune.report(dict(state))
@@ -247,8 +248,12 @@ def search_trial(config: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
-                     state: dict[str, Any]) -> str:
-    """Save the trained model under the run dir; the path relative to it ("" if it failed)."""
+                     state: dict[str, Any], input_shape) -> str:
+    """Save the trained model under the run dir; the path relative to it ("" if it failed).
+
+    The meta says the input the model was trained on (``input_shape`` per
+    sample, and ``resolution``: its last axis, the image side or lookback),
+    so a checkpoint folder exports on its own, without ``--resolution``."""
     from pathlib import Path
 
     try:
@@ -256,7 +261,10 @@ def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
     except ImportError:
         return ""
     rel = f"checkpoints/trial_{trial_id}"
-    meta = {"trial_id": trial_id, "resolution": settings["data"].get("resolution"),
+    shape = [int(x) for x in input_shape]
+    meta = {"trial_id": trial_id, "input_shape": shape,
+            "resolution": shape[-1] if len(shape) >= 2 else settings["data"].get("resolution"),
+            "data": {k: v for k, v in settings["data"].items() if k != "data_dir"},
             "dataset": settings["data"].get("name"), "metric": state["metric"],
             "metric_name": state["metric_name"], "epochs": state["epochs"]}
     try:
