@@ -80,6 +80,11 @@ def test_budget_stops_before_exceeding():
     assert "CPU device-hours" in b.describe(rows)
     assert "trial budget" in Budget(trials=2).why_not_start(rows[:2])
     assert Budget(trials=2).why_not_start([{"status": "REJECTED"}] * 5) is None
+    # a proposal Tune has not started yet (no row) counts against both budgets
+    assert Budget(trials=3).why_not_start(rows[:2]) is None
+    assert "trial budget" in Budget(trials=3).why_not_start(rows[:2], pending=1)
+    assert b.why_not_start(rows[:1], pending=1) is None            # 3 + 3 + 3 <= 10
+    assert "would be exceeded" in b.why_not_start(rows[:2], pending=1)  # 6 + 3 + 3 > 10
 
 
 def test_budget_estimates_before_any_trial_finished():

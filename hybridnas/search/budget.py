@@ -70,11 +70,13 @@ class Budget:
             return False
         return outstanding > 0 or any(r.get("status") == "RUNNING" for r in rows)
 
-    def why_not_start(self, rows: list[dict]) -> str | None:
-        """None if one more trial may start, else the reason it may not."""
+    def why_not_start(self, rows: list[dict], pending: int = 0) -> str | None:
+        """None if one more trial may start, else the reason it may not.
+        ``pending``: trials proposed that have no row yet (Tune starts a
+        proposal a moment later; without them a trial budget overshoots)."""
         ran = [r for r in rows if r.get("status") != "REJECTED"]
-        if self.trials is not None and len(ran) >= self.trials:
-            return f"trial budget reached ({len(ran)} of {self.trials} trials)"
+        if self.trials is not None and len(ran) + pending >= self.trials:
+            return f"trial budget reached ({len(ran) + pending} of {self.trials} trials)"
         est = self.estimate_seconds(rows)
         if self.time_limit_s is not None:
             left = self.time_limit_s - self.elapsed()
@@ -88,6 +90,7 @@ class Budget:
             if est is not None:
                 running = [r for r in rows if r.get("status") == "RUNNING"]
                 still = sum(max(0.0, est - float(r.get("device_seconds") or 0.0)) for r in running)
+                still += pending * est
                 if spent + still + est > total:
                     return (f"device budget would be exceeded by one more trial of ~{est:.0f} "
                             f"device-s ({self.describe(rows)})")

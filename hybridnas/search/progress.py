@@ -60,8 +60,8 @@ class RunRecorder(Callback):
         return state
 
     # ---------------------------------------------------------------- queries
-    def why_not_start(self) -> str | None:
-        return self.budget.why_not_start(list(self.rows.values()))
+    def why_not_start(self, pending: int = 0) -> str | None:
+        return self.budget.why_not_start(list(self.rows.values()), pending)
 
     def should_wait(self, outstanding: int = 0) -> bool:
         return self.budget.should_wait(list(self.rows.values()), outstanding)

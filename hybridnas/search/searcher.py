@@ -78,7 +78,9 @@ class ArchSearcher(OptunaSearch):
 
         if self._finished:
             return Searcher.FINISHED
-        reason = self._recorder.why_not_start()
+        # proposals Tune has not started yet have no row: count them too
+        pending = sum(1 for t in self._ot_trials.values() if t.number not in self._recorder.rows)
+        reason = self._recorder.why_not_start(pending)
         if not reason and self._recorder.should_wait(outstanding=len(self._ot_trials)):
             return None  # Tune asks again shortly
         if reason:
