@@ -182,6 +182,11 @@ def main() -> int:
 
         with open(os.path.join(args.save, "check.json"), "w") as fh:
             json.dump(rows, fh, indent=1)
+    # The ceiling: the same architectures measured again. A predictor cannot
+    # agree with a measurement better than two measurements agree.
+    again = check(predictor, test_specs)
+    rep_err = sorted(abs(b["measured_ms"] / a["measured_ms"] - 1) for a, b in zip(rows, again))
+    s2 = summarise_check(again)
     loo = sorted(abs(e) for e in estimate_errors(predictor))
     rep = predictor.report
     print(f"\n(b) predictor on stagewise: table of {rep['parts']} parts from {n_cal} "
@@ -192,7 +197,12 @@ def main() -> int:
           f"{s['coverage']:.0%} of parts found in the table; among the {s['fully_covered']} "
           f"fully covered: "
           + (f"{s['within_fully_covered']:.0%} within ±10%" if s["fully_covered"] else "n/a"))
-    print(f"    parts missing from the table are estimated (size fit + nearest measured part): "
+    print(f"    the same {s['n']} measured again: {s2['within']:.0%} predicted within ±10% "
+          f"(median |error| {s2['median_abs_error']:.1%}); the two measurements agree within "
+          f"±10% for {sum(e <= 0.10 for e in rep_err) / len(rep_err):.0%} (median |difference| "
+          f"{rep_err[len(rep_err) // 2]:.1%}, max {rep_err[-1]:.1%}): the noise ceiling")
+    print(f"    parts missing from the table are estimated (per-family size fit; a first "
+          f"block from the same block after another width): "
           f"leave-one-out median |error| {loo[len(loo) // 2]:.1%}, "
           f"{sum(e <= 0.10 for e in loo) / len(loo):.0%} within ±10%")
     print(f"    correction: scale {predictor.correction['scale']:.3f}, offset "

@@ -16,7 +16,7 @@ from torch import nn
 from hybridnas.errors import UserError
 from hybridnas.latency import (LatencyCache, LatencyPredictor, LatencyResult, LatencyService,
                                calibrate, measure, spec_parts)
-from hybridnas.latency._predictor import _fit_correction
+from hybridnas.latency._predictor import _features, _fit_correction, _fit_fallback
 from hybridnas.spec import ArchSpec, StageSpec, StemSpec
 
 FAST = dict(resolution=16, warmup=1, repeats=3, num_classes=4)
@@ -299,6 +299,37 @@ def test_predictor_round_trip_and_fallback(tmp_path):
     assert loaded.fill(unseen) > 0 and loaded.coverage(unseen) == 1.0
 
 
+def test_fallback_fits_each_block_family_and_scales_a_near_first_block():
+    # A synthetic table where every block type has its own cost law in the
+    # size features: the per-family fit must recover it for a held-out part.
+    law = {"mbconv": [0.002, 0.5, 0.01, 0.03], "convnext": [0.004, 0.1, 0.03, 0.01],
+           "transformer": [0.003, 0.2, 0.02, 0.05], "interleaved": [0.001, 0.3, 0.05, 0.02]}
+
+    def cost(part):
+        block = part.build["stage"]["block"] if "stage" in part.build else "mbconv"
+        return sum(c * f for c, f in zip(law[block], _features(part)))
+
+    specs = [tiny(b1, w1, 2, b2, w2, 2) for b1 in ("mbconv", "convnext")
+             for w1 in range(8, 88, 8) for b2 in ("transformer", "interleaved")
+             for w2 in (16, 32, 48, 64)]
+    parts = {p.key: p for s in specs for p in spec_parts(s, 16)}
+    held = [p for p in parts.values() if p.kind == "block"
+            and p.build["stage"]["width"] in (24, 40) and p.build["stage"]["stride"] == 1]
+    table = {k: cost(p) for k, p in parts.items() if p not in held}
+    predictor = LatencyPredictor({"resolution": 16}, table,
+                                 fallback=_fit_fallback(table, [parts[k] for k in table]))
+    assert held
+    for part in held:
+        ms, source = predictor._part_ms(part)
+        assert source == "estimate" and ms == pytest.approx(cost(part), rel=0.02)
+    # A first block missing from the table is the same block after another
+    # width, scaled by the fit: exact when the table follows the fit's law.
+    first = spec_parts(tiny("mbconv", 12, 2, "transformer", 32, 2), 16)[3]
+    assert first.kind == "first" and first.key not in table
+    ms, source = predictor._part_ms(first)
+    assert source == "estimate" and ms == pytest.approx(cost(first), rel=0.02)
+
+
 def test_predictor_load_errors(tmp_path):
     with pytest.raises(UserError, match="no latency table"):
         LatencyPredictor.load(tmp_path / "none.json")
@@ -357,6 +388,7 @@ class _FakeSpace:
 def test_cli_calibrate_then_check_on_a_space(tmp_path, monkeypatch, capsys):
     import types
 
+    import hybridnas.spaces.cli  # noqa: F401  (the CLI imports it; the fake is no package)
     from hybridnas.cli import main
 
     fake = types.ModuleType("hybridnas.spaces")
