@@ -15,8 +15,11 @@ once more with ``status='FAILED'`` and the reason, and returns normally, so
 the actor survives for the next trial (``reuse_actors=True``). Tune stops a
 trial by raising ``SystemExit`` inside ``tune.report``; that is not caught.
 
-``hybridnas.data.load_dataset`` caches bundles per process, so a reused
-actor does not reload the dataset for every trial.
+The driver ships the run's loaded dataset through Ray's object store
+(``shared_data``); a worker fetches it once. Trials with other data settings
+(a temporal trial's lookback) load theirs with ``hybridnas.data.load_dataset``,
+which caches bundles per process, so a reused actor does not reload the
+dataset for every trial.
 """
 from __future__ import annotations
 
@@ -101,6 +104,31 @@ def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
             "latency_device": str(s.get("device_name") or s.get("device") or "cpu")}
 
 
+_SHARED: dict[str, Any] = {}  # the run's dataset, fetched once per worker
+
+
+def data_key(data: dict[str, Any]) -> str:
+    """A canonical string of dataset settings (which bundle a trial needs)."""
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _load_bundle(data: dict[str, Any], shared=None):
+    """The trial's dataset: the driver's shared bundle when the settings match
+    (fetched once per worker), else ``load_dataset`` (cached per process)."""
+    if shared is not None:
+        key, (ref,) = shared
+        if key == data_key(data):
+            if key not in _SHARED:
+                import ray
+
+                _SHARED.clear()  # one run's dataset at a time
+                _SHARED[key] = ray.get(ref)
+            return _SHARED[key]
+    from ..data import load_dataset
+
+    return load_dataset(**data)
+
+
 def _val_metrics(epoch_result: Any) -> dict[str, float]:
     """Validation metrics (``val_*`` keys) from a training EpochResult."""
     for attr in ("val_metrics", "metrics", "val"):
@@ -148,8 +176,10 @@ def _describe_error(e: BaseException) -> str:
     return f"{name}: {text}"[:500]
 
 
-def search_trial(config: dict[str, Any]) -> None:
-    """Tune function trainable: one architecture, trained at the proxy setting."""
+def search_trial(config: dict[str, Any], shared_data=None) -> None:
+    """Tune function trainable: one architecture, trained at the proxy setting.
+    ``shared_data``: the run's loaded dataset from the driver (see the module
+    docstring), or None."""
     import torch
     from ray import tune
 
@@ -187,12 +217,11 @@ def search_trial(config: dict[str, Any]) -> None:
         from ..builder import build_model
         from ..complexity import cost
         from ..spec import ArchSpec
-        from ..data import load_dataset
         from ..training import fit
 
         spec = ArchSpec.from_dict(config["spec"])
-        # Cached per worker: only a fresh worker's first trial reads the files.
-        bundle = load_dataset(**settings["data"])
+        # Cached per worker: only a fresh worker's first trial fetches or reads it.
+        bundle = _load_bundle(settings["data"], shared_data)
         t0 = time.perf_counter()
         in_chans = int(bundle.input_shape[0])
         # this trial's own input (a temporal trial draws its lookback)
