@@ -11,6 +11,7 @@
 
     .venv/bin/python benchmarks/bench_search.py            # ~5-8 min on 2 CPU cores
     .venv/bin/python benchmarks/bench_search.py --quick    # fewer trials and seeds
+    .venv/bin/python benchmarks/bench_search.py --only overhead   # (a) alone, ~1-2 min
 """
 from __future__ import annotations
 
@@ -79,6 +80,7 @@ def hypervolumes(results, seeds, trials: int) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer trials and seeds")
+    p.add_argument("--only", choices=["overhead", "hypervolume"], help="run one part")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_worker_niceness", "0")
@@ -90,12 +92,23 @@ def main(argv=None) -> int:
              _temp_dir="/tmp/rt_bench_search")
     try:
         with tempfile.TemporaryDirectory(prefix="bench_search_") as results:
-            o = overhead(results, trials=4 if args.quick else 8)
+            o = h = None
+            if args.only != "hypervolume":
+                o = overhead(results, trials=4 if args.quick else 8)
             seeds = [0, 1] if args.quick else [0, 1, 2]
-            h = hypervolumes(results, seeds, trials=8 if args.quick else 14)
+            if args.only != "overhead":
+                h = hypervolumes(results, seeds, trials=8 if args.quick else 14)
     finally:
         ray.shutdown()
 
+    if o is not None:
+        _print_overhead(o)
+    if h is not None:
+        _print_hypervolumes(h, seeds)
+    return 0
+
+
+def _print_overhead(o: dict) -> None:
     print("\n== (a) orchestration overhead: one trial at a time, actor reuse "
           f"({o['trials']} trials of 3 epochs) ==")
     print(f"{'Tune wall (s)':>14} {'train+eval (s)':>15} {'in-trial (s)':>13} "
@@ -103,6 +116,9 @@ def main(argv=None) -> int:
     print(f"{o['tune_wall_s']:14.1f} {o['train_eval_s']:15.1f} {o['in_trial_s']:13.1f} "
           f"{o['ratio_train']:16.3f} {o['ratio_trial']:14.3f} {o['ratio_command']:17.3f}"
           f"   (target <= 1.10)")
+
+
+def _print_hypervolumes(h: dict, seeds) -> None:
     print(f"\n== (b) hypervolume of the front, same trial budget, reference {h['reference']} ==")
     print(f"{'seed':>6} {'nsga2 (default)':>16} {'random':>10} {'ratio':>7}")
     for i, seed in enumerate(seeds):
@@ -110,7 +126,6 @@ def main(argv=None) -> int:
         print(f"{seed:>6} {a:16.4g} {b:10.4g} {a / b if b else float('nan'):7.3f}")
     ma, mb = statistics.mean(h["hv"]["nsga2"]), statistics.mean(h["hv"]["random"])
     print(f"{'mean':>6} {ma:16.4g} {mb:10.4g} {ma / mb if mb else float('nan'):7.3f}")
-    return 0
 
 
 if __name__ == "__main__":

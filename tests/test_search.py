@@ -224,6 +224,10 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     states = {t.number: t.state.name for t in study.trials}
     for _, row in df.iterrows():
         assert states[row.trial_id] == {"COMPLETE": "COMPLETE", "EARLY_STOPPED": "PRUNED"}[row.status]
+    # a proposal prepared ahead that never ran is closed, not left RUNNING
+    extra = [t for t in study.trials if t.number not in set(df.trial_id)]
+    assert all(t.state.name == "FAIL" and t.user_attrs.get("status") == "UNUSED" for t in extra)
+    assert "RUNNING" not in states.values()
     # checkpoints kept for the front only
     kept = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("trial_*"))
     assert kept == sorted(front.trial_id.tolist())
