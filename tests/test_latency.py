@@ -16,7 +16,8 @@ from torch import nn
 from hybridnas.errors import UserError
 from hybridnas.latency import (LatencyCache, LatencyPredictor, LatencyResult, LatencyService,
                                calibrate, measure, spec_parts)
-from hybridnas.latency._predictor import _features, _fit_correction, _fit_fallback
+from hybridnas.latency._predictor import (_features, _fit_correction, _fit_fallback,
+                                          measure_in_context)
 from hybridnas.spec import ArchSpec, StageSpec, StemSpec
 
 FAST = dict(resolution=16, warmup=1, repeats=3, num_classes=4)
@@ -273,6 +274,18 @@ def test_spec_parts_share_keys_and_count_repeats():
     assert pa[0].key == pb[0].key and pa[1].key == pb[1].key
     assert pa[-1].key == pb[-1].key  # same second stage, same input shape
     assert spec_parts(tiny(width=16), 16)[1].key != pa[1].key
+
+
+def test_parts_timed_in_context_add_up_to_the_network():
+    spec = tiny("mbconv", 16, 3, "transformer", 32, 2)
+    settings = {"device": "cpu", "threads": 1, "warmup": 2, "repeats": 5, "clock": "wall",
+                "num_classes": 4}
+    times, total = measure_in_context(spec, settings, 16)
+    parts = spec_parts(spec, 16)
+    assert set(times) == {p.key for p in parts}
+    assert all(ms > 0 for ms in times.values())
+    summed = sum(times[p.key] * p.count for p in parts)  # all but the head and glue
+    assert 0.3 * total < summed < 1.2 * total
 
 
 def test_correction_fit_recovers_a_linear_overhead():

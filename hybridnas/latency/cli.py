@@ -163,6 +163,7 @@ def register(sub) -> None:
     p.add_argument("-n", type=int, default=None,
                    help="architectures to sample (calibrate: 100, check: 50)")
     p.add_argument("--networks", type=int, default=None,
-                   help="calibrate: whole networks measured to fit the correction (default 40)")
+                   help="calibrate: how many of the sampled networks fit the whole-network "
+                        "correction (default: all; each is measured once anyway)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.set_defaults(func=cmd_latency)
