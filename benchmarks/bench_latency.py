@@ -14,7 +14,9 @@ accuracy on the stagewise space, and the cost of a measurement/prediction.
     5% with isolation.
 (b) Predictor accuracy: calibrate on ``--n-calibrate`` architectures sampled
     from stagewise, then compare prediction and measurement on
-    ``--n-check`` other samples: share within +-10% (aim >= 90%).
+    ``--n-check`` other samples: share within +-10% (aim >= 90%); then the
+    same samples measured again: how often two measurements agree within
+    +-10% is the ceiling for any predictor on this machine at this time.
 (c) Cost: wall time of one measurement (build + warm-up + timed calls) and
     of one prediction.
 
