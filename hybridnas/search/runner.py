@@ -374,7 +374,11 @@ def _share_bundle(bundle, data_kw):
             if split is not None and hasattr(split, "__dict__") else 0
     if nbytes > SHARE_DATA_MAX_BYTES:
         return None
-    return data_key(data_kw), [ray.put(bundle)]
+    try:
+        return data_key(data_kw), [ray.put(bundle)]
+    except Exception as e:  # noqa: BLE001 - e.g. a dataset that does not pickle: workers load it
+        log.info("dataset not shared with the trials (%s: %s)", type(e).__name__, e)
+        return None
 
 
 def _latency_resolution(bundle, resolution):
