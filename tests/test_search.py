@@ -167,21 +167,6 @@ def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path, mon
 # ---------------------------------------------------------------- real searches
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_hns",
-                 log_to_driver=False, logging_level="ERROR")
-    yield ray
-    if started:
-        ray.shutdown()
-
-
 def _search(tmp_path, name, space=None, stream=None, **kw):
     from hybridnas.search import run_search
 
