@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
+from ._io import write_atomic
+
 __all__ = [
     "fit", "evaluate", "EpochResult", "FitResult", "TrainingError", "NonFiniteLoss",
     "OutOfMemory", "resolve_device", "iterate_batches", "CHECKPOINT_NAME",
@@ -270,9 +272,8 @@ def _lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> C
 
 
 def _save(path: str, state: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    # A kill mid-write leaves the previous checkpoint intact.
+    write_atomic(path, lambda tmp: torch.save(state, tmp))
 
 
 def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3,

@@ -6,7 +6,6 @@ import html
 import logging
 import math
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .._io import write_atomic
 from . import _data, _draw
 
 __all__ = ["build_html", "render_dashboard", "write_dashboard", "default_output"]
@@ -219,21 +219,6 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
     ])
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    # A browser (or the live server) may read the file while we write it.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".dashboard-", suffix=".html", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def render_dashboard(run_dirs: str | os.PathLike | Sequence[str | os.PathLike],
                      out: str | os.PathLike | None = None, *, log_x: bool = False,
                      importance: Any = True, x: str | None = None, title: str | None = None,
@@ -258,7 +243,9 @@ def render_dashboard(run_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     out = Path(out) if out is not None else default_output(list(run_dirs))
     text = build_html(runs, log_x=log_x, importance=importance, x=x, title=title,
                       refresh_seconds=refresh_seconds)
-    _atomic_write(out, text)
+    # A browser (or the live server) may read the file while we write it.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return out
 
 

@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .._io import write_atomic
 from ..errors import UserError
 from ..spec import ArchSpec
 
@@ -63,20 +64,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        # Some writers (safetensors) create owner-only files: give the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(dir: str | os.PathLike, model, spec: ArchSpec | None = None,
                     meta: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights, its ``spec`` and ``meta`` into folder ``dir``.
@@ -109,14 +96,14 @@ def save_checkpoint(dir: str | os.PathLike, model, spec: ArchSpec | None = None,
     meta_path = out / META_FILE
     if meta_path.exists():
         meta_path.unlink()
-    _write_atomic(out / SPEC_FILE, lambda p: spec.save(str(p)))
+    write_atomic(out / SPEC_FILE, lambda p: spec.save(str(p)))
     # save_model (not save_file) copes with shared tensors and non-contiguous
     # views; load_checkpoint maps the tensors to any device.
-    _write_atomic(out / WEIGHTS_FILE,
+    write_atomic(out / WEIGHTS_FILE,
                   lambda p: save_model(model, str(p), metadata={"arch_id": spec.arch_id,
                                                                 "format": "pt"}))
     text = json.dumps(_json_safe(info), indent=2, sort_keys=True)
-    _write_atomic(meta_path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
+    write_atomic(meta_path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
     return out
 
 

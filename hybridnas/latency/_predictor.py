@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable
 
+from .._io import write_atomic
 from ..errors import UserError
 from ..spec import ArchSpec, StageSpec
 
@@ -212,10 +213,8 @@ class LatencyPredictor:
         data = {"format": "hybridnas-latency-table", "version": FORMAT_VERSION,
                 "settings": self.settings, "correction": self.correction,
                 "fallback": self.fallback, "report": self.report, "table": self.table}
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True),
+                                                      encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyPredictor":

@@ -55,6 +55,7 @@ import socket
 import time
 from typing import Any, Iterator
 
+from .._io import write_atomic
 from ..errors import UserError
 from ..spec import ArchSpec
 from ._cache import LatencyCache
@@ -215,10 +216,8 @@ class LatencyService:
         data = {"settings": self.settings, "cache": self.cache_path,
                 "predictor": self.predictor_path, "pause_trainers": self.pause_trainers,
                 "actor_name": self.actor_name}
-        tmp = os.path.join(self.workdir, _CONFIG + f".{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, os.path.join(self.workdir, _CONFIG))
+        write_atomic(os.path.join(self.workdir, _CONFIG),
+                     lambda tmp: tmp.write_text(json.dumps(data, indent=2), encoding="utf-8"))
 
     @classmethod
     def open(cls, workdir: str | os.PathLike) -> "LatencyService":

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from .._io import write_atomic
 from ..errors import UserError
 
 __all__ = ["RunDir", "load_run", "TRIAL_COLUMNS", "STATUSES", "front_of", "front_summary"]
@@ -132,12 +133,6 @@ def front_summary(df, columns: Sequence[str], maximize: Sequence[bool], referenc
             "reference_point": [float(x) for x in ref]}
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class RunDir:
     """Paths of one run directory and the writers for its files."""
 
@@ -166,7 +161,7 @@ class RunDir:
     def write_config(self, data: dict[str, Any]) -> None:
         import yaml
 
-        _atomic_write(self.config, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+        write_atomic(self.config, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
 
     def read_config(self) -> dict[str, Any]:
         import yaml
@@ -178,8 +173,8 @@ class RunDir:
     # trials ------------------------------------------------------------------
     def write_trials(self, rows: Iterable[dict[str, Any]]):
         df = rows_to_frame(rows)
-        _atomic_write(self.trials_parquet, lambda p: df.to_parquet(p, index=False))
-        _atomic_write(self.trials_csv, lambda p: df.to_csv(p, index=False))
+        write_atomic(self.trials_parquet, lambda p: df.to_parquet(p, index=False))
+        write_atomic(self.trials_csv, lambda p: df.to_csv(p, index=False))
         return df
 
     def read_rows(self) -> list[dict[str, Any]]:
@@ -196,10 +191,10 @@ class RunDir:
         return rows
 
     def write_pareto(self, front) -> None:
-        _atomic_write(self.pareto_csv, lambda p: front.to_csv(p, index=False))
+        write_atomic(self.pareto_csv, lambda p: front.to_csv(p, index=False))
 
     def write_summary(self, data: dict[str, Any]) -> None:
-        _atomic_write(self.summary, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
+        write_atomic(self.summary, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
 
     def read_summary(self) -> dict[str, Any]:
         return json.loads(self.summary.read_text()) if self.summary.exists() else {}
