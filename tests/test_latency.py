@@ -174,6 +174,26 @@ def test_service_caches_repeated_architectures(tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_service_times_the_trials_own_model(tmp_path, monkeypatch):
+    """A trial hands over the network it built: the service times that one
+    (no second build) and gives it back in its training mode."""
+    import hybridnas.builder
+    from hybridnas.builder import build_model
+
+    spec = tiny()
+    model = build_model(spec, num_classes=FAST.get("num_classes", 10),
+                        in_chans=FAST.get("in_chans", 3))
+    model.train()
+    seen = []
+    import hybridnas.latency._service as service_mod
+    real = service_mod.measure
+    monkeypatch.setattr(service_mod, "measure", lambda m, **k: seen.append(m) or real(m, **k))
+    monkeypatch.setattr(hybridnas.builder, "build_model",
+                        lambda *a, **k: pytest.fail("the service built the network again"))
+    result = LatencyService(tmp_path / "lat", **FAST).measure(spec, model=model)
+    assert seen == [model] and result.median_ms > 0 and model.training
+
+
 def test_service_open_without_service_is_user_error(tmp_path):
     with pytest.raises(UserError, match="no latency service"):
         LatencyService.open(tmp_path)
@@ -443,3 +463,35 @@ def test_trainers_resume_when_the_measurer_dies():
     finally:
         trainer.kill()
         trainer.wait()
+
+
+# ---- a timed model trains afterwards ----------------------------------------
+
+_BLOCK_PARAMS = {
+    "mbconv": {}, "convnext": {}, "interleaved": dict(heads=2, attention="rel", window=4),
+    "transformer": dict(heads=2, attention="rel", window=4),
+    "maxvit": dict(head_dim=8, window=2), "cvt": dict(heads=2), "levit": dict(heads=2, key_dim=8, window=4),
+    "efficientformer": dict(attn_blocks=1, heads=2, key_dim=8, window=4),
+}
+
+
+@pytest.mark.parametrize("block", sorted(_BLOCK_PARAMS))
+def test_a_model_timed_in_inference_mode_trains_afterwards(block):
+    """measure() runs the network under torch.inference_mode; index caches
+    that blocks build in their first forward must not be inference tensors,
+    or the training that follows (a search trial timing its own network)
+    fails with 'Inference tensors cannot be saved for backward'."""
+    import torch
+
+    from hybridnas.builder import build_model
+
+    spec = ArchSpec(stem=StemSpec(kind="conv", widths=(8,), kernel=3),
+                    stages=(StageSpec("mbconv", depth=1, width=8, stride=1),
+                            StageSpec(block, depth=1, width=16, stride=2,
+                                      **_BLOCK_PARAMS[block])))
+    model = build_model(spec, num_classes=4, in_chans=3).train()
+    measure(model, resolution=16, in_chans=3, num_classes=4, warmup=1, repeats=1)
+    assert model.training
+    loss = model(torch.randn(2, 3, 16, 16)).logsumexp(-1).mean()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

@@ -6,6 +6,7 @@ specs (``'bn'``, ``'ln'``, ``'gelu'``...).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -149,6 +150,17 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
+def cacheable():
+    """Context for tensors a module creates in ``forward`` and keeps (index
+    caches): outside inference mode even when the forward runs inside it, so
+    a model timed or evaluated under ``torch.inference_mode`` trains
+    afterwards (an inference tensor kept for backward raises). Other modes
+    (tracing, export) are left as they are."""
+    if torch.is_inference_mode_enabled():
+        return torch.inference_mode(False)
+    return contextlib.nullcontext()
+
+
 class RelPosBias(nn.Module):
     """CoAtNet/Swin relative position bias with a table sized for a ``window``.
 
@@ -171,13 +183,18 @@ class RelPosBias(nn.Module):
         key = (h, w, str(device))
         idx = self._index_cache.get(key)
         if idx is None:
-            coords = torch.stack(torch.meshgrid(
-                torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
-            )).flatten(1)  # 2, N
-            rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N
-            idx = (rel[0] + h - 1) * (2 * w - 1) + (rel[1] + w - 1)
+            with cacheable():
+                idx = self._make_index(h, w, device)
             self._index_cache[key] = idx
         return idx
+
+    @staticmethod
+    def _make_index(h: int, w: int, device: torch.device) -> torch.Tensor:
+        coords = torch.stack(torch.meshgrid(
+            torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+        )).flatten(1)  # 2, N
+        rel = coords[:, :, None] - coords[:, None, :]  # 2, N, N
+        return (rel[0] + h - 1) * (2 * w - 1) + (rel[1] + w - 1)
 
     def forward(self, h: int, w: int) -> torch.Tensor:
         """Bias of shape (heads, h*w, h*w) for an h x w grid."""
@@ -212,18 +229,21 @@ class OffsetBias(nn.Module):
         key = (h, w, q_stride, str(self.table.device))
         idx = self._index_cache.get(key)
         if idx is None:
-            dev = self.table.device
-            ky, kx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev),
-                                    indexing="ij")
-            qh, qw = -(-h // q_stride), -(-w // q_stride)
-            qy, qx = torch.meshgrid(torch.arange(qh, device=dev) * q_stride,
-                                    torch.arange(qw, device=dev) * q_stride, indexing="ij")
-            r = self.resolution - 1
-            dy = (qy.flatten()[:, None] - ky.flatten()[None, :]).abs().clamp(max=r)
-            dx = (qx.flatten()[:, None] - kx.flatten()[None, :]).abs().clamp(max=r)
-            idx = dy * self.resolution + dx
+            with cacheable():
+                idx = self._make_index(h, w, q_stride, self.table.device)
             self._index_cache[key] = idx
         return self.table[:, idx]
+
+    def _make_index(self, h: int, w: int, q_stride: int, dev: torch.device) -> torch.Tensor:
+        ky, kx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev),
+                                indexing="ij")
+        qh, qw = -(-h // q_stride), -(-w // q_stride)
+        qy, qx = torch.meshgrid(torch.arange(qh, device=dev) * q_stride,
+                                torch.arange(qw, device=dev) * q_stride, indexing="ij")
+        r = self.resolution - 1
+        dy = (qy.flatten()[:, None] - ky.flatten()[None, :]).abs().clamp(max=r)
+        dx = (qx.flatten()[:, None] - kx.flatten()[None, :]).abs().clamp(max=r)
+        return dy * self.resolution + dx
 
 
 class Attention(nn.Module):

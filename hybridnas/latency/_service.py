@@ -305,11 +305,15 @@ class LatencyService:
         s["clock"] = resolve_clock(s["clock"], device, s["threads"], s["backend"])
         return s
 
-    def measure(self, spec: ArchSpec | str, **overrides: Any) -> LatencyResult:
+    def measure(self, spec: ArchSpec | str, model=None, **overrides: Any) -> LatencyResult:
         """Latency of ``spec`` with the service's settings (``overrides``
         change single settings, e.g. ``resolution=64``): from the cache if
         this architecture was measured before, else measured in isolation and
-        cached. ``result.settings['cached']`` says which."""
+        cached. ``result.settings['cached']`` says which. ``model``: the
+        network of ``spec`` already built with the service's ``in_chans`` and
+        ``num_classes`` (a trial's), timed instead of building it again; its
+        mode and device are restored afterwards. Ignored when measurements run
+        in the service's actor."""
         if isinstance(spec, str):
             from .. import get_spec
 
@@ -323,7 +327,7 @@ class LatencyService:
             actor = ray.get_actor(self.actor_name)
             return LatencyResult.from_dict(ray.get(actor.measure.remote(spec.to_dict(),
                                                                         overrides)))
-        return self._measure_here(spec, overrides)
+        return self._measure_here(spec, overrides, model)
 
     def _lookup(self, spec: ArchSpec, overrides: dict[str, Any]) -> LatencyResult | None:
         service = self._with(overrides)
@@ -341,16 +345,19 @@ class LatencyService:
         clone.settings = dict(self.settings, **overrides)
         return clone
 
-    def _measure_here(self, spec: ArchSpec, overrides: dict[str, Any]) -> LatencyResult:
+    def _measure_here(self, spec: ArchSpec, overrides: dict[str, Any],
+                      model=None) -> LatencyResult:
         service = self._with(overrides)
         query = service._query(spec)
         cached = self.cache.get(spec.arch_id, query)
         if cached is not None:
             return cached
-        # Build before taking the lock: building is not measured and can be slow.
-        from ..builder import build_model
+        if model is None:
+            # Build before taking the lock: building is not measured and can be slow.
+            from ..builder import build_model
 
-        model = build_model(spec, num_classes=query["num_classes"], in_chans=query["in_chans"])
+            model = build_model(spec, num_classes=query["num_classes"],
+                                in_chans=query["in_chans"])
         with self._exclusive():
             # Another process may have measured the same architecture while we waited.
             cached = self.cache.get(spec.arch_id, query)
