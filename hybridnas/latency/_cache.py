@@ -55,9 +55,23 @@ class LatencyCache:
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         con.execute("PRAGMA busy_timeout = %d" % int(self.timeout_s * 1000))
-        # WAL: readers never block the one writer; journal mode sticks to the file.
-        con.execute("PRAGMA journal_mode = WAL")
-        return con
+        # WAL: readers never block the one writer; journal mode sticks to the
+        # file. Switching a new file to WAL needs it to itself and answers
+        # "database is locked" at once (no busy wait) while another process
+        # opens it, so several trials opening a fresh cache together retry.
+        deadline = time.monotonic() + self.timeout_s
+        delay = 0.005
+        while True:
+            try:
+                if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    con.execute("PRAGMA journal_mode = WAL")
+                return con
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    con.close()
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "timeout_s": self.timeout_s}

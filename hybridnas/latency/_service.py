@@ -210,6 +210,7 @@ class LatencyService:
         if _write:
             os.makedirs(os.path.join(self.workdir, "trainers"), exist_ok=True)
             self._save_config()
+            self.cache  # noqa: B018 - create the cache file now, not in racing trials
 
     # ---- construction from a folder (inside trials) ---------------------
     def _save_config(self) -> None:
