@@ -164,6 +164,73 @@ def test_temporal_trial_is_validated_and_timed_at_its_own_lookback(tmp_path, mon
     assert seen["resolution"] == res and seen["clock"] == service.settings["clock"]
 
 
+def _bare_searcher(tmp_path, space, budget_trials=10):
+    """An ArchSearcher over an in-memory study, with a real recorder and no Ray trials."""
+    import optuna
+
+    from hybridnas.search.budget import Budget
+    from hybridnas.search.progress import RunRecorder
+    from hybridnas.search.run import RunDir
+    from hybridnas.search.searcher import ArchSearcher
+
+    run = RunDir(tmp_path / "run")
+    run.create()
+    recorder = RunRecorder(run, Budget(trials=budget_trials), [], ["metric", "latency_ms"],
+                           [True, False], "val_accuracy", 1)
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
+    settings = {"data": {"name": "digits", "resolution": 8}, "num_outputs": 10}
+    return ArchSearcher(space, 8, recorder, settings, ["metric", "latency_ms"], ["max", "min"],
+                        optuna.samplers.RandomSampler(seed=0), storage, "s")
+
+
+def test_next_proposal_is_prepared_on_a_background_thread(tmp_path):
+    """prepare_next returns at once (Tune's thread is not held while Optuna
+    proposes, candidates are rejected and MACs counted); suggest takes the
+    prepared proposal, with its cost, and records the rejected ones."""
+    import threading
+
+    import hybridnas
+
+    searcher = _bare_searcher(tmp_path, TinySpace(invalid_window=True))
+    release = threading.Event()
+    real_propose = searcher._propose
+
+    def slow_propose():
+        assert threading.current_thread() is not threading.main_thread()
+        release.wait(10)
+        return real_propose()
+
+    searcher._propose = slow_propose
+    searcher.prepare_next()  # must not wait for the proposal
+    assert searcher._preparing is not None and searcher._preparing.is_alive()
+    searcher.prepare_next()  # a second call while one is in flight starts nothing
+    release.set()
+    config = searcher.suggest("tune-1")
+    assert searcher._preparing is None
+    spec = hybridnas.ArchSpec.from_dict(config["spec"])
+    c = hybridnas.cost(spec, (1, 8, 8), num_classes=10, in_chans=1)
+    assert config["cost"] == {"params": c.params, "macs": c.macs}
+    assert config["input_shape"] == [1, 8, 8] and config["arch_id"] == spec.arch_id
+    # the rejected candidates (heads=3 does not divide the width) have rows, the proposal none
+    rows = searcher._recorder.rows
+    assert all(r["status"] == "REJECTED" for r in rows.values())
+    assert config["trial_id"] not in rows
+
+
+def test_an_error_while_preparing_is_raised_in_tunes_thread(tmp_path):
+    searcher = _bare_searcher(tmp_path, TinySpace())
+
+    def broken():
+        raise RuntimeError("storage went away")
+
+    searcher._propose = broken
+    searcher.prepare_next()
+    with pytest.raises(RuntimeError, match="storage went away"):
+        searcher.suggest("tune-1")
+    searcher.discard_prepared()  # nothing left to close, no error
+
+
 # ---------------------------------------------------------------- real searches
 
 
@@ -191,6 +258,11 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     # the reference ran first, under its name
     assert df.loc[df.trial_id == 0, "reference"].item() == "tiny_coatnet"
     assert (df.params > 0).all() and (df.macs > 0).all() and (df.latency_ms > 0).all()
+    # params/MACs counted by the searcher's proposal thread = fvcore on the trial's network
+    for _, row in df.iterrows():
+        c = hybridnas.cost(hybridnas.ArchSpec.from_dict(json.loads(row.spec)), (1, 8, 8),
+                           num_classes=10, in_chans=1)
+        assert (row.params, row.macs) == (c.params, c.macs)
     assert (df.device_seconds > 0).all() and (df.metric_name == "val_accuracy").all()
     for _, row in df.iterrows():
         curve = json.loads(row.curve)

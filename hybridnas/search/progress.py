@@ -8,14 +8,19 @@ every few finished trials. The searcher asks it whether the budget allows
 another trial and hands it the rejected architectures.
 
 Everything runs in the driver process, so a search on a multi-node cluster
-still writes one run directory on the machine that started it.
+still writes one run directory on the machine that started it. Two threads
+use it there -- Tune's (its callbacks) and the searcher's proposal thread
+(rejected and repeated architectures) -- so every method that reads or
+writes the rows holds one lock.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import sys
+import threading
 import time
 from typing import Any, Sequence
 
@@ -28,6 +33,14 @@ from .trial import now_iso
 __all__ = ["RunRecorder"]
 
 log = logging.getLogger("hybridnas.search")
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class RunRecorder(Callback):
@@ -51,32 +64,46 @@ class RunRecorder(Callback):
         self._dirty = False
         self._saved_at = 0.0
         self.result_save_interval_s = 5.0
+        self._lock = threading.RLock()
+        self._front: dict | None = None  # front_summary of the rows; only a finish changes it
+        self._writer: threading.Thread | None = None  # save_soon's background write
 
     def __getstate__(self):
         # Tune pickles its config (callbacks included) for Tuner.restore; the
-        # output stream stays behind.
+        # output stream and the lock stay behind.
         state = dict(self.__dict__)
         state["stream"] = None
+        state.pop("_lock", None)
+        state["_writer"] = None
         return state
 
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
     # ---------------------------------------------------------------- queries
+    @_locked
     def why_not_start(self, pending: int = 0) -> str | None:
         return self.budget.why_not_start(list(self.rows.values()), pending)
 
+    @_locked
     def should_wait(self, outstanding: int = 0) -> bool:
         return self.budget.should_wait(list(self.rows.values()), outstanding)
 
+    @_locked
     def frame(self):
         from .run import rows_to_frame
 
         return rows_to_frame(self.rows.values())
 
+    @_locked
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in ("COMPLETE", "EARLY_STOPPED", "FAILED", "REJECTED", "RUNNING")}
         for r in self.rows.values():
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
 
+    @_locked
     def known_result(self, arch_id: str) -> dict[str, Any] | None:
         """The row of a full-fidelity COMPLETE trial of ``arch_id``, if any."""
         for row in self.rows.values():
@@ -84,6 +111,7 @@ class RunRecorder(Callback):
                 return row
         return None
 
+    @_locked
     def duplicate(self, trial_number: int, of: int) -> None:
         self.duplicates += 1
         if self.verbose:
@@ -94,6 +122,7 @@ class RunRecorder(Callback):
     def note(self, message: str) -> None:
         self._emit(f"[search] {message}")
 
+    @_locked
     def _emit(self, line: str, console: bool = True) -> None:
         if console:
             print(line, file=self.stream or sys.stdout, flush=True)
@@ -103,9 +132,18 @@ class RunRecorder(Callback):
         except OSError:
             pass
 
+    @_locked
+    def front_summary(self) -> dict:
+        """Front size and hypervolume of the rows (cached: the front holds
+        finished full-fidelity trials only, so it changes when one finishes)."""
+        if self._front is None:
+            self._front = front_summary(self.frame(), self.columns, self.maximize)
+        return self._front
+
+    @_locked
     def progress_line(self, event: str = "") -> str:
         c = self.counts()
-        fs = front_summary(self.frame(), self.columns, self.maximize)
+        fs = self.front_summary()
         done = c["COMPLETE"] + c["EARLY_STOPPED"]
         parts = [f"{done} done ({c['EARLY_STOPPED']} early-stopped)", f"{c['RUNNING']} running",
                  f"{c['FAILED']} failed", f"{c['REJECTED']} rejected",
@@ -114,6 +152,7 @@ class RunRecorder(Callback):
         line = "[search] " + " | ".join(parts)
         return f"{line} | {event}" if event else line
 
+    @_locked
     def save(self) -> None:
         """Rewrite the trials table, front and summary (atomic renames)."""
         self._dirty = False
@@ -121,17 +160,47 @@ class RunRecorder(Callback):
         df = self.run.write_trials(self.rows.values())
         front = front_of(df, self.columns, self.maximize)
         self.run.write_pareto(front)
+        self._front = front_summary(df, self.columns, self.maximize)
         summary = {
             "budget": self.budget.to_summary(self.rows.values()),
             "trials": self.counts(),
             "objectives": self.columns, "maximize": self.maximize,
             "metric_name": self.metric_name,
-            **front_summary(df, self.columns, self.maximize),
+            **self._front,
             "front_trial_ids": [int(t) for t in front["trial_id"].tolist()],
             "updated_at": now_iso(),
         }
         self.run.write_summary(summary)
 
+    def save_soon(self) -> None:
+        """Save on a background thread: for events on the critical path (a
+        trial starting, an epoch report the trial waits on), where a
+        synchronous rewrite of the tables (~30-50 ms) would hold up the
+        trial. A trial's finish is saved at once (``save``): its result must
+        be on disk before the next trial starts."""
+        with self._lock:
+            self._dirty = True
+            if self._writer is not None and self._writer.is_alive():
+                return  # the write in flight takes the rows as they are when it starts
+            self._writer = threading.Thread(target=self._save_if_dirty, daemon=True,
+                                            name="hybridnas-save")
+            self._writer.start()
+
+    def _save_if_dirty(self) -> None:
+        try:
+            with self._lock:
+                if self._dirty:
+                    self.save()
+        except Exception as e:  # noqa: BLE001 - the next synchronous save tries again
+            log.warning("trials table not written: %s: %s", type(e).__name__, e)
+
+    def flush(self) -> None:
+        """Wait for a background save in flight (end of a run, tests)."""
+        writer = self._writer
+        if writer is not None:
+            writer.join()
+
+    @_locked
     def write_dashboard(self, force: bool = False) -> None:
         """Rewrite dashboard.html every few finished trials; never fails the search."""
         if not force and self._finished_since_dashboard < self.dashboard_every:
@@ -181,6 +250,7 @@ class RunRecorder(Callback):
             if row.get(key) == "":
                 row[key] = None
 
+    @_locked
     def rejected(self, trial_id: int, spec, params: dict, reason: str,
                  reference: str | None) -> None:
         row = self._row(trial_id)
@@ -200,15 +270,20 @@ class RunRecorder(Callback):
                    console=self.verbose > 0)
 
     # ---------------------------------------------------------------- Tune hooks
+    @_locked
     def on_trial_start(self, iteration, trials, trial, **info):
         tid = int(trial.config["trial_id"])
         row = self._row(tid)
         self._from_config(row, trial.config)
         row.update(status="RUNNING", started_at=now_iso())
-        self.save()
+        # In the background: a start is on the critical path between two
+        # trials, and a kill before the row is written loses nothing (resume
+        # re-queues the study's RUNNING trials, row or not).
+        self.save_soon()
         ref = f" ({trial.config['reference']})" if trial.config.get("reference") else ""
         self._emit(self.progress_line(f"trial {tid}{ref} started [{trial.config.get('arch_id')}]"))
 
+    @_locked
     def on_trial_result(self, iteration, trials, trial, result, **info):
         tid = int(trial.config["trial_id"])
         row = self._row(tid)
@@ -216,9 +291,10 @@ class RunRecorder(Callback):
         if row["status"] not in ("FAILED",):
             row["status"] = "RUNNING"  # final status is decided on completion
         # Rows of running trials are lost on a kill anyway; rewriting the
-        # table at most every few seconds keeps epoch reports cheap.
+        # table at most every few seconds, in the background (the trial
+        # waits in tune.report until this returns), keeps epoch reports cheap.
         if time.monotonic() - self._saved_at > self.result_save_interval_s:
-            self.save()
+            self.save_soon()
         else:
             self._dirty = True
         if int(row.get("epochs") or 0) < self.max_epochs and row["status"] != "FAILED":
@@ -226,9 +302,11 @@ class RunRecorder(Callback):
                        f"{self.metric_name}={_fmt(row['metric'])} "
                        f"({_fmt(row['device_seconds'])} device-s)")
 
+    @_locked
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finish(trial, error=None)
 
+    @_locked
     def on_trial_error(self, iteration, trials, trial, **info):
         err = getattr(trial, "error_msg", None) or "the trial's worker crashed"
         try:
@@ -253,6 +331,7 @@ class RunRecorder(Callback):
         row["status"] = status
         row["full_fidelity"] = status == "COMPLETE" and int(row.get("epochs") or 0) >= self.max_epochs
         row["finished_at"] = row.get("finished_at") or now_iso()
+        self._front = None
         self.save()
         self._finished_since_dashboard += 1
         what = f"trial {tid} {status}"
@@ -264,6 +343,7 @@ class RunRecorder(Callback):
         self._emit(self.progress_line(what))
         self.write_dashboard()
 
+    @_locked
     def close_interrupted(self, reason: str) -> list[int]:
         """Mark rows still RUNNING as FAILED (the search stopped under them)."""
         ids = []

@@ -14,6 +14,10 @@ what a NAS run needs:
 - no new trial starts once the budget says so (``Budget.why_not_start``);
   the searcher then returns ``FINISHED`` and Tune ends after the running
   trials;
+- the next proposal (and its params/MACs, counted here with fvcore so the
+  trial need not) is worked out on a background thread while a trial trains,
+  so Tune's driver loop answers epoch reports at once and the next trial
+  starts without waiting for Optuna or for rejected candidates;
 - results go back to Optuna deliberately: full-fidelity trials as
   COMPLETE with their objective values; trials a scheduler stopped early as
   PRUNED (their low-fidelity metric is not comparable with fully trained
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -56,8 +61,17 @@ class ArchSearcher(OptunaSearch):
         self._finished = False
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._prepared: list = []  # at most one proposal worked out ahead (prepare_next)
+        self._preparing: threading.Thread | None = None
+        self._prepare_error: BaseException | None = None
         super().__init__(space=self._define_by_run, metric=metrics, mode=modes,
                          sampler=sampler, storage=storage, study_name=study_name)
+
+    def __getstate__(self):
+        # Tune pickles its config (the searcher included) for Tuner.restore:
+        # a proposal thread in flight, or its result, stays behind.
+        state = dict(self.__dict__)
+        state.update(_preparing=None, _prepare_error=None, _prepared=[])
+        return state
 
     # The define-by-run function Optuna sees (also used by OptunaSearch.__init__
     # only as "the space is callable").
@@ -86,6 +100,7 @@ class ArchSearcher(OptunaSearch):
             self._finished = True
             self._recorder.note(f"no new trials: {reason}")
             return Searcher.FINISHED
+        self._wait_prepared()
         if self._prepared:
             proposal = self._prepared.pop()
             if proposal is not None and self._answer_known(proposal[0], proposal[1]):
@@ -97,7 +112,7 @@ class ArchSearcher(OptunaSearch):
             self._recorder.note(f"no new trials: {MAX_CONSECUTIVE_REJECTIONS} proposals in a row "
                                 f"were invalid architectures")
             return Searcher.FINISHED
-        ot_trial, spec, reference, data, shape = proposal
+        ot_trial, spec, reference, data, shape, counted = proposal
         self._ot_trials[trial_id] = ot_trial
         return {
             "trial_id": ot_trial.number,
@@ -106,13 +121,16 @@ class ArchSearcher(OptunaSearch):
             "space_params": dict(ot_trial.params),
             "reference": reference,
             "input_shape": list(shape),
+            "cost": counted,
             "settings": dict(self._settings, data=data),
         }
 
     def _propose(self):
         """The next valid proposal: (Optuna trial, spec, reference, data
-        settings, input shape), or None after too many invalid ones in a row.
-        Invalid architectures are told to Optuna and recorded as REJECTED."""
+        settings, input shape, cost), or None after too many invalid ones in a
+        row. Invalid architectures are told to Optuna and recorded as REJECTED.
+        ``cost``: ``{"params", "macs"}`` at the trial's input, or None when it
+        could not be counted here (the trial then counts it itself)."""
         import optuna
 
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
@@ -136,29 +154,70 @@ class ArchSearcher(OptunaSearch):
                                         reference)
                 continue
             ot_trial.set_user_attr("arch_id", spec.arch_id)
-            return ot_trial, spec, reference, data, shape
+            return ot_trial, spec, reference, data, shape, self._cost(spec, shape)
         return None
 
+    def _cost(self, spec, shape) -> dict[str, int] | None:
+        """Params and MACs of ``spec`` at the per-sample input ``shape``
+        (fvcore, as the trial would count them), or None if counting fails
+        here; the trial then counts them on its worker."""
+        try:
+            from ..complexity import cost
+
+            c = cost(spec, tuple(shape), num_classes=int(self._settings["num_outputs"]),
+                     in_chans=int(shape[0]))
+            return {"params": int(c.params), "macs": int(c.macs)}
+        except Exception as e:  # noqa: BLE001 - the trial counts it instead
+            log.info("cost of %s not counted by the searcher (%s: %s)", spec.arch_id,
+                     type(e).__name__, e)
+            return None
+
     def prepare_next(self) -> None:
-        """Work out the next proposal now, while a trial trains (called on
-        each epoch report): proposing costs ~0.1 s per candidate (Optuna
-        writes every decision to the study; constrained spaces reject many),
-        which otherwise sits between two trials on the critical path. The
-        sampler then sees the finished trials of a moment earlier, as with
-        one more concurrent trial. Nothing is prepared once the budget says
-        no more trials."""
-        if self._finished or self._prepared:
+        """Start working out the next proposal on a background thread, while a
+        trial trains (called on each epoch report and before the run starts):
+        proposing costs ~0.1 s per candidate (Optuna writes every decision to
+        the study; constrained spaces reject many) plus counting its MACs,
+        which would otherwise sit between two trials on the critical path --
+        and, done inside this callback, would hold the reporting trial, since
+        a Tune trial waits in ``tune.report`` until the driver has handled the
+        report. The sampler sees the finished trials of a moment earlier, as
+        with one more concurrent trial. Nothing is prepared once the budget
+        says no more trials. Optuna's study is safe to use from two threads
+        (its own ``n_jobs`` does); the recorder locks its rows."""
+        if self._finished or self._prepared or self._preparing is not None:
             return
         pending = sum(1 for t in self._ot_trials.values() if t.number not in self._recorder.rows)
         if self._recorder.why_not_start(pending):
             return
-        self._prepared.append(self._propose())
+        self._preparing = threading.Thread(target=self._prepare, name="hybridnas-propose",
+                                           daemon=True)
+        self._preparing.start()
+
+    def _prepare(self) -> None:
+        try:
+            self._prepared.append(self._propose())
+        except BaseException as e:  # noqa: BLE001 - raised again in the driver's thread
+            self._prepare_error = e
+
+    def _wait_prepared(self) -> None:
+        """Join the background proposal, if one is being worked out; an error
+        it met is raised here, in Tune's thread, as if proposed there."""
+        thread, self._preparing = self._preparing, None
+        if thread is not None:
+            thread.join()
+        error, self._prepare_error = self._prepare_error, None
+        if error is not None:
+            raise error
 
     def discard_prepared(self) -> None:
         """At the end of a run: a prepared proposal that never ran is closed
         in the study as FAIL with status UNUSED (it has no row)."""
         import optuna
 
+        try:
+            self._wait_prepared()
+        except Exception as e:  # noqa: BLE001 - the run is over; say it and close the rest
+            log.warning("the last background proposal failed: %s: %s", type(e).__name__, e)
         while self._prepared:
             proposal = self._prepared.pop()
             if proposal is not None:
@@ -232,8 +291,8 @@ class ArchSearcher(OptunaSearch):
         return data
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        # multi-objective studies take no intermediate values; use the
-        # driver's idle time to prepare the next proposal
+        # multi-objective studies take no intermediate values; start
+        # preparing the next proposal while this trial trains on
         self.prepare_next()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,

@@ -10,7 +10,10 @@ latency, the best validation metric so far (``metric``), the epoch count
 (``epochs``, the fidelity ASHA schedules on) and the device-seconds used so
 far (from building the network, once the data is in memory: a fresh
 worker's imports and first read of the dataset are orchestration overhead,
-not the trial's device time). A trial that raises (including NaN loss and out-of-memory) reports
+not the trial's device time). ``train_seconds`` is the time in training and
+validation alone: without building, counting, latency, and without the time
+a report waits for the driver. Params and MACs come with the config
+(``cost``, counted by the searcher) when it could count them. A trial that raises (including NaN loss and out-of-memory) reports
 once more with ``status='FAILED'`` and the reason, and returns normally, so
 the actor survives for the next trial (``reuse_actors=True``). Tune stops a
 trial by raising ``SystemExit`` inside ``tune.report``; that is not caught.
@@ -87,7 +90,7 @@ def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
     predicted = math.nan
     if service is not None:
         at = {"resolution": resolution}
-        result = service.measure(spec, **at)
+        result = service.measure(spec, model=model, **at)
         p = service.predict(spec, **at)
         predicted = float(p) if p is not None else math.nan
     else:
@@ -227,14 +230,21 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
         # this trial's own input (a temporal trial draws its lookback)
         resolution = latency_resolution(bundle.input_shape, spec)
         model = build_model(spec, num_classes=bundle.num_outputs, in_chans=in_chans)
-        c = cost(model, tuple(bundle.input_shape), num_classes=bundle.num_outputs)
-        state.update(params=int(c.params), macs=int(c.macs), arch_id=spec.arch_id)
+        counted = config.get("cost")  # counted by the searcher while the last trial trained
+        if not counted:
+            c = cost(model, tuple(bundle.input_shape), num_classes=bundle.num_outputs)
+            counted = {"params": c.params, "macs": c.macs}
+        state.update(params=int(counted["params"]), macs=int(counted["macs"]),
+                     arch_id=spec.arch_id)
         service = latency_service(settings["latency"])
         trainer = service.trainer() if service is not None else contextlib.nullcontext()
         stack.enter_context(trainer)  # paused while another trial measures latency
         state.update(measure_latency(spec, model, resolution, in_chans, bundle.num_outputs,
                                      settings["latency"], service))
         train_start = time.perf_counter()
+        # Time spent inside tune.report (the driver handling the report; a
+        # function trainable waits for it) is orchestration, not training.
+        waited = [0.0]
         inject = trial_id in set(int(t) for t in settings.get("inject_failure") or [])
 
         def on_epoch(epoch_result) -> None:
@@ -247,7 +257,7 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
             state.update(vals)
             state.update(metric=best, curve=json.dumps(curve), epochs=epochs,
                          full_fidelity=epochs >= max_epochs,
-                         train_seconds=time.perf_counter() - train_start)
+                         train_seconds=time.perf_counter() - train_start - waited[0])
             if inject:
                 raise InjectedFault(f"fault injected into trial {trial_id} (inject_failure)")
             if epochs >= max_epochs:
@@ -256,7 +266,9 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
                                                            bundle.input_shape)
                 state.update(status="COMPLETE", finished_at=now_iso())
             state["device_seconds"] = device_seconds()
+            reporting = time.perf_counter()
             tune.report(dict(state))
+            waited[0] += time.perf_counter() - reporting
 
         t = settings["train"]
         fit(model, bundle, epochs=max_epochs, batch_size=t["batch_size"], lr=t["lr"],
