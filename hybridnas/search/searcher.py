@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import warnings
 from typing import Any
 
 from ray.tune.search import Searcher
@@ -63,6 +64,13 @@ class ArchSearcher(OptunaSearch):
         self._prepared: list = []  # at most one proposal worked out ahead (prepare_next)
         self._preparing: threading.Thread | None = None
         self._prepare_error: BaseException | None = None
+        # Counting MACs traces the network (torch.jit). complexity.count_macs
+        # silences the tracer's warnings with warnings.catch_warnings, which
+        # is not thread-safe: on the proposal thread they would reach the
+        # console. Ignored for the whole driver process, set before the thread.
+        from torch.jit import TracerWarning
+
+        warnings.filterwarnings("ignore", category=TracerWarning)
         super().__init__(space=self._define_by_run, metric=metrics, mode=modes,
                          sampler=sampler, storage=storage, study_name=study_name)
 
