@@ -182,6 +182,22 @@ def test_block_usage_front_vs_all(hand_run):
     assert all_.loc[(1, "transformer"), "fraction"] == pytest.approx(4 / 6)
 
 
+def test_block_usage_bars_keep_stage_order():
+    """The first block drawn on the front may only use stages 1 and 3:
+    the x axes still read stage 0, 1, 2, 3."""
+    from hybridnas.dashboard._draw import plot_block_usage
+
+    rows = [("front", 1, "convnext"), ("front", 3, "convnext"), ("front", 0, "mbconv"),
+            ("front", 2, "mbconv"), ("all", 2, "convnext"), ("all", 0, "mbconv"),
+            ("all", 1, "mbconv"), ("all", 3, "mbconv")]
+    usage = pd.DataFrame([{"run": "r", "group": g, "stage": st, "block": b, "count": 1,
+                           "fraction": 1.0} for g, st, b in rows])
+    fig = plot_block_usage(usage)
+    for axis in (fig.layout.xaxis, fig.layout.xaxis2):
+        assert axis.categoryorder == "array"
+        assert list(axis.categoryarray) == [f"stage {i}" for i in range(4)]
+
+
 def test_learning_curves_mark_early_stopped(hand_run):
     curves = get_learning_curves_info(load_runs([hand_run]))
     by_trial = curves.groupby("trial_id")

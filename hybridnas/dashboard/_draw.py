@@ -177,11 +177,18 @@ def plot_block_usage(usage: pd.DataFrame):
                         subplot_titles=("all trials", "Pareto front"), horizontal_spacing=0.04)
     colours = colour_map(usage["block"]) if len(usage) else {}
     multi = usage["run"].nunique() > 1 if len(usage) else False
+    def label(run, stage):
+        return f"{run} S{stage}" if multi else f"stage {stage}"
+
     for col, group in ((1, "all"), (2, "front")):
         sel = usage[usage["group"] == group]
+        # Stages in order: plotly would order categories by first appearance
+        # across the traces (e.g. "stage 1, stage 3, stage 0, stage 2").
+        order = [label(r, s) for r, s in sorted(set(zip(sel["run"], sel["stage"])))]
+        fig.update_xaxes(categoryorder="array", categoryarray=order, row=1, col=col)
         for block, colour in colours.items():
             b = sel[sel["block"] == block]
-            labels = [f"{r} S{s}" if multi else f"stage {s}" for r, s in zip(b["run"], b["stage"])]
+            labels = [label(r, s) for r, s in zip(b["run"], b["stage"])]
             fig.add_trace(go.Bar(
                 x=labels, y=b["fraction"], name=block, legendgroup=block, marker_color=colour,
                 showlegend=col == 1, customdata=b["count"],
