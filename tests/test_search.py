@@ -218,6 +218,35 @@ def test_next_proposal_is_prepared_on_a_background_thread(tmp_path):
     assert config["trial_id"] not in rows
 
 
+def test_an_exhausted_space_ends_the_search_and_says_so(tmp_path, capsys):
+    """Every architecture of the space already trained: proposals are
+    answered from the table until MAX_CONSECUTIVE_REJECTIONS in a row, then
+    the search ends saying the space looks exhausted (not 'invalid')."""
+    import itertools
+
+    import optuna
+
+    from hybridnas.search.run import empty_row
+    from hybridnas.search.searcher import MAX_CONSECUTIVE_REJECTIONS
+
+    space = TinySpace(widths=(8,))
+    searcher = _bare_searcher(tmp_path, space, budget_trials=10_000)
+    choices = [("mbconv", "transformer"), (8,), (1, 2)]
+    for i, values in enumerate(itertools.product(*choices * 2)):
+        params = {f"stages.{s}.{k}": v for s in range(2)
+                  for k, v in zip(("block", "width", "depth"), values[3 * s:3 * s + 3])}
+        spec = space.suggest(optuna.trial.FixedTrial(params))
+        row = empty_row(10_000 + i)
+        row.update(arch_id=spec.arch_id, status="COMPLETE", full_fidelity=True, metric=0.5,
+                   latency_ms=1.0, epochs=1)
+        searcher._recorder.rows[row["trial_id"]] = row
+    assert searcher.suggest("tune-1") == searcher.FINISHED
+    out = capsys.readouterr().out
+    assert f"the last {MAX_CONSECUTIVE_REJECTIONS} proposals were 0 invalid" in out
+    assert "space looks exhausted" in out
+    assert searcher._recorder.duplicates == MAX_CONSECUTIVE_REJECTIONS
+
+
 def test_an_error_while_preparing_is_raised_in_tunes_thread(tmp_path):
     searcher = _bare_searcher(tmp_path, TinySpace())
 
@@ -329,7 +358,10 @@ def test_device_budget_is_honoured(ray_session, tmp_path):
 
     budget_h = 3.0 / 3600  # three device-seconds: a few tiny trials, however busy the machine
     out = io.StringIO()
-    res = _search(tmp_path, "budget", budget_gpu_hours=budget_h, budget_trials=500,
+    # Trials here cost ~0.1 device-s: a space of 256 architectures so that the
+    # budget, not an exhausted space, ends the run.
+    res = _search(tmp_path, "budget", space=TinySpace(widths=(8, 12, 16, 24)),
+                  budget_gpu_hours=budget_h, budget_trials=500,
                   scheduler="none", max_concurrent=1, epochs=1, stream=out)
     out = out.getvalue()
     df = hybridnas.load_run(res.run_dir)

@@ -62,6 +62,7 @@ class ArchSearcher(OptunaSearch):
         self._finished = False
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._prepared: list = []  # at most one proposal worked out ahead (prepare_next)
+        self._fruitless = (0, 0)  # (invalid, already trained) of the last run of no proposal
         self._preparing: threading.Thread | None = None
         self._prepare_error: BaseException | None = None
         # Counting MACs traces the network (torch.jit). complexity.count_macs
@@ -117,8 +118,13 @@ class ArchSearcher(OptunaSearch):
             proposal = self._propose()
         if proposal is None:
             self._finished = True
-            self._recorder.note(f"no new trials: {MAX_CONSECUTIVE_REJECTIONS} proposals in a row "
-                                f"were invalid architectures")
+            invalid, repeated = self._fruitless
+            why = ("the space looks exhausted" if repeated and not invalid else
+                   "the space's constraints reject almost everything it proposes" if not repeated
+                   else "the space looks exhausted or over-constrained")
+            self._recorder.note(f"no new trials: the last {invalid + repeated} proposals were "
+                                f"{invalid} invalid architectures and {repeated} already trained "
+                                f"({why})")
             return Searcher.FINISHED
         ot_trial, spec, reference, data, shape, counted = proposal
         self._ot_trials[trial_id] = ot_trial
@@ -135,12 +141,14 @@ class ArchSearcher(OptunaSearch):
 
     def _propose(self):
         """The next valid proposal: (Optuna trial, spec, reference, data
-        settings, input shape, cost), or None after too many invalid ones in a
-        row. Invalid architectures are told to Optuna and recorded as REJECTED.
+        settings, input shape, cost), or None after MAX_CONSECUTIVE_REJECTIONS
+        candidates in a row that were invalid or already trained (those are
+        answered from the table). Invalid architectures are told to Optuna and recorded as REJECTED.
         ``cost``: ``{"params", "macs"}`` at the trial's input, or None when it
         could not be counted here (the trial then counts it itself)."""
         import optuna
 
+        invalid = repeated = 0
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
             ot_trial = self._ot_study.ask()
             reference = ot_trial.user_attrs.get("reference")
@@ -153,8 +161,10 @@ class ArchSearcher(OptunaSearch):
             except (ValueError, KeyError, TypeError, UserError) as e:  # e.g. SpecError, a bad lookback
                 problem = f"{type(e).__name__}: {e}"
             if not problem and self._answer_known(ot_trial, spec):
+                repeated += 1
                 continue
             if problem:
+                invalid += 1
                 ot_trial.set_user_attr("status", "REJECTED")
                 ot_trial.set_user_attr("error", problem[:500])
                 self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
@@ -163,6 +173,7 @@ class ArchSearcher(OptunaSearch):
                 continue
             ot_trial.set_user_attr("arch_id", spec.arch_id)
             return ot_trial, spec, reference, data, shape, self._cost(spec, shape)
+        self._fruitless = (invalid, repeated)
         return None
 
     def _cost(self, spec, shape) -> dict[str, int] | None:
