@@ -247,6 +247,27 @@ def test_an_exhausted_space_ends_the_search_and_says_so(tmp_path, capsys):
     assert searcher._recorder.duplicates == MAX_CONSECUTIVE_REJECTIONS
 
 
+def test_ending_a_run_stops_a_proposal_thread_that_keeps_rejecting(tmp_path):
+    """Ctrl-C or the budget ending a run must not wait for the proposal
+    thread to work through MAX_CONSECUTIVE_REJECTIONS invalid candidates."""
+    import time
+
+    class SlowInvalid(TinySpace):
+        def suggest(self, trial):
+            super().suggest(trial)
+            time.sleep(0.05)  # 200 of these would keep the run waiting ~10 s
+            raise ValueError("never valid")
+
+    searcher = _bare_searcher(tmp_path, SlowInvalid())
+    searcher.prepare_next()
+    time.sleep(0.3)
+    assert searcher._preparing.is_alive()
+    started = time.monotonic()
+    searcher.discard_prepared()
+    assert time.monotonic() - started < 2.0
+    assert not searcher._prepared and searcher._preparing is None
+
+
 def test_an_error_while_preparing_is_raised_in_tunes_thread(tmp_path):
     searcher = _bare_searcher(tmp_path, TinySpace())
 

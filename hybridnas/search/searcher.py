@@ -65,6 +65,7 @@ class ArchSearcher(OptunaSearch):
         self._fruitless = (0, 0)  # (invalid, already trained) of the last run of no proposal
         self._preparing: threading.Thread | None = None
         self._prepare_error: BaseException | None = None
+        self._closing = threading.Event()  # the run is ending: stop proposing
         # Counting MACs traces the network (torch.jit). complexity.count_macs
         # silences the tracer's warnings with warnings.catch_warnings, which
         # is not thread-safe: on the proposal thread they would reach the
@@ -79,8 +80,12 @@ class ArchSearcher(OptunaSearch):
         # Tune pickles its config (the searcher included) for Tuner.restore:
         # a proposal thread in flight, or its result, stays behind.
         state = dict(self.__dict__)
-        state.update(_preparing=None, _prepare_error=None, _prepared=[])
+        state.update(_preparing=None, _prepare_error=None, _prepared=[], _closing=None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._closing = threading.Event()
 
     # The define-by-run function Optuna sees (also used by OptunaSearch.__init__
     # only as "the space is callable").
@@ -150,6 +155,8 @@ class ArchSearcher(OptunaSearch):
 
         invalid = repeated = 0
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
+            if self._closing.is_set():
+                return None  # the run is ending (Ctrl-C, budget): do not keep it waiting
             ot_trial = self._ot_study.ask()
             reference = ot_trial.user_attrs.get("reference")
             spec, problem, data, shape = None, None, None, None
@@ -233,6 +240,7 @@ class ArchSearcher(OptunaSearch):
         in the study as FAIL with status UNUSED (it has no row)."""
         import optuna
 
+        self._closing.set()
         try:
             self._wait_prepared()
         except Exception as e:  # noqa: BLE001 - the run is over; say it and close the rest
