@@ -150,15 +150,21 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def cacheable():
-    """Context for tensors a module creates in ``forward`` and keeps (index
-    caches): outside inference mode even when the forward runs inside it, so
-    a model timed or evaluated under ``torch.inference_mode`` trains
-    afterwards (an inference tensor kept for backward raises). Other modes
-    (tracing, export) are left as they are."""
-    if torch.is_inference_mode_enabled():
-        return torch.inference_mode(False)
-    return contextlib.nullcontext()
+def forward_cached(cache: dict, key, make) -> torch.Tensor:
+    """``cache[key]``, made by ``make()`` on first use: for tensors a module
+    builds in ``forward`` and keeps (index tables). They are made outside
+    inference mode even when the forward runs inside it, so a model timed or
+    evaluated under ``torch.inference_mode`` trains afterwards (an inference
+    tensor kept for backward raises). Other modes (tracing, export) are left
+    as they are."""
+    value = cache.get(key)
+    if value is None:
+        ctx = (torch.inference_mode(False) if torch.is_inference_mode_enabled()
+               else contextlib.nullcontext())
+        with ctx:
+            value = make()
+        cache[key] = value
+    return value
 
 
 class RelPosBias(nn.Module):
@@ -180,13 +186,8 @@ class RelPosBias(nn.Module):
         self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
 
     def _index(self, h: int, w: int, device: torch.device) -> torch.Tensor:
-        key = (h, w, str(device))
-        idx = self._index_cache.get(key)
-        if idx is None:
-            with cacheable():
-                idx = self._make_index(h, w, device)
-            self._index_cache[key] = idx
-        return idx
+        return forward_cached(self._index_cache, (h, w, str(device)),
+                              lambda: self._make_index(h, w, device))
 
     @staticmethod
     def _make_index(h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -226,12 +227,8 @@ class OffsetBias(nn.Module):
         self._index_cache: dict[tuple, torch.Tensor] = {}
 
     def forward(self, h: int, w: int, q_stride: int = 1) -> torch.Tensor:
-        key = (h, w, q_stride, str(self.table.device))
-        idx = self._index_cache.get(key)
-        if idx is None:
-            with cacheable():
-                idx = self._make_index(h, w, q_stride, self.table.device)
-            self._index_cache[key] = idx
+        idx = forward_cached(self._index_cache, (h, w, q_stride, str(self.table.device)),
+                             lambda: self._make_index(h, w, q_stride, self.table.device))
         return self.table[:, idx]
 
     def _make_index(self, h: int, w: int, q_stride: int, dev: torch.device) -> torch.Tensor:
