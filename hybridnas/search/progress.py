@@ -160,7 +160,8 @@ class RunRecorder(Callback):
         df = self.run.write_trials(self.rows.values())
         front = front_of(df, self.columns, self.maximize)
         self.run.write_pareto(front)
-        self._front = front_summary(df, self.columns, self.maximize)
+        if self._front is None:  # unchanged since the last finish otherwise
+            self._front = front_summary(df, self.columns, self.maximize)
         summary = {
             "budget": self.budget.to_summary(self.rows.values()),
             "trials": self.counts(),
