@@ -19,11 +19,12 @@ __all__ = [
 ]
 
 
-def list_models() -> list[str]:
-    """Names of the registered architectures."""
+def list_models(pattern: str = "") -> list[str]:
+    """Names of the registered architectures, optionally filtered by a shell
+    wildcard such as ``"coat*"``."""
     from .zoo import list_models as _list
 
-    return _list()
+    return _list(pattern)
 
 
 def get_spec(name_or_path) -> ArchSpec:

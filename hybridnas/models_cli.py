@@ -15,20 +15,27 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .complexity import cost
-    from .zoo import get_named, list_models
+    from .zoo import count_size, get_named, list_models
 
+    names = list_models(args.filter or "")
+    if not names:
+        print(f"no architecture matches {args.filter!r} (`hybridnas models` lists them all)")
+        return 1
     rows = []
-    for name in list_models():
+    for name in names:
         named = get_named(name)
-        c = cost(named.spec, named.resolution, num_classes=named.num_classes)
+        # stored with the registry entry; an entry without one is counted now (slow: builds it)
+        params, macs = named.counted or count_size(name)
         published = ""
         if named.params_m:
             published = f"{named.params_m}M / {named.gmacs}G"
-        rows.append([name, f"{c.mparams:.2f}", f"{c.gmacs:.3f}", named.spec.pattern, published,
-                     named.note])
+        at = "" if (named.resolution, named.num_classes) == (224, 1000) else \
+            f" (at {named.resolution}, {named.num_classes} outputs)"
+        rows.append([name, f"{params / 1e6:.2f}", f"{macs / 1e9:.3f}", named.spec.pattern, published,
+                     named.note + at])
     print(_table(rows, ["name", "params(M)", "GMACs", "pattern", "published", "note"]))
-    print(f"\n{len(rows)} architectures; counts at {224}x224, 1000 classes (fvcore + attention handles)")
+    print(f"\n{len(rows)} architectures; counts at 224x224, 1000 classes unless noted "
+          f"(fvcore + attention handles)")
     return 0
 
 
@@ -61,6 +68,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("models", help="list the named architectures with params, GMACs and pattern")
+    p.add_argument("filter", nargs="?", default="",
+                   help="shell wildcard on the names, e.g. 'coat*' (quote it)")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("show", help="per-stage table of a named architecture or spec file")
     p.add_argument("arch", help="registered name (see `hybridnas models`) or a spec .yaml/.json")

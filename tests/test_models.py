@@ -5,7 +5,7 @@ import torch
 import hybridnas
 from hybridnas.blocks import BLOCKS
 from hybridnas.spec import BLOCK_SCHEMAS, ArchSpec, StageSpec, StemSpec
-from hybridnas.zoo import get_named
+from hybridnas.zoo import count_size, get_named
 
 NAMES = hybridnas.list_models()
 PUBLISHED = [n for n in NAMES if get_named(n).params_m]
@@ -15,14 +15,46 @@ def test_block_registry_matches_schemas():
     assert set(BLOCKS) == set(BLOCK_SCHEMAS)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_stored_size_equals_a_fresh_count(name):
+    """`hybridnas models` prints the stored sizes: they must be what fvcore counts today."""
+    fresh = count_size(name)
+    assert get_named(name).counted == fresh, (
+        f"{name}: stored counted={get_named(name).counted}, a fresh count gives {fresh}: "
+        f"update its register(..., counted=({fresh[0]:_}, {fresh[1]:_}))")
+
+
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_named_architecture_matches_published_size(name):
-    named = get_named(name)
-    c = hybridnas.cost(name, named.resolution, num_classes=named.num_classes)
-    assert abs(c.params / 1e6 - named.params_m) <= 0.02 * named.params_m, (
-        f"{name}: {c.params / 1e6:.2f} M params vs published {named.params_m}")
-    assert abs(c.gmacs - named.gmacs) <= 0.10 * named.gmacs, (
-        f"{name}: {c.gmacs:.3f} GMACs vs published {named.gmacs}")
+    named = get_named(name)  # the stored count, checked against a fresh one above
+    params, macs = named.counted
+    assert abs(params / 1e6 - named.params_m) <= 0.02 * named.params_m, (
+        f"{name}: {params / 1e6:.2f} M params vs published {named.params_m}")
+    assert abs(macs / 1e9 - named.gmacs) <= 0.10 * named.gmacs, (
+        f"{name}: {macs / 1e9:.3f} GMACs vs published {named.gmacs}")
+
+
+def test_list_models_filters_with_wildcards():
+    assert hybridnas.list_models("coat*") == ["coatnet_0", "coatnet_style"]
+    assert hybridnas.list_models("VIT_C_?GF") == ["vit_c_1gf", "vit_c_4gf"]
+    assert hybridnas.list_models("nothing*") == []
+    assert hybridnas.list_models() == NAMES
+
+
+def test_models_command_lists_stored_sizes_without_counting(monkeypatch, capsys):
+    from hybridnas import zoo
+    from hybridnas.cli import main
+
+    def no_count(name):
+        raise AssertionError(f"counted {name} again")
+
+    monkeypatch.setattr(zoo, "count_size", no_count)
+    assert main(["models", "levit*"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines()[2:] if line.strip()][:-1]
+    assert rows == ["levit_128s", "levit_256"]
+    assert "7.78" in out and "0.308" in out  # levit_128s: 7,776,530 params, 308 M MACs
+    assert main(["models", "nothing*"]) == 1
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -5,8 +5,9 @@
     'C-C-C-C'
 
 Each family module calls ``register(name, spec, ...)`` with the published
-size so that a test parametrised over the registry checks every entry.
-Importing this package does not import torch.
+size and the size hybridnas counts (``counted``: stored, so that listing the
+zoo needs no model build); tests parametrised over the registry check both
+for every entry. Importing this package does not import torch.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from ..spec import ArchSpec
 
-__all__ = ["NamedArch", "register", "get_spec", "get_named", "list_models", "NAMED"]
+__all__ = ["NamedArch", "register", "get_spec", "get_named", "list_models", "count_size", "NAMED"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class NamedArch:
     note: str = ""
     num_classes: int = 1000
     in_chans: int = 3
+    # (params, MACs) as count_size() gives them, stored with the entry so listings
+    # need no torch; tests/test_models.py checks them against a fresh count
+    counted: tuple[int, int] | None = None
 
 
 NAMED: dict[str, NamedArch] = {}
@@ -64,6 +68,23 @@ def get_spec(name: str) -> ArchSpec:
     return get_named(name).spec
 
 
-def list_models() -> list[str]:
+def list_models(pattern: str = "") -> list[str]:
+    """Registered names, sorted; ``pattern`` filters them with shell wildcards
+    (``"coat*"``, ``"vit_c_?gf"``; case-insensitive, as timm's ``list_models``)."""
+    import fnmatch
+
     _load_families()
-    return sorted(NAMED)
+    names = sorted(NAMED)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
+    return names
+
+
+def count_size(name: str) -> tuple[int, int]:
+    """A fresh fvcore count of (params, MACs) of a named architecture at its
+    registered resolution and number of classes (builds the model; imports torch)."""
+    from ..complexity import cost
+
+    named = get_named(name)
+    c = cost(named.spec, named.resolution, num_classes=named.num_classes)
+    return c.params, c.macs

@@ -26,4 +26,5 @@ def coatnet(depths, widths, stem_width=64, head_dim=32, block_types=("C", "C", "
 
 
 register("coatnet_0", coatnet((2, 3, 5, 2), (96, 192, 384, 768)), params_m=25.0, gmacs=4.2,
-         paper="arXiv:2106.04803")
+         paper="arXiv:2106.04803",
+         counted=(25_220_948, 4_603_372_784))

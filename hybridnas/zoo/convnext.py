@@ -13,4 +13,5 @@ def convnext(depths, widths, kernel=7):
 
 
 register("convnext_tiny", convnext((3, 3, 9, 3), (96, 192, 384, 768)), params_m=28.6, gmacs=4.5,
-         paper="arXiv:2201.03545")
+         paper="arXiv:2201.03545",
+         counted=(28_589_128, 4_478_979_840))

@@ -22,4 +22,5 @@ def cvt(depths, widths, heads, kernels=(7, 3, 3), strides=(4, 2, 2)):
 
 
 register("cvt_13", cvt((1, 2, 10), (64, 192, 384), (1, 3, 6)), params_m=20.0, gmacs=4.5,
-         paper="arXiv:2103.15808")
+         paper="arXiv:2103.15808",
+         counted=(19_997_096, 4_573_921_264))

@@ -29,4 +29,5 @@ def efficientformer(depths, widths, attn_blocks=1, resolution=224):
 
 
 register("efficientformer_l1", efficientformer((3, 2, 6, 4), (48, 96, 224, 448)),
-         params_m=12.3, gmacs=1.3, paper="arXiv:2206.01191")
+         params_m=12.3, gmacs=1.3, paper="arXiv:2206.01191",
+         counted=(12_289_928, 1_305_838_408))

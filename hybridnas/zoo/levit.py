@@ -25,6 +25,8 @@ def levit(widths, heads, depths, key_dim, resolution=224):
 
 
 register("levit_128s", levit((128, 256, 384), (4, 6, 8), (2, 3, 4), key_dim=16),
-         params_m=7.8, gmacs=0.305, paper="arXiv:2104.01136")
+         params_m=7.8, gmacs=0.305, paper="arXiv:2104.01136",
+         counted=(7_776_530, 308_436_754))
 register("levit_256", levit((256, 384, 512), (4, 6, 8), (4, 4, 4), key_dim=32),
-         params_m=18.9, gmacs=1.12, paper="arXiv:2104.01136")
+         params_m=18.9, gmacs=1.12, paper="arXiv:2104.01136",
+         counted=(18_893_032, 1_135_935_992))

@@ -20,4 +20,5 @@ def maxvit(depths, widths, stem_width=64, window=7, head_dim=32, head_hidden=Non
 
 
 register("maxvit_tiny", maxvit((2, 2, 5, 2), (64, 128, 256, 512)), params_m=30.9, gmacs=5.6,
-         paper="arXiv:2204.01697")
+         paper="arXiv:2204.01697",
+         counted=(30_916_528, 5_614_264_608))

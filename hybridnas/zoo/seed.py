@@ -27,6 +27,7 @@ register(
         head=HeadSpec(pool="cls", norm="ln"),
     ),
     note="seed Pattern 1 (HybridViT)",
+    counted=(88_119_336, 18_313_258_256),
 )
 
 register(
@@ -41,6 +42,7 @@ register(
         head=HeadSpec(pool="avg", norm="none"),
     ),
     note="seed Pattern 2 (CoAtNetStyle)",
+    counted=(11_489_192, 8_018_649_344),
 )
 
 register(
@@ -56,4 +58,5 @@ register(
         head=HeadSpec(pool="avg", norm="ln"),
     ),
     note="seed Pattern 3 (ConvTransformerBlock stack)",
+    counted=(13_877_768, 5_219_886_368),
 )

@@ -24,4 +24,5 @@ FINANCIAL_HYBRID = ArchSpec(
 )
 
 register("financial_hybrid", FINANCIAL_HYBRID, resolution=60, num_classes=1, in_chans=6,
-         note="seed FinancialHybrid (multi-asset, input (B, features, assets, time))")
+         note="seed FinancialHybrid (multi-asset, input (B, features, assets, time))",
+         counted=(918_273, 1_605_536))

@@ -32,8 +32,11 @@ def vit_conv_stem(stem_widths, depth, width, heads, mlp_ratio=3.0, resolution=22
 
 
 register("vit_base_patch16", vit(16, 12, 768, 12), params_m=86.6, gmacs=17.5,
-         paper="arXiv:2010.11929")
+         paper="arXiv:2010.11929",
+         counted=(86_567_656, 17_594_838_288))
 register("vit_c_1gf", vit_conv_stem((24, 48, 96, 192), 11, 192, 3), params_m=4.6, gmacs=1.1,
-         paper="arXiv:2106.14881")
+         paper="arXiv:2106.14881",
+         counted=(4_567_936, 1_083_679_545))
 register("vit_c_4gf", vit_conv_stem((48, 96, 192, 384), 11, 384, 6), params_m=17.8, gmacs=4.0,
-         paper="arXiv:2106.14881")
+         paper="arXiv:2106.14881",
+         counted=(17_754_136, 3_974_579_826))
