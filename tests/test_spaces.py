@@ -288,6 +288,16 @@ def test_budget_and_attention_grid_constraints(tmp_path):
     assert "params=" in space.check(wide).reason
     assert "grid" in space.check(coarse).reason
     assert space.check(space.sample(0))
+    # At a proxy resolution the constraints are still checked at the reference size,
+    # and the reason names both sizes, not only the reference one.
+    proxy = space.at(8)
+    reason = proxy.check(proxy.decode({"stages.0.width": 8, "stages.1.block": "transformer",
+                                       "stages.1.stride": 2})).reason
+    assert "4x4 grid at the reference resolution 16" in reason, reason
+    assert "2x2 at this search's resolution 8" in reason, reason
+    reason = proxy.check(proxy.decode({"stages.0.width": 64, "stages.1.block": "mbconv",
+                                       "stages.1.stride": 1})).reason
+    assert "reference resolution 16" in reason and "builds it at 8" in reason, reason
 
 
 # ---- errors ---------------------------------------------------------------------

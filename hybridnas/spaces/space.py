@@ -301,15 +301,22 @@ class Space:
                 return Containment(False, f"{problems[0]} (at resolution {res} without "
                                           f"multipliers, where the constraints are checked)")
         at = f"at resolution {res}"
+        if ref is not spec:  # say which size was checked and which one this search builds
+            at = f"at the reference resolution {res}, where the constraints are checked"
         if c.attention_min_grid or c.attention_max_grid:
+            built = spec.stage_resolutions(self.resolution)
             for i, (st, hw) in enumerate(zip(ref.stages, ref.stage_resolutions(res))):
                 if stage_letter(st) == "C":
                     continue
                 grid = min(hw) if ref.dims == 2 else hw[0]
                 if grid < c.attention_min_grid or (c.attention_max_grid and
                                                    grid > c.attention_max_grid):
+                    here = ""
+                    if ref is not spec:
+                        g = min(built[i]) if spec.dims == 2 else built[i][0]
+                        here = f" ({g}x{g} at this search's resolution {self.resolution})"
                     return Containment(False, f"stages[{i}].block={st.block!r} attends over a "
-                                              f"{grid}x{grid} grid {at}; the space allows "
+                                              f"{grid}x{grid} grid {at}{here}; the space allows "
                                               f"attention on grids in [{c.attention_min_grid}, "
                                               f"{c.attention_max_grid or 'inf'}]")
         for what, lo, hi in (("params", c.min_params, c.max_params),
@@ -318,8 +325,9 @@ class Space:
                 continue
             value = self._count(ref, what, res, c.num_classes)
             if value < lo or (hi and value > hi):
+                here = "" if ref is spec else f"; this search builds it at {self.resolution}"
                 return Containment(False, f"{what}={value:,} {at} ({c.num_classes} classes) is "
-                                          f"outside [{lo:.4g}, {hi or math.inf:.4g}]")
+                                          f"outside [{lo:.4g}, {hi or math.inf:.4g}]{here}")
         return Containment(True)
 
     def data_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
