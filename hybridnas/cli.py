@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "hybridnas.export.cli",
     "hybridnas.training_cli",
     "hybridnas.dashboard.cli",
+    "hybridnas.runs_cli",
 ]
 
 
