@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ._io import write_atomic
+from .training_progress import BatchProgress
 
 __all__ = [
     "fit", "evaluate", "EpochResult", "FitResult", "TrainingError", "NonFiniteLoss",
@@ -284,13 +285,16 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
         max_batches_per_epoch: int | None = None, seed: int = 0, grad_clip: float | None = 1.0,
         channels_last: bool = False, eval_batch_size: int | None = None,
         max_val_batches: int | None = None, min_lr_ratio: float = 0.0,
-        log: Callable[[str], None] | None = None) -> FitResult:
+        log: Callable[[str], None] | None = None,
+        on_batch: Callable[[BatchProgress], None] | None = None) -> FitResult:
     """Train ``model`` on ``bundle.train``, validating on ``bundle.val`` after every epoch.
 
     ``bundle``: a :class:`hybridnas.data.DatasetBundle` (or anything with
     ``train``, ``val`` and ``task``). ``epochs``: the full schedule length (the
     cosine schedule spans all of it even if ``on_epoch`` stops earlier).
     ``on_epoch(EpochResult)`` returning False stops after that epoch.
+    ``on_batch(BatchProgress)`` is called after every training step (progress
+    bars and lines: see :mod:`hybridnas.training_progress`).
     ``max_batches_per_epoch`` caps the batches per epoch (proxy training).
     ``checkpoint_dir``: save model, optimizer, schedule and epoch after every
     epoch; with ``resume=True`` an existing checkpoint there is continued.
@@ -381,6 +385,9 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
                 running += loss.detach().float()
                 seen += len(y)
                 batches += 1
+                if on_batch is not None:
+                    on_batch(BatchProgress(epoch + 1, epochs, batches, steps_per_epoch, seen,
+                                           time.perf_counter() - t0))
                 if batches % check_every == 0 and not torch.isfinite(running):
                     raise NonFiniteLoss(f"loss became {float(loss.detach()):.4g} at epoch {epoch + 1}, "
                                         f"batch {batches} (lr {scheduler.get_last_lr()[0]:.3g})")

@@ -58,6 +58,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's own choice; use 1 on a busy machine)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, split and data order")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar or in-epoch progress lines (one line per epoch only)")
     p.set_defaults(func=cmd_train)
 
 
@@ -104,6 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import build_model
     from .data import load_dataset
     from .training import CHECKPOINT_NAME, TrainingError, evaluate, fit
+    from .training_progress import ProgressBar, epoch_progress, format_seconds
 
     bundle = load_dataset(args.dataset, data_dir=args.data_dir, resolution=resolution,
                           subset=subset, seed=args.seed, val_fraction=args.val_fraction)
@@ -122,24 +125,35 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{bundle.summary()}; {args.epochs} epochs, batch {args.batch_size}, lr {args.lr:g}",
           flush=True)
 
+    epoch_seconds: list[float] = []
+
     def progress(r) -> None:
         vals = "  ".join(f"{k} {v:.4f}" for k, v in r.val_metrics.items())
+        epoch_seconds.append(r.seconds)
+        left = r.max_epochs - r.epoch
+        eta = (f"  ETA {format_seconds(left * sum(epoch_seconds) / len(epoch_seconds))}"
+               if left else "")
         print(f"epoch {r.epoch:>3}/{r.max_epochs}  train_loss {r.train_loss:.4f}  {vals}  "
-              f"lr {r.lr:.2e}  {r.seconds:.1f}s  {r.images_per_sec:.0f} img/s", flush=True)
+              f"lr {r.lr:.2e}  {r.seconds:.1f}s  {r.images_per_sec:.0f} img/s{eta}", flush=True)
 
+    # a bar on a terminal, a line every ~10 s in a log, nothing with --quiet
+    on_batch = epoch_progress(quiet=args.quiet, stream=sys.stderr)
     try:
         result = fit(model, bundle, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                      weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                      label_smoothing=args.label_smoothing, device=args.device, amp=args.amp,
                      on_epoch=progress, checkpoint_dir=ckpt_dir, resume=args.resume,
                      max_batches_per_epoch=args.max_batches_per_epoch, seed=args.seed,
-                     channels_last=args.channels_last, log=print)
+                     channels_last=args.channels_last, log=print, on_batch=on_batch)
     except TrainingError as e:
         raise UserError(f"{e} (the last finished epoch is in {ckpt_dir})") from None
     except KeyboardInterrupt:
         print(f"stopped; continue with: hybridnas train {args.arch} --dataset {args.dataset} "
               f"--out {out} --resume", file=sys.stderr)
         raise
+    finally:
+        if isinstance(on_batch, ProgressBar):
+            on_batch.close()
     if result.resumed_from:
         print(f"resumed from epoch {result.resumed_from}")
     test = evaluate(model, bundle.test, bundle.task, result.device, prefix="test_",
