@@ -65,7 +65,7 @@ def _hover_template(metric_name: str, x_label: str) -> str:
 
 
 def plot_front(info: dict[str, Any], log_x: bool = False):
-    """Metric against cost: every trial faded, the front bold and joined by a
+    """Metric against cost: every trial lighter, the front bold and joined by a
     staircase per run, colour by stage pattern, references as labelled stars.
     A button switches the x axis between linear and log."""
     import plotly.graph_objects as go
@@ -87,7 +87,9 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
             fig.add_trace(go.Scatter(
                 x=sel["x"], y=sel["metric"], mode="markers", name=pattern, legendgroup=pattern,
                 showlegend=pattern not in shown,
-                marker=dict(color=colour, size=7, opacity=0.28,
+                # light enough for the front to stand out, dark enough to read on white
+                marker=dict(color=colour, size=7, opacity=0.6,
+                            line=dict(color=colour, width=1),
                             symbol=[symbol[r] if f else symbol[r] + "-open"
                                     for r, f in zip(sel["run"], sel["full_fidelity"])]),
                 customdata=_hover(sel),

@@ -21,6 +21,12 @@ __all__ = ["build_html", "render_dashboard", "write_dashboard", "default_output"
 
 log = logging.getLogger(__name__)
 
+#: Parameter importance is drawn from at least this many full-fidelity trials:
+#: fANOVA on a handful of points ranks noise.
+IMPORTANCE_MIN_TRIALS = 20
+#: Table columns left out when no trial has a value (no latency predictor calibrated).
+_OPTIONAL_COLUMNS = ("predicted_latency_ms",)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
 header{background:#1d2b3a;color:#fff;padding:14px 24px}
@@ -39,6 +45,7 @@ table.trials th,table.trials td{border-bottom:1px solid #e3e6ea;padding:3px 8px;
 table.trials th{position:sticky;top:0;background:#eef1f4;cursor:pointer;user-select:none}
 table.trials th.asc::after{content:" \\25B2"} table.trials th.desc::after{content:" \\25BC"}
 table.trials td.t{text-align:left} tr.front td{background:#fff7d6}
+table.trials td.err{text-align:left;white-space:normal;min-width:24em;overflow-wrap:anywhere}
 tr.s-FAILED td,tr.s-REJECTED td{color:#9a3b3b} tr.s-EARLY_STOPPED td{color:#666}
 .tablewrap{max-height:560px;overflow:auto;border:1px solid #dde1e6;border-radius:6px}
 input.filter{margin:0 0 8px 0;padding:4px 8px;font-size:13px;width:280px}
@@ -96,13 +103,13 @@ def _cell(value: Any, col: str) -> tuple[str, str]:
         return "", ""
     if isinstance(value, (bool, np.bool_)):
         return ("1", "yes") if value else ("0", "")
+    if col in ("params", "macs") and isinstance(value, (int, float, np.integer, np.floating)):
+        # 0 is the trials table's "not counted" (a rejected or failed trial): blank
+        return ("", "") if value == 0 else (repr(float(value)), _draw._fmt_count(value))
     if isinstance(value, (int, np.integer)):
-        return str(int(value)), (_draw._fmt_count(value) if col in ("params", "macs")
-                                 else str(int(value)))
+        return str(int(value)), str(int(value))
     if isinstance(value, (float, np.floating)):
         v = float(value)
-        if col in ("params", "macs"):
-            return repr(v), _draw._fmt_count(v)
         if col in ("epochs", "max_epochs"):
             return repr(v), f"{v:.0f}"
         if col == "device_seconds":
@@ -113,6 +120,10 @@ def _cell(value: Any, col: str) -> tuple[str, str]:
 
 
 def table_html(table: pd.DataFrame) -> str:
+    """The trials table as HTML: sortable cells, blank where a value is
+    missing, optional columns only when some trial has a value."""
+    table = table.drop(columns=[c for c in _OPTIONAL_COLUMNS
+                                if c in table.columns and table[c].isna().all()])
     cols = list(table.columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = []
@@ -120,8 +131,8 @@ def table_html(table: pd.DataFrame) -> str:
         cells = []
         for col, value in zip(cols, rec):
             key, text = _cell(value, col)
-            cls = ' class="t"' if col in ("run", "status", "pattern", "reference", "arch_id",
-                                          "error") else ""
+            cls = ' class="err"' if col == "error" else ' class="t"' if col in (
+                "run", "status", "pattern", "reference", "arch_id") else ""
             cells.append(f'<td{cls} data-v="{html.escape(key, quote=True)}">'
                          f"{html.escape(text)}</td>")
         rcls = f"s-{rec.status}" + (" front" if rec.on_front else "")
@@ -172,7 +183,7 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
 
     sections = [
         ('<div class="panel">' + _fig_html(_draw.plot_front(front, log_x=log_x), "front")
-         + '<div class="note">Faded: every trial with a metric (open markers: low fidelity). '
+         + '<div class="note">Lighter: every trial with a metric (open markers: low fidelity). '
            'Bold and joined: the front of full-fidelity COMPLETE trials. Stars: named '
            'reference architectures.</div></div>'),
         '<div class="grid">',
@@ -188,7 +199,8 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
         for i, run in enumerate(runs):
             try:
                 info = _data.get_importance_info(
-                    run, evaluator=None if importance is True else importance)
+                    run, evaluator=None if importance is True else importance,
+                    min_trials=IMPORTANCE_MIN_TRIALS)
             except Exception as e:  # a locked or foreign study must not cost the page
                 log.warning("parameter importance for %s failed: %s", run.name, e)
                 info = {"importances": pd.DataFrame(columns=["objective", "param", "importance"]),
