@@ -60,7 +60,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                      "x".join(map(str, hw[: spec.dims])) if spec.dims == 2 else str(hw[0]),
                      f"{m['params'] / 1e6:.3f}", f"{m['macs'] / 1e6:.1f}", extra])
     print(_table(rows, ["part", "block", "depth", "width", "resolution", "params(M)", "MMACs",
-                        "parameters"]))
+                        "block settings"]))
     print(f"total: {c.mparams:.3f} M params, {c.gmacs:.3f} GMACs at {args.resolution}, "
           f"{args.num_classes} classes")
     return 0

@@ -337,15 +337,19 @@ def model_card_info(spec: ArchSpec, meta: dict[str, Any], model=None,
     run = dict(run or {})
     shape = tuple(meta["input_shape"])
     c = cost(model if model is not None else spec, input_size=shape,
-             num_classes=meta.get("num_classes") or 1000, in_chans=shape[0])
+             num_classes=meta.get("num_classes") or 1000, in_chans=shape[0], per_stage=True)
     res = meta.get("resolution")
     sizes = spec.stage_resolutions(int(res)) if res and spec.dims == 2 else [None] * len(spec.stages)
     stages = []
     for i, (st, hw) in enumerate(zip(spec.stages, sizes)):
+        counted = c.by_module.get(f"stages.{i}", {})
         stages.append({"stage": i, "block": st.block, "depth": st.depth, "width": st.width,
                        "stride": st.stride,
                        "resolution": "x".join(map(str, hw)) if hw else "",
-                       "params": {k: v for k, v in st.params().items() if v not in (None, False)}})
+                       "params": counted.get("params"), "macs": counted.get("macs"),
+                       # the block's own hyper-parameters (kernel, heads, ...), not weights
+                       "settings": {k: v for k, v in st.params().items()
+                                    if v not in (None, False)}})
     epochs, max_epochs = run.get("epochs", meta.get("epochs")), run.get("max_epochs",
                                                                         meta.get("max_epochs"))
     full = run.get("full_fidelity")
@@ -431,12 +435,15 @@ def render_model_card(info: dict[str, Any]) -> str:
     if info.get("rank"):
         lines.append(f"| rank by {info['metric_name']} | {info['rank']} of {info['ranked']} "
                      f"full-fidelity trials |")
-    lines += ["", "## Stages", "", "| stage | block | depth | width | stride | resolution | parameters |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Stages", "",
+              "| stage | block | depth | width | stride | resolution | params | MACs | "
+              "block settings |", "|---|---|---|---|---|---|---|---|---|"]
     for s in info["stages"]:
-        params = ", ".join(f"{k}={v}" for k, v in s["params"].items())
+        settings = ", ".join(f"{k}={v}" for k, v in s["settings"].items())
+        params = f"{s['params'] / 1e6:.3f} M" if s.get("params") is not None else ""
+        macs = f"{s['macs'] / 1e6:.2f} M" if s.get("macs") is not None else ""
         lines.append(f"| {s['stage']} | {s['block']} | {s['depth']} | {s['width']} | {s['stride']} | "
-                     f"{s['resolution']} | {params} |")
+                     f"{s['resolution']} | {params} | {macs} | {settings} |")
     lines += ["", "## Files", ""]
     for fmt, name in info["files"].items():
         check = info["parity"].get(fmt)
@@ -447,7 +454,7 @@ def render_model_card(info: dict[str, Any]) -> str:
     for fmt, why in info["errors"].items():
         lines.append(f"- {fmt}: not written: {why}")
     shape = ", ".join(map(str, [1] + list(info["input_shape"])))
-    lines += ["", "## Use", "", "```python", "import hybridnas",
+    lines += ["", "## Use", "", "```python", "import torch", "import hybridnas", ""
               "model = hybridnas.load(\"<this folder>\")   # nn.Module with the weights, eval mode",
               f"logits = model(torch.randn({shape}))", "```", ""]
     if "onnx" in info["files"]:
