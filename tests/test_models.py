@@ -146,3 +146,14 @@ def test_each_block_alone_at_odd_sizes(key):
         # Every downsampler rounds up, as the spec's own arithmetic does.
         feats = model.forward_features(torch.randn(2, 3, size, size))
         assert tuple(feats.shape[2:]) == spec.stage_resolutions(size)[-1], (key, size)
+
+
+def test_models_command_does_not_import_torch():
+    """What keeps `hybridnas models` fast: no model is built, torch is never loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from hybridnas.cli import main; main(['models']); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "False"
