@@ -48,7 +48,7 @@ def _3(v: float) -> str:
     """Three significant digits, trailing zeros kept: 700, 5.70, 33.0."""
     if v == 0:
         return "0"
-    decimals = max(0, 2 - int(math.floor(math.log10(abs(v)))))
+    decimals = max(0, 2 - math.floor(math.log10(abs(v))))
     return f"{v:.{decimals}f}"
 
 

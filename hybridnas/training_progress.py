@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -53,9 +54,9 @@ class BatchProgress:
 
 def format_seconds(s: float) -> str:
     """45s, 3m05s, 2h07m."""
-    if s != s:  # NaN
+    if math.isnan(s):
         return "?"
-    s = int(round(s))
+    s = round(s)
     if s < 60:
         return f"{s}s"
     if s < 3600:

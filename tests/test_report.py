@@ -74,7 +74,7 @@ def test_front_rows_follow_the_summary_order_and_skip_unknown_ids(tmp_path):
 
 
 def test_front_table_is_readable(tmp_path):
-    trials, summary, config = read_run(write_run(tmp_path / "r"))
+    trials, summary, _ = read_run(write_run(tmp_path / "r"))
     text = format_front(front_rows(trials, summary["front_trial_ids"]))
     lines = text.splitlines()
     assert lines[0].split() == ["trial", "pattern", "params", "MACs", "latency", "val_accuracy",
