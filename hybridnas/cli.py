@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if args.command == "search":
+        # the search reaches export and dashboard only through these callbacks
+        from .app import search_hooks
+
+        args.hooks = search_hooks()
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

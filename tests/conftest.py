@@ -50,7 +50,7 @@ def tiny_search_run(tmp_path_factory):
     sys.path.insert(0, os.path.dirname(__file__))
     from search_standin import TinySpace
 
-    from hybridnas.search import run_search
+    from hybridnas import run_search
     from hybridnas.search.config import SearchConfig
 
     started = _ray_up(ray)

@@ -170,7 +170,7 @@ def _bare_searcher(tmp_path, space, budget_trials=10):
 
     from hybridnas.search.budget import Budget
     from hybridnas.search.progress import RunRecorder
-    from hybridnas.search.run import RunDir
+    from hybridnas.rundir import RunDir
     from hybridnas.search.searcher import ArchSearcher
 
     run = RunDir(tmp_path / "run")
@@ -226,7 +226,7 @@ def test_an_exhausted_space_ends_the_search_and_says_so(tmp_path, capsys):
 
     import optuna
 
-    from hybridnas.search.run import empty_row
+    from hybridnas.rundir import empty_row
     from hybridnas.search.searcher import MAX_CONSECUTIVE_REJECTIONS
 
     space = TinySpace(widths=(8,))
@@ -285,7 +285,7 @@ def test_an_error_while_preparing_is_raised_in_tunes_thread(tmp_path):
 
 
 def _search(tmp_path, name, space=None, stream=None, **kw):
-    from hybridnas.search import run_search
+    from hybridnas import run_search
 
     cfg = SearchConfig(**{**TINY, **kw}, name=name, results_dir=str(tmp_path))
     return run_search(cfg, space=space or TinySpace(), stream=stream)

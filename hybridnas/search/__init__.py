@@ -15,7 +15,7 @@ Tune searcher), ``trial`` (what runs in a worker), ``budget``, ``progress``
 from __future__ import annotations
 
 from .config import SearchConfig
-from .run import load_run
+from ..rundir import load_run
 
 __all__ = ["SearchConfig", "run_search", "load_run", "SearchResult"]
 

@@ -52,7 +52,8 @@ from typing import Any
 from ..errors import UserError
 from .budget import Budget
 from .config import IDENTITY_FIELDS, SearchConfig
-from .run import RunDir, objective_columns
+from .hooks import SearchHooks
+from ..rundir import RunDir, load_run, objective_columns
 
 __all__ = ["run_search", "SearchResult", "make_sampler"]
 
@@ -74,8 +75,6 @@ class SearchResult:
 
     @property
     def trials(self):
-        from .run import load_run
-
         return load_run(self.run_dir)
 
 
@@ -148,7 +147,7 @@ def _init_ray(cfg: SearchConfig):
 
 def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None = None,
                overrides: dict[str, Any] | None = None, stream=None,
-               space=None) -> SearchResult:
+               space=None, hooks: SearchHooks | None = None) -> SearchResult:
     """Run (or resume) a search and return its run directory and summary.
 
     ``cfg``: the options of a new run. ``resume``: a run directory to
@@ -156,11 +155,15 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     budget) apply on top. Progress lines go to ``stream`` (stdout).
     ``space``: a space object (the ``hybridnas.spaces`` surface: ``suggest``,
     ``encode``, ``references``, ``data_params``) to use instead of loading
-    ``cfg.space`` by name; it is used in this process only.
+    ``cfg.space`` by name; it is used in this process only. ``hooks``:
+    the callbacks that save checkpoints and redraw the dashboard (none by
+    default; ``hybridnas.run_search`` and the CLI pass export's and
+    dashboard's).
     """
     import optuna
 
     stream = stream or sys.stdout
+    hooks = hooks or SearchHooks()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume is not None:
@@ -232,7 +235,8 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
                                         datetime.now().isoformat(timespec="seconds")]
         run.write_config(config_doc)
         return _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns,
-                    maximize, metrics, modes, budget, gpus, data_kw, resume is not None, stream)
+                    maximize, metrics, modes, budget, gpus, data_kw, resume is not None, stream,
+                    hooks)
     finally:
         if started_ray:
             import ray
@@ -241,7 +245,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
 
 
 def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, maximize,
-         metrics, modes, budget, gpus, data_kw, resuming, stream) -> SearchResult:
+         metrics, modes, budget, gpus, data_kw, resuming, stream, hooks) -> SearchResult:
     import optuna
     import ray
     from ray import tune
@@ -256,7 +260,8 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     rows = run.read_rows()
     recorder = RunRecorder(run, budget, rows, columns, maximize, task.metric_name, cfg.epochs,
                            keep_checkpoints=cfg.keep_checkpoints,
-                           dashboard_every=cfg.dashboard_every, verbose=cfg.verbose, stream=stream)
+                           dashboard_every=cfg.dashboard_every, verbose=cfg.verbose, stream=stream,
+                           write_dashboard=hooks.write_dashboard)
     if resuming:
         _repair_after_interrupt(study, recorder)
     elif cfg.with_references:
@@ -311,8 +316,9 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
     tune_dir = tempfile.mkdtemp(prefix="hnas_tune_")
     trainable = search_trial
     shared = _share_bundle(bundle, data_kw)
-    if shared is not None:
-        trainable = tune.with_parameters(search_trial, shared_data=shared)
+    if shared is not None or hooks.save_checkpoint is not None:
+        trainable = tune.with_parameters(search_trial, shared_data=shared,
+                                         save_checkpoint=hooks.save_checkpoint)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial, "gpu": gpus}),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1,
@@ -344,7 +350,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
             f"{INTERRUPTED}: the search stopped while this trial ran")
         _fail_running_optuna_trials(study, stopped)
         recorder.save()
-        _finish_files(cfg, run, recorder)
+        _finish_files(cfg, run, recorder, hooks)
         if service is not None:
             service.close()
         import shutil
@@ -531,16 +537,13 @@ def _repair_after_interrupt(study, recorder) -> None:
         recorder.note(f"resumed: trial(s) {requeue} were interrupted and are queued again")
 
 
-def _finish_files(cfg, run, recorder) -> None:
+def _finish_files(cfg, run, recorder, hooks: SearchHooks) -> None:
     if cfg.keep_checkpoints != "all":
-        try:
-            from ..export import prune_checkpoints
-
-            prune_checkpoints(str(run.path), keep=cfg.keep_checkpoints)
-        except ImportError:
-            pass
-        except Exception as e:  # noqa: BLE001 - pruning is housekeeping
-            recorder.note(f"checkpoints not pruned: {type(e).__name__}: {e}")
+        if hooks.prune_checkpoints is not None:
+            try:
+                hooks.prune_checkpoints(str(run.path), cfg.keep_checkpoints)
+            except Exception as e:  # noqa: BLE001 - pruning is housekeeping
+                recorder.note(f"checkpoints not pruned: {type(e).__name__}: {e}")
         for row in recorder.rows.values():  # rows point at checkpoints that still exist
             if row.get("checkpoint") and not (run.path / row["checkpoint"]).exists():
                 row["checkpoint"] = None

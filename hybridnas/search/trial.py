@@ -179,10 +179,11 @@ def _describe_error(e: BaseException) -> str:
     return f"{name}: {text}"[:500]
 
 
-def search_trial(config: dict[str, Any], shared_data=None) -> None:
+def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None) -> None:
     """Tune function trainable: one architecture, trained at the proxy setting.
     ``shared_data``: the run's loaded dataset from the driver (see the module
-    docstring), or None."""
+    docstring), or None. ``save_checkpoint``: ``SearchHooks.save_checkpoint``
+    (None: no checkpoint is written)."""
     import torch
     from ray import tune
 
@@ -261,9 +262,10 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
             if inject:
                 raise InjectedFault(f"fault injected into trial {trial_id} (inject_failure)")
             if epochs >= max_epochs:
-                if settings.get("keep_checkpoints", "pareto") != "none":
-                    state["checkpoint"] = _save_checkpoint(model, spec, settings, trial_id, state,
-                                                           bundle.input_shape)
+                if settings.get("keep_checkpoints", "pareto") != "none" \
+                        and save_checkpoint is not None:
+                    state["checkpoint"] = _save_checkpoint(save_checkpoint, model, spec, settings,
+                                                           trial_id, state, bundle.input_shape)
                 state.update(status="COMPLETE", finished_at=now_iso())
             state["device_seconds"] = device_seconds()
             reporting = time.perf_counter()
@@ -288,7 +290,7 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
         stack.close()
 
 
-def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
+def _save_checkpoint(save, model, spec, settings: dict[str, Any], trial_id: int,
                      state: dict[str, Any], input_shape) -> str:
     """Save the trained model under the run dir; the path relative to it ("" if it failed).
 
@@ -297,10 +299,6 @@ def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
     so a checkpoint folder exports on its own, without ``--resolution``."""
     from pathlib import Path
 
-    try:
-        from ..export import save_checkpoint
-    except ImportError:
-        return ""
     rel = f"checkpoints/trial_{trial_id}"
     shape = [int(x) for x in input_shape]
     meta = {"trial_id": trial_id, "input_shape": shape,
@@ -309,7 +307,7 @@ def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
             "dataset": settings["data"].get("name"), "metric": state["metric"],
             "metric_name": state["metric_name"], "epochs": state["epochs"]}
     try:
-        save_checkpoint(Path(settings["run_dir"]) / rel, model, spec, meta)
+        save(Path(settings["run_dir"]) / rel, model, spec, meta)
     except OSError:
         return ""  # e.g. a remote node without the run dir: the row says no checkpoint
     return rel
