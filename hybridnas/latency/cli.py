@@ -104,7 +104,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..models_cli import _table
+    from .._text import table as _table
     from ._measure import resolve_device
     from ._predictor import (LatencyPredictor, _sample_unique, check, load_space,
                              summarise_check)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from ..spec import BLOCK_SCHEMAS, ArchSpec, SpecError, StemSpec, _down, stage_letter
+from ..spec import BLOCK_SCHEMAS, ArchSpec, SpecError, StemSpec, downsampled, stage_letter
 from ._nodes import (
     Derive,
     Dim,
@@ -532,7 +532,7 @@ class Space:
             spec_stem = StemSpec(**stem)
             size = self.resolution
             for s in list(spec_stem.strides) + stage_strides:
-                size = _down(size, s)
+                size = downsampled(size, s)
             if size >= self.min_grid or spec_stem.reduction <= 1:
                 return
             if spec_stem.kind == "patchify":
