@@ -403,7 +403,7 @@ def get_block_usage_info(runs: Sequence[Run], x: str | None = None) -> pd.DataFr
 # Parameter importance (Optuna)
 # --------------------------------------------------------------------------
 
-def _storage_url(run: Run) -> str | None:
+def _study_url(run: Run) -> str | None:
     for key in ("storage_url", "storage"):  # the search writes storage_url
         url = run.config.get(key)
         if isinstance(url, str) and "://" in url:
@@ -439,7 +439,7 @@ def get_importance_info(run: Run, evaluator: Any = None, min_trials: int = 4) ->
     empty (no study, too few trials).
     """
     empty = pd.DataFrame(columns=["objective", "param", "importance"])
-    url = _storage_url(run)
+    url = _study_url(run)
     if url is None:
         return {"importances": empty, "n_trials": 0, "note": "no study.db in the run directory"}
     import optuna

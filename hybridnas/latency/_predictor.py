@@ -628,11 +628,9 @@ def calibrate_space(space: str, n: int = 100, resolution: int = 32, seed: int = 
 
 
 def load_space(name: str, resolution: int) -> Any:
-    """``hybridnas.spaces.load(name, resolution=...)``, as a ``UserError`` when absent."""
-    try:
-        from .. import spaces
-    except ImportError:
-        raise UserError("search spaces are not available (hybridnas.spaces is missing)") from None
+    """``hybridnas.spaces.load(name, resolution=...)`` (UserError for an unknown name)."""
+    from .. import spaces
+
     return spaces.load(name, resolution=resolution)
 
 

@@ -92,10 +92,8 @@ def make_sampler(name: str, seed: int, population_size: int = 10):
 
 
 def _load_space(cfg: SearchConfig, resolution):
-    try:
-        from .. import spaces
-    except ImportError as e:
-        raise UserError(f"space={cfg.space!r}: the search spaces package is not available ({e})")
+    from .. import spaces
+
     return spaces.load(cfg.space, resolution=resolution, **(cfg.space_options or {}))
 
 
@@ -348,7 +346,7 @@ def _run(cfg, run, name, storage_url, space, resolution, bundle, task, columns, 
         recorder.flush()
         stopped = recorder.close_interrupted(
             f"{INTERRUPTED}: the search stopped while this trial ran")
-        _fail_running_optuna_trials(study, stopped)
+        searcher.fail_running(stopped)
         recorder.save()
         _finish_files(cfg, run, recorder, hooks)
         if service is not None:
@@ -413,10 +411,8 @@ def _latency_settings(cfg, run, gpus, bundle, resolution):
     lat = {"device": device, "batch_size": cfg.latency_batch_size,
            "repeats": cfg.latency_repeats, "threads": cfg.latency_threads, "warmup": 5,
            "clock": LATENCY_CLOCK, "service_dir": None}
-    try:
-        from ..latency import LatencyService
-    except ImportError:
-        return lat, None
+    from ..latency import LatencyService
+
     service = LatencyService(run.path / "latency", device=device,
                              batch_size=cfg.latency_batch_size,
                              resolution=_latency_resolution(bundle, resolution),
@@ -451,7 +447,7 @@ def _open_storage(url: str):
         storage = optuna.storages.RDBStorage(url, heartbeat_interval=None)
     except ImportError as e:
         raise UserError(f"--storage {url}: no database driver for this URL ({e.__cause__ or e}); "
-                        f"for PostgreSQL: pip install psycopg2-binary") from None
+                        f"for PostgreSQL: pip install 'hybridnas[postgres]'") from None
     except Exception as e:  # noqa: BLE001 - connection refused, bad credentials, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"--storage {url}: cannot open the Optuna storage: {first}") from None
@@ -494,14 +490,12 @@ def _enqueue_references(study, space, resolution, recorder) -> None:
         recorder.note(f"enqueued {len(named)} reference architecture(s): {', '.join(named)}")
 
 
-def _fail_running_optuna_trials(study, trial_numbers) -> None:
+def _fail_running_optuna_trials(study) -> None:
+    """Close the study's RUNNING trials (left by a killed search) as FAIL."""
     import optuna
 
-    wanted = set(int(t) for t in trial_numbers)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if not wanted or t.number in wanted:
-            study._storage.set_trial_user_attr(t._trial_id, "status", "FAILED")
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
 
 
 INTERRUPTED = "interrupted"
@@ -520,7 +514,7 @@ def _repair_after_interrupt(study, recorder) -> None:
               and str(r.get("error") or "").startswith(INTERRUPTED) and REQUEUED not in r["error"]]
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     running = [t.number for t in by_number.values() if t.state == optuna.trial.TrialState.RUNNING]
-    _fail_running_optuna_trials(study, [])
+    _fail_running_optuna_trials(study)
     requeue = sorted(set(stale) | set(running))
     for number in requeue:
         row = recorder.rows.get(number)
