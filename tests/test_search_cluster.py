@@ -17,12 +17,9 @@ import sys
 import time
 
 import pytest
+from search_standin import TinySpace  # tests/ is on the path: pytest's rootdir conftest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from search_standin import TinySpace  # noqa: E402
-
-from hybridnas.search.config import SearchConfig  # noqa: E402
+from hybridnas.search.config import SearchConfig
 
 TINY = dict(space="tiny", dataset="digits", resolution=8, subset=200, epochs=1, batch_size=64,
             latency_repeats=5, dashboard_every=100, scheduler="none")

@@ -14,8 +14,8 @@ Tune searcher), ``trial`` (what runs in a worker), ``budget``, ``progress``
 """
 from __future__ import annotations
 
-from .config import SearchConfig
 from ..rundir import load_run
+from .config import SearchConfig
 
 __all__ = ["SearchConfig", "run_search", "load_run", "SearchResult"]
 

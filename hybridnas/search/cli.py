@@ -132,9 +132,9 @@ def _read_config_file(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file")
+        raise UserError(f"--config {path}: no such file") from None
     except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
+        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
     return data

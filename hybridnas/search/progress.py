@@ -26,8 +26,17 @@ from typing import Any, Sequence
 
 from ray.tune import Callback
 
+from ..rundir import (
+    STATUSES,
+    TRIAL_COLUMNS,
+    RunDir,
+    empty_row,
+    front_of,
+    front_summary,
+    make_summary,
+    rows_to_frame,
+)
 from .budget import Budget
-from ..rundir import STATUSES, TRIAL_COLUMNS, RunDir, empty_row, front_of, front_summary, make_summary, rows_to_frame
 from .trial import now_iso
 
 __all__ = ["RunRecorder"]
@@ -169,7 +178,7 @@ class RunRecorder(Callback):
     def save_soon(self) -> None:
         """Save on a background thread: for events on the critical path (a
         trial starting, an epoch report the trial waits on), where a
-        synchronous rewrite of the tables (~30-50 ms) would hold up the
+        synchronous rewrite of the tables would hold up the
         trial. A trial's finish is saved at once (``save``): its result must
         be on disk before the next trial starts."""
         with self._lock:

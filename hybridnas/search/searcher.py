@@ -36,6 +36,7 @@ from typing import Any
 from ray.tune.search import Searcher
 
 from ..errors import UserError
+from .settings import TrialSettings
 
 __all__ = ["ArchSearcher", "MAX_CONSECUTIVE_REJECTIONS"]
 
@@ -52,7 +53,7 @@ class ArchSearcher(Searcher):
     the objective keys of the trial reports and their directions.
     """
 
-    def __init__(self, space, resolution, recorder, settings: dict[str, Any],
+    def __init__(self, space, resolution, recorder, settings: TrialSettings,
                  metrics: list[str], modes: list[str], sampler, storage, study_name: str):
         self._hn_space = space
         self._resolution = resolution
@@ -155,7 +156,7 @@ class ArchSearcher(Searcher):
             "reference": reference,
             "input_shape": list(shape),
             "cost": counted,
-            "settings": dict(self._settings, data=data),
+            "settings": self._settings.with_data(data).to_dict(),
         }
 
     def _propose(self):
@@ -204,7 +205,7 @@ class ArchSearcher(Searcher):
         try:
             from ..complexity import cost
 
-            c = cost(spec, tuple(shape), num_classes=int(self._settings["num_outputs"]),
+            c = cost(spec, tuple(shape), num_classes=int(self._settings.num_outputs),
                      in_chans=int(shape[0]))
             return {"params": int(c.params), "macs": int(c.macs)}
         except Exception as e:  # noqa: BLE001 - the trial counts it instead
@@ -215,7 +216,7 @@ class ArchSearcher(Searcher):
     def prepare_next(self) -> None:
         """Start working out the next proposal on a background thread, while a
         trial trains (called on each epoch report and before the run starts):
-        proposing costs ~0.1 s per candidate (Optuna writes every decision to
+        proposing takes time per candidate (Optuna writes every decision to
         the study; constrained spaces reject many) plus counting its MACs,
         which would otherwise sit between two trials on the critical path --
         and, done inside this callback, would hold the reporting trial, since
@@ -325,7 +326,7 @@ class ArchSearcher(Searcher):
         return None
 
     def _data_settings(self, params: dict) -> dict:
-        data = dict(self._settings["data"])
+        data = dict(self._settings.data)
         extra = getattr(self._hn_space, "data_params", None)
         if extra is not None:
             data.update(extra(params) or {})

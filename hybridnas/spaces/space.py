@@ -556,8 +556,8 @@ def _scale(width: int, mult: float, quantum: int) -> int:
 
 def count_params(spec: ArchSpec, num_classes: int = 1000) -> int:
     """Parameter count of the built model, built on the meta device (no
-    memory, no initialisation: ~10 ms where a CPU build of a 25M-parameter
-    model takes ~250 ms)."""
+    memory, no initialisation: far cheaper than a CPU build; see
+    ``benchmarks/bench_spaces.py``)."""
     import torch
 
     from ..builder import build_model
