@@ -115,6 +115,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         elapsed_before = 0.0
     check_latency_device(cfg.latency_device)  # every option is checked before any work
     run.create()
+    storage = open_storage(storage_url)  # a bad --storage fails before data and Ray
 
     # The dataset first: it fixes the resolution, channels, outputs and metric,
     # and a missing dataset should fail before Ray starts.
@@ -165,7 +166,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
             config_doc["resumed_at"] = [*saved.get("resumed_at", []),
                                         datetime.now().isoformat(timespec="seconds")]
         run.write_config(config_doc)
-        return _run(_Session(cfg=cfg, run=run, name=name, storage_url=storage_url, space=space,
+        return _run(_Session(cfg=cfg, run=run, name=name, storage=storage, space=space,
                              resolution=resolution, bundle=bundle, columns=columns,
                              maximize=maximize, budget=budget, gpus=gpus, data_kw=data_kw,
                              resuming=resume is not None, stream=stream, hooks=hooks))
@@ -183,7 +184,7 @@ class _Session:
     cfg: SearchConfig
     run: RunDir
     name: str
-    storage_url: str
+    storage: Any  # optuna.storages.RDBStorage
     space: Any
     resolution: Any
     bundle: Any
@@ -212,7 +213,7 @@ def _run(s: _Session) -> SearchResult:
     from .searcher import ArchSearcher
     from .trial import search_trial
 
-    storage = open_storage(s.storage_url)
+    storage = s.storage
     study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
                                 directions=["maximize" if m else "minimize" for m in maximize])
     rows = run.read_rows()
