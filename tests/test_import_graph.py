@@ -135,3 +135,20 @@ def test_no_private_names_across_packages():
 def test_the_checks_can_fail():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
     assert _package("hybridnas.search.runner") == "hybridnas.search"
+
+
+#: Rooms that must never import another: data flows spec -> space -> search ->
+#: run directory -> export / dashboard, and plug-ins register themselves.
+FORBIDDEN = {
+    "hybridnas.search": {"hybridnas.export", "hybridnas.dashboard", "hybridnas.temporal"},
+    "hybridnas.rundir": {"hybridnas.search", "hybridnas.export", "hybridnas.dashboard"},
+    "hybridnas.builder": {"hybridnas.temporal"},
+    "hybridnas.data": {"hybridnas.temporal"},
+    "hybridnas.spec": {"hybridnas.builder", "hybridnas.temporal"},
+}
+
+
+def test_data_flows_one_way():
+    bad = sorted({f"{_package(s)} -> {_package(d)}" for s, d, _ in _imports()
+                  if _package(d) in FORBIDDEN.get(_package(s), ())})
+    assert bad == []
