@@ -102,14 +102,15 @@ class ArchSearcher(Searcher):
         """The run's ``optuna.Study``."""
         return self._study
 
-    def fail_running(self, trial_numbers) -> None:
-        """Close the Optuna trials of this session's ``trial_numbers`` that are
-        still open (the search stopped under them) as FAIL, status FAILED."""
+    def fail_running(self, trial_numbers=()) -> None:
+        """Close the Optuna trials of this session's ``trial_numbers`` (all
+        when empty) that are still open, the search having stopped under them,
+        as FAIL with status FAILED."""
         import optuna
 
         wanted = {int(n) for n in trial_numbers}
         for tune_id, ot_trial in list(self._live.items()):
-            if ot_trial.number in wanted:
+            if not wanted or ot_trial.number in wanted:
                 del self._live[tune_id]
                 try:
                     ot_trial.set_user_attr("status", "FAILED")
