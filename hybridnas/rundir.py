@@ -269,6 +269,18 @@ class RunDir:
     logs = property(lambda self: self.path / "logs")
     log_file = property(lambda self: self.path / "logs" / "search.log")
 
+    @property
+    def trials_file(self) -> Path | None:
+        """trials.parquet, else trials.csv, else None (no trial recorded yet)."""
+        for path in (self.trials_parquet, self.trials_csv):
+            if path.exists():
+                return path
+        return None
+
+    def is_run(self) -> bool:
+        """A folder with a trials table or a config.yaml."""
+        return self.path.is_dir() and (self.trials_file is not None or self.config.exists())
+
     def storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"
 

@@ -78,15 +78,15 @@ def _summary_budget(summary: dict) -> dict:
 
 
 def _read_trials(path: Path) -> pd.DataFrame:
-    if not ((path / "trials.parquet").exists() or (path / "trials.csv").exists()):
+    table = rundir.RunDir(path).trials_file
+    if table is None:
         return normalise_trials(pd.DataFrame(columns=list(rundir.COLUMNS)))
     try:
         df = rundir.load_run(path)
     except UserError:
         raise
     except Exception as e:  # a truncated or foreign file: name it, keep it one line
-        name = "trials.parquet" if (path / "trials.parquet").exists() else "trials.csv"
-        raise UserError(f"{path / name}: cannot read the trials table "
+        raise UserError(f"{table}: cannot read the trials table "
                         f"({type(e).__name__}: {str(e)[:200]})") from None
     return normalise_trials(df)
 
@@ -106,8 +106,7 @@ def load_run_dir(path: str | os.PathLike, *, allow_empty: bool = False) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such run directory")
-    has_table = (path / "trials.parquet").exists() or (path / "trials.csv").exists()
-    if not has_table and not allow_empty:
+    if rundir.RunDir(path).trials_file is None and not allow_empty:
         raise UserError(f"{path}: not a run directory (no trials.parquet or trials.csv)")
     run = rundir.RunDir(path)
     config, summary = run.read_config(required=False), run.read_summary()
