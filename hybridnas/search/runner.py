@@ -45,7 +45,7 @@ from .resume import (
 )
 from .settings import TrainSettings, TrialSettings
 from .sharing import share_bundle
-from .storage import make_sampler, open_storage, storage_url_for
+from .storage import make_sampler, storage_for, storage_url_for
 
 __all__ = ["run_search", "SearchResult", "make_sampler"]
 
@@ -115,7 +115,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         elapsed_before = 0.0
     check_latency_device(cfg.latency_device)  # every option is checked before any work
     run.create()
-    storage = open_storage(storage_url)  # a bad --storage fails before data and Ray
+    storage = storage_for(storage_url)  # a bad --storage fails before data and Ray
 
     # The dataset first: it fixes the resolution, channels, outputs and metric,
     # and a missing dataset should fail before Ray starts.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 
-__all__ = ["storage_url_for", "open_storage", "make_sampler", "fail_running_trials"]
+__all__ = ["storage_url_for", "storage_for", "make_sampler", "fail_running_trials"]
 
 
 def make_sampler(name: str, seed: int, population_size: int = 10):
@@ -36,7 +36,7 @@ def storage_url_for(url: str) -> str:
     return url
 
 
-def open_storage(url: str):
+def storage_for(url: str):
     """The Optuna RDB storage for ``url`` (one line of error if it cannot open)."""
     import optuna
 
