@@ -1,29 +1,8 @@
 """One search trial, run by a Ray Tune worker: build, measure, short-train.
 
-``search_trial(config)`` is the Tune function trainable. ``config`` carries
-the architecture (``spec`` as a dict, ``space_params``, ``trial_id`` = the
-Optuna trial number, ``reference``) and the run's ``settings``
-(``settings.TrialSettings`` as a dict: dataset, proxy training recipe,
-latency settings, run directory).
-
-Each epoch it calls ``tune.report`` with the architecture id, params, MACs,
-latency, the best validation metric so far (``metric``), the epoch count
-(``epochs``, the fidelity ASHA schedules on) and the device-seconds used so
-far (from building the network, once the data is in memory: a fresh
-worker's imports and first read of the dataset are orchestration overhead,
-not the trial's device time). ``train_seconds`` is the time in training and
-validation alone: without building, counting, latency, and without the time
-a report waits for the driver. Params and MACs come with the config
-(``cost``, counted by the searcher) when it could count them. A trial that raises (including NaN loss and out-of-memory) reports
-once more with ``status='FAILED'`` and the reason, and returns normally, so
-the actor survives for the next trial (``reuse_actors=True``). Tune stops a
-trial by raising ``SystemExit`` inside ``tune.report``; that is not caught.
-
-The driver ships the run's loaded dataset through Ray's object store
-(``shared_data``); a worker fetches it once. Trials with other data settings
-(a temporal trial's lookback) load theirs with ``hybridnas.data.load_dataset``,
-which caches bundles per process, so a reused actor does not reload the
-dataset for every trial.
+``search_trial`` is the Tune function trainable; it reports every epoch and
+turns any failure of its own into a FAILED report, so one bad architecture
+never stops the search and the reused actor survives for the next trial.
 """
 from __future__ import annotations
 
@@ -183,9 +162,28 @@ def _describe_error(e: BaseException) -> str:
 
 def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None) -> None:
     """Tune function trainable: one architecture, trained at the proxy setting.
-    ``shared_data``: the run's loaded dataset from the driver (see the module
-    docstring), or None. ``save_checkpoint``: ``SearchHooks.save_checkpoint``
-    (None: no checkpoint is written)."""
+
+    ``config`` carries the architecture (``spec`` as a dict,
+    ``space_params``, ``trial_id`` = the Optuna trial number, ``reference``)
+    and ``settings`` (``settings.TrialSettings`` as a dict). Each epoch it
+    calls ``tune.report`` with the trials-table columns: arch id, params,
+    MACs, latency, the best validation metric so far (``metric``), the epoch
+    count (``epochs``, the fidelity ASHA schedules on) and the device-seconds
+    used since the data was in memory (a fresh worker's imports and first
+    read of the dataset are orchestration, not the trial's device time);
+    ``train_seconds`` is training and validation alone. Params and MACs come
+    with the config (``cost``, counted by the searcher) when it could count
+    them. A trial that raises (NaN loss and out-of-memory included) reports
+    once more with ``status='FAILED'`` and the reason and returns normally;
+    Tune stops a trial by raising ``SystemExit`` inside ``tune.report``,
+    which is not caught.
+
+    ``shared_data``: the run's loaded dataset from the driver (through Ray's
+    object store, fetched once per worker), or None; trials with other data
+    settings (a temporal trial's lookback) load theirs with
+    ``hybridnas.data.load_dataset``, cached per process. ``save_checkpoint``:
+    ``SearchHooks.save_checkpoint`` (None: no checkpoint is written).
+    """
     import torch
     from ray import tune
 
