@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make search   - install (if needed), then a short search on the defaults
 #   make test     - install (if needed), then the test suite
+#   make lint     - install (if needed), then ruff
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install data search test test-all bench clean
+.PHONY: install data search lint test test-all bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ data:
 
 search: $(STAMP) data
 	$(VENV)/bin/hybridnas search --config configs/quickstart.yaml
+
+# ruff, configured in pyproject.toml ([tool.ruff])
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hybridnas tests benchmarks
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

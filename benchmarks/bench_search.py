@@ -36,7 +36,8 @@ TASK = dict(space="stagewise", space_options={"width_mult": 0.125, "depth_mult":
 
 
 def _run(results, name, **kw):
-    from hybridnas.search import SearchConfig, run_search
+    from hybridnas import run_search
+    from hybridnas.search import SearchConfig
 
     cfg = SearchConfig(**{**TASK, **kw}, name=name, results_dir=results)
     t0 = time.perf_counter()
@@ -84,7 +85,7 @@ def hypervolumes(results, seeds, trials: int) -> dict:
 
     import hybridnas
     from hybridnas.pareto import default_reference, hypervolume
-    from hybridnas.search.run import front_of
+    from hybridnas.rundir import front_of
 
     fronts: dict[str, list] = {"nsga2": [], "random": []}
     for seed in seeds:

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchSpec", "StemSpec", "StageSpec", "HeadSpec", "SpecError",
-    "create_model", "build_model", "list_models", "get_spec", "cost", "load_run", "load",
+    "create_model", "build_model", "list_models", "get_spec", "cost", "load_run", "load", "run_search",
 ]
 
 
@@ -67,9 +67,17 @@ def cost(model_or_spec, input_size=224, **kw):
 
 def load_run(path):
     """Load a search run directory into a pandas DataFrame (one row per trial)."""
-    from .search.run import load_run as _load_run
+    from .rundir import load_run as _load_run
 
     return _load_run(path)
+
+
+def run_search(*args, **kwargs):
+    """Run (or resume) a search with checkpoints and the dashboard
+    (``hybridnas.search.run_search`` with ``hybridnas.app.search_hooks()``)."""
+    from .app import run_search as _run
+
+    return _run(*args, **kwargs)
 
 
 def load(path, map_location="cpu"):

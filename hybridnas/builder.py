@@ -92,10 +92,10 @@ class HybridNet(nn.Module):
 def build_model(spec: ArchSpec, num_classes: int = 1000, in_chans: int = 3,
                 drop_path_rate: float = 0.0) -> HybridNet:
     """Build the network a spec describes (validating it first)."""
-    if spec.assets:  # multi-asset panels: hybridnas.temporal folds the asset axis
-        from .temporal.model import PanelNet
+    if spec.assets:  # multi-asset panels: a plug-in (hybridnas.temporal) folds the asset axis
+        from .plugins import network_for
 
-        return PanelNet(spec, num_classes=num_classes, in_chans=in_chans,
+        return network_for("assets")(spec, num_classes=num_classes, in_chans=in_chans,
                         drop_path_rate=drop_path_rate)
     return HybridNet(spec, num_classes=num_classes, in_chans=in_chans,
                      drop_path_rate=drop_path_rate)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from .errors import USER_ERRORS
@@ -34,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hybridnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    here = os.path.dirname(__file__)
     for name in COMMAND_MODULES:
-        rel = name.split(".", 1)[1].replace(".", os.sep)
-        if not (os.path.exists(os.path.join(here, rel + ".py"))
-                or os.path.exists(os.path.join(here, rel, "__init__.py"))):
-            continue  # room not built yet
         importlib.import_module(name).register(sub)
     return parser
 
@@ -50,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if args.command == "search":
+        # the search reaches export and dashboard only through these callbacks
+        from .app import search_hooks
+
+        args.hooks = search_hooks()
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

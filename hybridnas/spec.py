@@ -349,10 +349,10 @@ class ArchSpec:
         """Feature-map size after each stage for an input of ``resolution``."""
         h, w = (resolution, resolution) if isinstance(resolution, int) else resolution
         for s in (self.stem.strides if self.stem.kind != "none" else ()):
-            h, w = _down(h, s), _down(w, s)
+            h, w = downsampled(h, s), downsampled(w, s)
         out = []
         for st in self.stages:
-            h, w = _down(h, st.stride), _down(w, st.stride)
+            h, w = downsampled(h, st.stride), downsampled(w, st.stride)
             out.append((h, w))
         return out
 
@@ -455,13 +455,13 @@ class ArchSpec:
                     errs.append(f"stem.strides[{j}]={s} downsamples a {h}x{w} map below 1x1 "
                                 f"at resolution {resolution}")
                     return errs
-                h, w = _down(h, s), _down(w, s)
+                h, w = downsampled(h, s), downsampled(w, s)
         for i, st in enumerate(self.stages):
             if st.stride > 1 and (h < st.stride or (self.dims == 2 and w < st.stride)):
                 errs.append(f"stages[{i}].stride={st.stride} downsamples a {h}x{w} map below "
                             f"1x1 at resolution {resolution}")
                 return errs
-            h, w = _down(h, st.stride), _down(w, st.stride)
+            h, w = downsampled(h, st.stride), downsampled(w, st.stride)
         return errs
 
     # ---- serialisation --------------------------------------------------
@@ -569,7 +569,8 @@ def _as_tuple(value: Any) -> tuple:
     return (value,)
 
 
-def _down(n: int, stride: int) -> int:
+def downsampled(n: int, stride: int) -> int:
+    """The size of an axis of length ``n`` after a layer with ``stride``."""
     # Same arithmetic as a conv with kernel=stride or 3x3/padding 1: ceil(n / stride).
     return -(-n // stride) if stride > 1 else n
 

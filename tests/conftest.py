@@ -44,13 +44,10 @@ def tiny_search_run(tmp_path_factory):
     run once per session for the rooms that read run directories (dashboard,
     export). Rewrites its dashboard every 2 trials and keeps the front's
     checkpoints. Ray is shut down again before the tests use the files."""
-    import sys
-
     ray = pytest.importorskip("ray")
-    sys.path.insert(0, os.path.dirname(__file__))
     from search_standin import TinySpace
 
-    from hybridnas.search import run_search
+    from hybridnas import run_search
     from hybridnas.search.config import SearchConfig
 
     started = _ray_up(ray)

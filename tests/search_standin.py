@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     import json
     import sys
 
-    from hybridnas.search import SearchConfig, run_search
+    from hybridnas import run_search
+    from hybridnas.search import SearchConfig
 
     argv = sys.argv[1:] if argv is None else argv
     options = json.loads(argv[0])

@@ -14,7 +14,7 @@ from hybridnas.blocks.efficientformer import Meta3D, Meta4D
 from hybridnas.blocks.levit import OffsetAttention, ShrinkBlock
 from hybridnas.blocks.maxvit import MaxViTBlock
 from hybridnas.blocks.transformer import TokenMixer
-from hybridnas.spec import ArchSpec, StageSpec, StemSpec
+from hybridnas.spec import StageSpec
 
 FAMILIES = {
     "maxvit": dict(head_dim=8, window=3),

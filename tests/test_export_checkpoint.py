@@ -95,9 +95,10 @@ def test_prune_prefers_pareto_csv_and_checks_keep(tmp_path):
 
 
 def test_front_fallback_matches_the_search_rule(tmp_path):
-    from hybridnas.export.checkpoint import _front_of, read_trials
+    from hybridnas.export.checkpoint import read_trials
+    from hybridnas.rundir import front_of
 
     run = make_run(tmp_path / "run")
     df = read_trials(run)
-    ids = sorted(int(t) for t in _front_of(df, ["metric", "latency_ms"], [True, False])["trial_id"])
+    ids = sorted(int(t) for t in front_of(df, ["metric", "latency_ms"], [True, False])["trial_id"])
     assert ids == sorted(front_trial_ids(run)) == [0, 1]

@@ -2,13 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import pytest
 import torch
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 pytestmark = pytest.mark.slow
 

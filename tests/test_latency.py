@@ -14,10 +14,16 @@ import torch
 from torch import nn
 
 from hybridnas.errors import UserError
-from hybridnas.latency import (LatencyCache, LatencyPredictor, LatencyResult, LatencyService,
-                               calibrate, measure, spec_parts)
-from hybridnas.latency._predictor import (_features, _fit_correction, _fit_fallback,
-                                          measure_in_context)
+from hybridnas.latency import (
+    LatencyCache,
+    LatencyPredictor,
+    LatencyResult,
+    LatencyService,
+    calibrate,
+    measure,
+    spec_parts,
+)
+from hybridnas.latency._predictor import _features, _fit_correction, _fit_fallback, measure_in_context
 from hybridnas.spec import ArchSpec, StageSpec, StemSpec
 
 FAST = dict(resolution=16, warmup=1, repeats=3, num_classes=4)
@@ -229,8 +235,7 @@ def test_service_open_without_service_is_user_error(tmp_path):
 
 
 _TRAINER = """
-import sys, time
-sys.path.insert(0, {root!r})
+import time
 from hybridnas.latency import LatencyService
 service = LatencyService.open({workdir!r})
 with service.trainer(), open({log!r}, "w") as log:
@@ -280,7 +285,7 @@ def test_isolation_serialises_measurements_and_pauses_trainers(tmp_path):
     intervals = sorted((r["started_at"], r["finished_at"], r["paused_trainers"])
                        for out in outs for r in json.load(open(out)))
     assert len(intervals) == 4
-    for (s0, e0, _), (s1, e1, _) in zip(intervals, intervals[1:]):
+    for (_s0, e0, _), (s1, _e1, _) in zip(intervals, intervals[1:]):
         assert e0 <= s1, "two measurements overlapped"
     assert all(paused >= 1 for _, _, paused in intervals)
     steps = [float(t) for t in log.read_text().split()]

@@ -17,12 +17,9 @@ import sys
 import time
 
 import pytest
+from search_standin import TinySpace  # tests/ is on the path: pytest's rootdir conftest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from search_standin import TinySpace  # noqa: E402
-
-from hybridnas.search.config import SearchConfig  # noqa: E402
+from hybridnas.search.config import SearchConfig
 
 TINY = dict(space="tiny", dataset="digits", resolution=8, subset=200, epochs=1, batch_size=64,
             latency_repeats=5, dashboard_every=100, scheduler="none")
@@ -104,7 +101,7 @@ def test_search_across_a_two_node_cluster(two_node_cluster, tmp_path):
     import optuna
 
     import hybridnas
-    from hybridnas.search import run_search
+    from hybridnas import run_search
 
     cfg = SearchConfig(**TINY, budget_trials=4, max_concurrent=2, cpus_per_trial=1,
                        address=two_node_cluster, name="cluster", results_dir=str(tmp_path))
@@ -168,7 +165,7 @@ def test_study_in_postgres_and_resume_from_it(postgres_url, tmp_path):
     import ray
 
     import hybridnas
-    from hybridnas.search import run_search
+    from hybridnas import run_search
 
     os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/rt_hpg", log_to_driver=False,

@@ -1,5 +1,4 @@
 """The architecture spec: pure data, canonical, round-trips, clear errors."""
-import json
 import subprocess
 import sys
 

@@ -54,7 +54,7 @@ def test_tiny_temporal_search_end_to_end(ray_session, tmp_path):
     import pandas as pd
 
     pytest.importorskip("hybridnas.search")
-    from hybridnas.search import run_search
+    from hybridnas import run_search
     from hybridnas.search.config import SearchConfig
     from hybridnas.temporal.baselines import baselines_for_run, front_with_baselines
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import rundir
 from ..errors import UserError
 from ..pareto import default_reference, hypervolume, pareto_mask
 
@@ -38,22 +39,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Columns of trials.parquet (docs/CONTRACTS.md, "Run directory") with the
-#: value used when a writer left one out.
-TRIAL_COLUMNS: dict[str, Any] = {
-    "trial_id": -1, "status": "COMPLETE", "arch_id": None, "spec": None, "pattern": None,
-    "space_params": None, "params": np.nan, "macs": np.nan, "latency_ms": np.nan,
-    "latency_p10_ms": np.nan, "latency_p90_ms": np.nan, "latency_device": None,
-    "predicted_latency_ms": np.nan, "metric": np.nan, "metric_name": None, "curve": None,
-    "epochs": np.nan, "max_epochs": np.nan, "full_fidelity": True, "device_seconds": 0.0,
-    "accelerator": None, "error": None, "reference": None, "checkpoint": None,
-    "started_at": None, "finished_at": None,
-}
-NUMERIC_COLUMNS = ("params", "macs", "latency_ms", "latency_p10_ms", "latency_p90_ms",
-                   "predicted_latency_ms", "metric", "epochs", "max_epochs", "device_seconds")
-
 #: The contract's front: maximise the metric, minimise latency (or another cost).
-MAXIMIZE = (True, False)
+MAXIMIZE = rundir.DEFAULT_OBJECTIVES[1]
 
 X_LABELS = {"latency_ms": "latency (ms)", "macs": "MACs", "params": "parameters"}
 
@@ -90,76 +77,27 @@ def _summary_budget(summary: dict) -> dict:
     return budget if isinstance(budget, dict) else {}
 
 
-def _read_yaml(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return data if isinstance(data, dict) else {}
-
-
-def _read_json(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-    return data if isinstance(data, dict) else {}
-
-
 def _read_trials(path: Path) -> pd.DataFrame:
-    from ..search.run import load_run  # the one reader of the trials table
-
-    if not ((path / "trials.parquet").exists() or (path / "trials.csv").exists()):
-        return normalise_trials(pd.DataFrame(columns=list(TRIAL_COLUMNS)))
+    table = rundir.RunDir(path).trials_file
+    if table is None:
+        return normalise_trials(pd.DataFrame(columns=list(rundir.COLUMNS)))
     try:
-        df = load_run(path)
+        df = rundir.load_run(path)
     except UserError:
         raise
     except Exception as e:  # a truncated or foreign file: name it, keep it one line
-        name = "trials.parquet" if (path / "trials.parquet").exists() else "trials.csv"
-        raise UserError(f"{path / name}: cannot read the trials table "
+        raise UserError(f"{table}: cannot read the trials table "
                         f"({type(e).__name__}: {str(e)[:200]})") from None
     return normalise_trials(df)
 
 
 def normalise_trials(df: pd.DataFrame) -> pd.DataFrame:
-    """Fill columns a writer left out and coerce types, so figures need no checks."""
-    df = df.copy()
-    for col, default in TRIAL_COLUMNS.items():
-        if col not in df.columns:
-            df[col] = default
-    for col in NUMERIC_COLUMNS:
-        df[col] = pd.to_numeric(df[col], errors="coerce")
-    df["trial_id"] = pd.to_numeric(df["trial_id"], errors="coerce").fillna(-1).astype(int)
-    df["status"] = df["status"].fillna("COMPLETE").astype(str).str.upper()
-    df["full_fidelity"] = df["full_fidelity"].map(_as_bool)
-    # Text columns as plain objects with None for "missing", whatever the
-    # writer's dtype (pandas' "string" reads back <NA>, "str" NaN, CSV "").
-    for col in df.columns:
-        if col in NUMERIC_COLUMNS or col in ("trial_id", "full_fidelity"):
-            continue
-        if not (pd.api.types.is_object_dtype(df[col]) or pd.api.types.is_string_dtype(df[col])):
-            continue
-        values = df[col].astype(object)
-        df[col] = values.where(values.notna() & (values.astype(str) != ""), None)
+    """``rundir.normalise_trials`` plus the pattern of trials whose writer left it out."""
+    df = rundir.normalise_trials(df)
     if df["pattern"].isna().any():
         df["pattern"] = [p if isinstance(p, str) and p else _pattern_of(s)
                          for p, s in zip(df["pattern"], df["spec"])]
-    return df.sort_values("trial_id", kind="stable").reset_index(drop=True)
-
-
-def _as_bool(v: Any) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return False
-    return bool(v)
+    return df
 
 
 def load_run_dir(path: str | os.PathLike, *, allow_empty: bool = False) -> Run:
@@ -168,11 +106,10 @@ def load_run_dir(path: str | os.PathLike, *, allow_empty: bool = False) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such run directory")
-    has_table = (path / "trials.parquet").exists() or (path / "trials.csv").exists()
-    if not has_table and not allow_empty:
+    if rundir.RunDir(path).trials_file is None and not allow_empty:
         raise UserError(f"{path}: not a run directory (no trials.parquet or trials.csv)")
-    config = _read_yaml(path / "config.yaml")
-    summary = _read_json(path / "summary.json")
+    run = rundir.RunDir(path)
+    config, summary = run.read_config(required=False), run.read_summary()
     name = str(config.get("name") or config.get("run_name") or path.resolve().name)
     return Run(name=name, path=path, trials=_read_trials(path), config=config, summary=summary)
 
@@ -244,12 +181,8 @@ def stage_blocks(spec: Any) -> list[str]:
 
 def front_eligible(trials: pd.DataFrame, columns: Sequence[str] = ("metric", "latency_ms")
                    ) -> pd.Series:
-    """Trials that may be on the front (contract: full-fidelity COMPLETE trials
-    with a value for every objective column)."""
-    ok = (trials["status"] == "COMPLETE") & trials["full_fidelity"].astype(bool)
-    for col in columns:
-        ok &= np.isfinite(trials[col])
-    return ok
+    """Trials that may be on the front (``hybridnas.rundir.front_eligible``)."""
+    return rundir.front_eligible(trials, columns)
 
 
 def front_mask(trials: pd.DataFrame, x: str = "latency_ms", *,
@@ -271,13 +204,10 @@ def run_objectives(runs: Sequence[Run], x: str) -> tuple[list[str], list[bool]]:
     them and they include ``x``; else metric vs ``x``."""
     found = None
     for run in runs:
-        cols, maxi = run.summary.get("objectives"), run.summary.get("maximize")
-        if not (isinstance(cols, list) and cols and cols[0] == "metric" and x in cols
-                and all(c in run.trials.columns for c in cols)):
+        cols, maxi = rundir.run_objectives(run.config, run.summary)
+        if not (cols[0] == "metric" and x in cols and all(c in run.trials.columns for c in cols)):
             return ["metric", x], list(MAXIMIZE)
-        if not (isinstance(maxi, list) and len(maxi) == len(cols)):
-            maxi = [True] + [False] * (len(cols) - 1)
-        key = ([str(c) for c in cols], [bool(m) for m in maxi])
+        key = (cols, maxi)
         if found is not None and key != found:
             return ["metric", x], list(MAXIMIZE)
         found = key
@@ -288,10 +218,10 @@ def choose_x(runs: Sequence[Run]) -> str:
     """The runs' cost objective (summary.json ``objectives``, e.g. ["metric",
     "latency_ms"]); else latency when measured, else MACs, else parameters."""
     for run in runs:
-        objectives = run.summary.get("objectives")
-        if isinstance(objectives, list) and len(objectives) >= 2 \
-                and objectives[1] in X_LABELS and np.isfinite(run.trials[objectives[1]]).any():
-            return str(objectives[1])
+        objectives, _ = rundir.run_objectives(run.config, run.summary)
+        if len(objectives) >= 2 and objectives[1] in X_LABELS \
+                and np.isfinite(run.trials[objectives[1]]).any():
+            return objectives[1]
     for col in ("latency_ms", "macs", "params"):
         if any(np.isfinite(r.trials[col]).any() for r in runs):
             return col
@@ -472,7 +402,7 @@ def get_block_usage_info(runs: Sequence[Run], x: str | None = None) -> pd.DataFr
 # Parameter importance (Optuna)
 # --------------------------------------------------------------------------
 
-def _storage_url(run: Run) -> str | None:
+def _study_url(run: Run) -> str | None:
     for key in ("storage_url", "storage"):  # the search writes storage_url
         url = run.config.get(key)
         if isinstance(url, str) and "://" in url:
@@ -487,8 +417,8 @@ def _objective_names(run: Run, study) -> list[str]:
     names = getattr(study, "metric_names", None)
     if names and all(names):
         return list(names)
-    columns = run.summary.get("objectives")  # trial columns, e.g. ["metric", "latency_ms"]
-    if not (isinstance(columns, list) and len(columns) == len(study.directions)):
+    columns, _ = rundir.run_objectives(run.config, run.summary)  # e.g. ["metric", "latency_ms"]
+    if len(columns) != len(study.directions):
         columns = ["metric", "latency_ms"][: len(study.directions)]
     names = [run.metric_name if c == "metric" else str(c) for c in columns]
     return names + [f"objective {i}" for i in range(len(names), len(study.directions))]
@@ -508,7 +438,7 @@ def get_importance_info(run: Run, evaluator: Any = None, min_trials: int = 4) ->
     empty (no study, too few trials).
     """
     empty = pd.DataFrame(columns=["objective", "param", "importance"])
-    url = _storage_url(run)
+    url = _study_url(run)
     if url is None:
         return {"importances": empty, "n_trials": 0, "note": "no study.db in the run directory"}
     import optuna

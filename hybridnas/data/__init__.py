@@ -19,6 +19,7 @@ from .registry import (
     register_dataset, stratified_split, stratified_subset,
 )
 from .tasks import ClassificationTask, Task
+from . import images  # noqa: F401  (registers the image datasets)
 
 __all__ = [
     "load_dataset", "register_dataset", "list_datasets", "clear_cache", "DatasetBundle",

@@ -199,12 +199,9 @@ def clear_cache() -> None:
 
 
 def _load_builtin() -> None:
-    from . import images  # noqa: F401  (registers the image datasets)
+    from ..plugins import load_plugins
 
-    try:  # the temporal room registers its datasets when it is installed
-        import hybridnas.temporal  # noqa: F401
-    except ImportError:
-        pass
+    load_plugins()  # plug-ins (hybridnas.temporal) register their datasets
 
 
 def load_dataset(name: str, data_dir: str | None = None, resolution: int | None = None,

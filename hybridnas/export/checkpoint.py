@@ -25,8 +25,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from .._io import write_atomic
 from ..errors import UserError
+from ..rundir import RunDir
 from ..spec import ArchSpec
 
 __all__ = [
@@ -157,85 +159,42 @@ def load_checkpoint(dir: str | os.PathLike, map_location: str = "cpu"):
 # --------------------------------------------------------------------------
 
 def read_trials(run_dir: str | os.PathLike):
-    """The run's trials table as a DataFrame (``trials.parquet``, else ``trials.csv``).
-
-    Uses ``hybridnas.load_run`` when the search package provides it, so there is
-    one reader of run tables; reads the files directly otherwise.
-    """
-    import pandas as pd
-
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    try:
-        from ..search.run import load_run
-    except ImportError:
-        load_run = None
-    if load_run is not None:
-        return load_run(str(run))
-    if (run / "trials.parquet").exists():
-        return pd.read_parquet(run / "trials.parquet")
-    if (run / "trials.csv").exists():
-        return pd.read_csv(run / "trials.csv")
-    raise UserError(f"{run_dir}: not a run directory (no trials.parquet or trials.csv)")
+    """The run's trials table as a DataFrame (``hybridnas.rundir.load_run``)."""
+    return RunDir(run_dir).read_trials()
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run's ``config.yaml`` as a dict ({} when absent or unreadable)."""
-    import yaml
-
-    path = Path(run_dir) / "config.yaml"
-    if not path.exists():
-        return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
+        return RunDir(run_dir).read_config(required=False)
+    except UserError:
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def run_objectives(config: dict[str, Any]) -> tuple[list[str], list[bool]]:
     """Trials columns and directions of the run's objectives (from config.yaml;
     default: maximise ``metric``, minimise ``latency_ms``)."""
-    columns = list(config.get("objective_columns") or ["metric", "latency_ms"])
-    maximize = config.get("objective_maximize")
-    if not maximize or len(maximize) != len(columns):
-        maximize = [bool(config.get("maximize", True))] + [False] * (len(columns) - 1)
-    return columns, [bool(m) for m in maximize]
+    return rundir.run_objectives(config)
 
 
 def front_trial_ids(run_dir: str | os.PathLike, trials=None) -> list[int]:
     """Trial ids on the run's front: ``pareto.csv`` when the run wrote it;
-    otherwise computed from the trials table the way the search does
-    (full-fidelity COMPLETE trials, the objectives in config.yaml)."""
+    otherwise computed from the trials table by the search's rule
+    (``hybridnas.rundir.front_of``, the objectives in config.yaml)."""
     import pandas as pd
 
-    run = Path(run_dir)
-    front_file = run / "pareto.csv"
-    if front_file.exists():
-        front = pd.read_csv(front_file)
+    run = RunDir(run_dir)
+    if run.pareto_csv.exists():
+        front = pd.read_csv(run.pareto_csv)
         if "trial_id" in front.columns:
             return [int(t) for t in front["trial_id"].tolist()]
-    df = read_trials(run) if trials is None else trials
+    df = run.read_trials() if trials is None else trials
     if df.empty:
         return []
-    columns, maximize = run_objectives(read_run_config(run))
-    columns = [c for c in columns if c in df.columns]
-    maximize = maximize[:len(columns)]
-    try:
-        from ..search.run import front_of
-    except ImportError:  # search room absent: same rule, written out
-        front_of = _front_of
-    return [int(t) for t in front_of(df, columns, maximize)["trial_id"].tolist()]
-
-
-def _front_of(df, columns, maximize):
-    from ..pareto import pareto_mask
-
-    ok = df[(df["status"] == "COMPLETE") & df["full_fidelity"].astype(bool)].dropna(subset=columns)
-    if ok.empty:
-        return ok
-    return ok[pareto_mask(ok[columns].to_numpy(dtype=float), maximize)]
+    columns, maximize = run_objectives(read_run_config(run_dir))
+    keep = [i for i, c in enumerate(columns) if c in df.columns]
+    columns, maximize = [columns[i] for i in keep], [maximize[i] for i in keep]
+    return [int(t) for t in rundir.front_of(df, columns, maximize)["trial_id"].tolist()]
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: str = "pareto") -> list[int]:

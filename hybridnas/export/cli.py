@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..rundir import RunDir
+
 __all__ = ["register"]
 
 EPILOG = """\
@@ -48,8 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _is_run(path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in ("trials.parquet", "trials.csv",
-                                                                "config.yaml"))
+    return RunDir(path).is_run()
 
 
 def run_export(args: argparse.Namespace) -> int:

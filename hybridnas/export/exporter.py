@@ -220,8 +220,6 @@ def export_model(model_or_spec, out_dir: str | os.PathLike, formats=FORMATS, *,
     facts to the model card (see ``model_card_info``). Format failures do
     not raise: they are in ``result.errors``; parity in ``result.checks``.
     """
-    import torch
-
     from .. import get_spec
     from ..builder import build_model
 

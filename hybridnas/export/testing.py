@@ -82,11 +82,10 @@ _TRIALS = [
 
 def make_run(path: str | Path, name: str | None = None, seed: int = 0) -> Path:
     """Write a tiny run directory at ``path`` and return it (see module docstring)."""
-    import pandas as pd
     import torch
-    import yaml
 
     from ..builder import build_model
+    from ..rundir import RunDir
     from .checkpoint import save_checkpoint, trial_checkpoint_dir
 
     run = Path(path)
@@ -99,7 +98,7 @@ def make_run(path: str | Path, name: str | None = None, seed: int = 0) -> Path:
               "objective_columns": ["metric", "latency_ms"], "objective_maximize": [True, False],
               "input_shape": [RUN_IN_CHANS, RUN_RESOLUTION, RUN_RESOLUTION],
               "num_outputs": RUN_CLASSES, "budget_unit": "cpu"}
-    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    RunDir(run).write_config(config)
     torch.manual_seed(seed)
     rows = []
     for trial_id, (status, full, metric, latency, key, has_ck, error) in enumerate(_TRIALS):
@@ -132,7 +131,5 @@ def make_run(path: str | Path, name: str | None = None, seed: int = 0) -> Path:
             "finished_at": f"2026-01-01T00:0{trial_id}:30+00:00" if finished else None,
             "val_loss": math.nan if math.isnan(metric) else 1.0 - metric,
         })
-    df = pd.DataFrame(rows)
-    df.to_parquet(run / "trials.parquet", index=False)
-    df.to_csv(run / "trials.csv", index=False)
+    RunDir(run).write_trials(rows)  # as the search writes it: the contract's columns and types
     return run

@@ -30,19 +30,17 @@ from typing import Any, Callable, Iterator
 
 from ..errors import UserError
 from ..spec import ArchSpec
+from .settings import CLOCKS, MEASURE
 
 __all__ = ["LatencyResult", "measure", "time_callable", "resolve_device", "device_name",
-           "settings_key", "resolve_clock", "BACKENDS", "CLOCKS", "DEFAULT_WARMUP", "DEFAULT_REPEATS", "KEY_SETTINGS"]
+           "settings_key", "resolve_clock", "BACKENDS", "CLOCKS", "KEY_SETTINGS"]
 
 BACKENDS = ("eager", "compile", "onnxruntime")
-DEFAULT_WARMUP = 10
-DEFAULT_REPEATS = 50
 
 #: Settings that change a latency figure: the cache key and the predictor's
 #: compatibility check use exactly these.
 KEY_SETTINGS = ("device", "device_name", "backend", "batch_size", "resolution", "in_chans",
                 "num_classes", "threads", "dtype", "clock")
-CLOCKS = ("wall", "cpu", "auto")
 
 
 def resolve_clock(clock: str, device: str, threads: int | None, backend: str = "eager") -> str:
@@ -223,9 +221,9 @@ def _as_model(model_or_spec: Any, num_classes: int, in_chans: int):
 
 def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
             resolution: int | tuple[int, int] | None = None, in_chans: int = 3,
-            num_classes: int = 1000, threads: int | None = None, warmup: int = DEFAULT_WARMUP,
-            repeats: int = DEFAULT_REPEATS, backend: str = "eager",
-            clock: str = "wall") -> LatencyResult:
+            num_classes: int = 1000, threads: int | None = None, warmup: int = MEASURE.warmup,
+            repeats: int = MEASURE.repeats, backend: str = "eager",
+            clock: str = MEASURE.clock) -> LatencyResult:
     """Forward-pass latency of a model, spec or named architecture.
 
     ``device``: 'cpu', 'cuda' or 'cuda:N'. ``resolution``: input size (square
@@ -297,7 +295,7 @@ def measure(model_or_spec: Any, device: str = "cpu", batch_size: int = 1,
                         fn()  # compile now, so a failure names the backend
                     except Exception as e:  # inductor needs a C++ compiler on CPU
                         raise UserError(f"backend='compile' failed on {dev}: "
-                                        f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                                        f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
             samples = time_callable(fn, dev, warmup, repeats, clock)
         settings["measured_at"] = time.time()
     finally:

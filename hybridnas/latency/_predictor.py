@@ -14,8 +14,9 @@ Each part is keyed by its block type, every block parameter, its input
 shape, width, stride and batch size. ``calibrate`` runs each sample
 architecture whole on the target device and times every part inside it
 (hooks at stage and block boundaries; a part met in several networks gets
-the median): measured alone, a part runs with hot caches and came out 14-54%
-faster than inside a network, by amounts that differ per network. The
+the median): measured alone, a part runs with hot caches and comes out
+faster than inside a network, by amounts that differ per network (figures:
+README, "Latency"). The
 whole-network times then fit ``total = scale * sum(parts) + offset +
 head_coef * head_size`` by least squares on relative error: the correction
 absorbs the per-call overhead between parts and the classifier head, which
@@ -27,9 +28,8 @@ estimated by a non-negative fit of latency on MACs, weights, activations
 and a constant, fitted per family (same kind, block and block parameters at
 any width and grid; else same block type; else same kind); a missing first
 block measured after another input width is that measurement scaled by the
-fit (leave-one-out on a 150-architecture stagewise table at 32 px: median
-error 8.9%; 12% against 15% for one fit per kind on a table of parts timed
-alone). ``explain`` says which parts were looked up
+fit (``benchmarks/bench_latency.py`` measures the prediction error).
+``explain`` says which parts were looked up
 and which were estimated; ``fill`` measures missing parts on the spot and
 adds them to the table.
 """
@@ -410,9 +410,8 @@ def measure_in_context(spec: ArchSpec, settings: dict[str, Any], resolution: int
     Returns ({part key: median ms per occurrence}, median ms of the whole
     call). Why not each part alone: alone, a part runs with its weights and
     input hot in the caches; inside a network they were evicted by the
-    other parts. On a 2-core EPYC (1 thread, 32 px stagewise) parts ran
-    14-54% slower in context than alone, and by different amounts per
-    network, which no whole-network correction can undo.
+    other parts, so parts run slower in context than alone, by different
+    amounts per network, which no whole-network correction can undo.
     """
     import contextlib
 
@@ -628,11 +627,9 @@ def calibrate_space(space: str, n: int = 100, resolution: int = 32, seed: int = 
 
 
 def load_space(name: str, resolution: int) -> Any:
-    """``hybridnas.spaces.load(name, resolution=...)``, as a ``UserError`` when absent."""
-    try:
-        from .. import spaces
-    except ImportError:
-        raise UserError("search spaces are not available (hybridnas.spaces is missing)") from None
+    """``hybridnas.spaces.load(name, resolution=...)`` (UserError for an unknown name)."""
+    from .. import spaces
+
     return spaces.load(name, resolution=resolution)
 
 

@@ -1,7 +1,6 @@
 """The dedicated latency measurer of a search run (isolation).
 
-Latency measured while other trials load the same device is noise (2-10x on
-a shared CPU). During a search every measurement therefore goes through one
+Latency measured while other trials load the same device is noise. During a search every measurement therefore goes through one
 ``LatencyService``, which guarantees two things:
 
 1. **One measurement at a time.** Measurements take an exclusive file lock
@@ -59,7 +58,8 @@ from .._io import write_atomic
 from ..errors import UserError
 from ..spec import ArchSpec
 from ._cache import LatencyCache
-from ._measure import DEFAULT_REPEATS, DEFAULT_WARMUP, LatencyResult, measure
+from ._measure import LatencyResult, measure
+from .settings import SEARCH
 
 __all__ = ["LatencyService", "pause_processes"]
 
@@ -184,14 +184,14 @@ class LatencyService:
     while measuring (see the module docstring). ``clock``: 'auto' (default)
     takes the thread's CPU time for one-thread eager CPU measurements and
     wall time otherwise: with trainers paused, CPU time is what still varies
-    least on a machine shared with other work (bench_latency.py: CV ~3% vs
-    14-28% for wall time on a loaded 2-core machine).
+    least on a machine shared with other work (``benchmarks/bench_latency.py``
+    compares the clocks).
     """
 
     def __init__(self, workdir: str | os.PathLike, device: str = "cpu", batch_size: int = 1,
                  resolution: int = 224, in_chans: int = 3, num_classes: int = 1000,
-                 threads: int | None = None, warmup: int = DEFAULT_WARMUP,
-                 repeats: int = DEFAULT_REPEATS, backend: str = "eager", clock: str = "auto",
+                 threads: int | None = None, warmup: int = SEARCH.warmup,
+                 repeats: int = SEARCH.repeats, backend: str = "eager", clock: str = SEARCH.clock,
                  cache: str | os.PathLike | None = None,
                  predictor: str | os.PathLike | None = None, pause_trainers: bool = True,
                  _write: bool = True):

@@ -12,6 +12,7 @@ import argparse
 import os
 
 from ..errors import UserError
+from .settings import CLOCKS, MEASURE, SEARCH
 
 ACTIONS = ("calibrate", "check")
 
@@ -50,7 +51,7 @@ def _measure(args: argparse.Namespace) -> int:
             resolution = 224
     r = measure(spec, device=args.device, batch_size=args.batch_size, resolution=resolution,
                 num_classes=args.num_classes, threads=args.threads, warmup=args.warmup,
-                repeats=args.repeats, backend=args.backend, clock=args.clock or "wall")
+                repeats=args.repeats, backend=args.backend, clock=args.clock or MEASURE.clock)
     s = r.settings
     line = (f"{spec.name or args.target}  id={spec.arch_id}  {s['device']} ({s['device_name']})"
             f"  backend={s['backend']}  batch={s['batch_size']}  resolution={resolution}"
@@ -89,8 +90,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     predictor = calibrate_space(space, n=n, resolution=resolution, seed=args.seed,
                                 device=device, batch_size=args.batch_size,
                                 num_classes=args.num_classes, threads=args.threads,
-                                warmup=min(args.warmup, 5), repeats=min(args.repeats, 20),
-                                clock=args.clock or "auto",
+                                warmup=min(args.warmup, SEARCH.warmup),
+                                repeats=min(args.repeats, SEARCH.repeats),
+                                clock=args.clock or SEARCH.clock,
                                 networks=args.networks, progress=print)
     predictor.save(out)
     rep = predictor.report
@@ -104,10 +106,15 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..models_cli import _table
+    from .._text import table as _table
     from ._measure import resolve_device
-    from ._predictor import (LatencyPredictor, _sample_unique, check, load_space,
-                             summarise_check)
+    from ._predictor import (
+        LatencyPredictor,
+        _sample_unique,
+        check,
+        load_space,
+        summarise_check,
+    )
 
     space, resolution = _space_args(args, "check")
     device = resolve_device(args.device)
@@ -148,10 +155,12 @@ def register(sub) -> None:
                    help="input size (default: the named model's, 224, or 32 for a space)")
     p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default 1)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed calls first (default 10)")
-    p.add_argument("--repeats", type=int, default=50, help="timed calls (default 50)")
+    p.add_argument("--warmup", type=int, default=MEASURE.warmup,
+                   help=f"untimed calls first (default {MEASURE.warmup})")
+    p.add_argument("--repeats", type=int, default=MEASURE.repeats,
+                   help=f"timed calls (default {MEASURE.repeats})")
     p.add_argument("--backend", default="eager", choices=["eager", "compile", "onnxruntime"])
-    p.add_argument("--clock", default=None, choices=["wall", "cpu", "auto"],
+    p.add_argument("--clock", default=None, choices=list(CLOCKS),
                    help="wall time, or thread CPU time (1 CPU thread: ignores preemption by "
                         "other processes on a shared machine); auto = cpu where allowed. "
                         "Default: wall when measuring, auto for calibrate (as the search's "

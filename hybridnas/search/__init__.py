@@ -1,21 +1,25 @@
 """The search engine: ``hybridnas search`` and its Python API.
 
-    >>> from hybridnas.search import SearchConfig, run_search
+    >>> import hybridnas
+    >>> from hybridnas.search import SearchConfig
     >>> cfg = SearchConfig(space="stagewise", dataset="digits", epochs=2,
     ...                    budget_trials=4, name="demo")          # doctest: +SKIP
-    >>> result = run_search(cfg)                                   # doctest: +SKIP
+    >>> result = hybridnas.run_search(cfg)                         # doctest: +SKIP
     >>> result.trials.head()                                       # doctest: +SKIP
 
-Modules: ``config`` (options), ``runner`` (Ray Tune + Optuna orchestration;
-its docstring records the design decisions), ``searcher`` (the Optuna-backed
-Tune searcher), ``trial`` (what runs in a worker), ``budget``, ``progress``
-(the driver's record and progress lines), ``run`` (the run directory and
-``load_run``), ``cli``. Ray and Optuna load only when a search runs.
+``hybridnas.run_search`` hands the search export's and dashboard's callbacks
+(``hooks.SearchHooks``); ``run_search`` here writes the run directory only.
+Modules: ``config`` (options), ``runner`` (the run; its docstring names the
+modules it uses for each job), ``searcher`` (Tune searcher over Optuna
+ask/tell), ``trial`` (what runs in a worker), ``settings``, ``budget``,
+``progress`` (the driver's record and progress lines), ``cli``. The run
+directory itself is ``hybridnas.rundir``. Ray and Optuna load only when a
+search runs.
 """
 from __future__ import annotations
 
+from ..rundir import load_run
 from .config import SearchConfig
-from .run import load_run
 
 __all__ = ["SearchConfig", "run_search", "load_run", "SearchResult"]
 

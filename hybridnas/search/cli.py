@@ -118,7 +118,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> tuple[dict, str | None, str | None]:
     """(explicit option overrides, --config path, --resume path)."""
-    skip = {"command", "func", "config", "resume"}
+    skip = {"command", "func", "config", "resume", "hooks"}
     overrides = {k: v for k, v in vars(args).items() if k not in skip}
     if "space_options" in overrides:
         overrides["space_options"] = dict(overrides["space_options"])
@@ -132,9 +132,9 @@ def _read_config_file(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file")
+        raise UserError(f"--config {path}: no such file") from None
     except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})")
+        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
     return data
@@ -145,14 +145,15 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import run_search
 
     overrides, config_path, resume = options_from_args(args)
+    hooks = getattr(args, "hooks", None)  # checkpoints and dashboard, from hybridnas.cli
     if resume:
         if config_path:
             raise UserError("--resume takes the run's own config.yaml; drop --config")
-        result = run_search(resume=resume, overrides=overrides)
+        result = run_search(resume=resume, overrides=overrides, hooks=hooks)
     else:
         base = _read_config_file(config_path) if config_path else {}
         cfg = SearchConfig.from_mapping(base, source=config_path or "defaults").merged(overrides)
-        result = run_search(cfg)
+        result = run_search(cfg, hooks=hooks)
     return 130 if result.interrupted else 0
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import UserError
+from ..latency.settings import SEARCH
 
 __all__ = ["SearchConfig", "parse_duration", "OBJECTIVES", "SAMPLERS", "IDENTITY_FIELDS"]
 
@@ -70,8 +71,8 @@ class SearchConfig:
     # latency measurement
     latency_device: str | None = None
     latency_batch_size: int = 1
-    latency_repeats: int = 20
-    latency_threads: int = 1
+    latency_repeats: int = SEARCH.repeats
+    latency_threads: int = SEARCH.threads or 1
     latency_table: str | None = None
     # outputs
     name: str | None = None

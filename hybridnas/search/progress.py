@@ -26,8 +26,17 @@ from typing import Any, Sequence
 
 from ray.tune import Callback
 
+from ..rundir import (
+    STATUSES,
+    TRIAL_COLUMNS,
+    RunDir,
+    empty_row,
+    front_of,
+    front_summary,
+    make_summary,
+    rows_to_frame,
+)
 from .budget import Budget
-from .run import TRIAL_COLUMNS, RunDir, empty_row, front_of, front_summary
 from .trial import now_iso
 
 __all__ = ["RunRecorder"]
@@ -47,7 +56,7 @@ class RunRecorder(Callback):
     def __init__(self, run: RunDir, budget: Budget, rows: list[dict], columns: Sequence[str],
                  maximize: Sequence[bool], metric_name: str, max_epochs: int,
                  keep_checkpoints: str = "pareto", dashboard_every: int = 5,
-                 verbose: int = 0, stream=None):
+                 verbose: int = 0, stream=None, write_dashboard=None):
         self.run = run
         self.budget = budget
         self.rows: dict[int, dict[str, Any]] = {int(r["trial_id"]): r for r in rows}
@@ -59,6 +68,7 @@ class RunRecorder(Callback):
         self.dashboard_every = max(1, int(dashboard_every))
         self.verbose = verbose
         self.stream = stream
+        self.dashboard_hook = write_dashboard  # SearchHooks.write_dashboard, or None
         self._finished_since_dashboard = 0
         self.duplicates = 0
         self._dirty = False
@@ -92,13 +102,11 @@ class RunRecorder(Callback):
 
     @_locked
     def frame(self):
-        from .run import rows_to_frame
-
         return rows_to_frame(self.rows.values())
 
     @_locked
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("COMPLETE", "EARLY_STOPPED", "FAILED", "REJECTED", "RUNNING")}
+        out = {s: 0 for s in STATUSES}
         for r in self.rows.values():
             out[r["status"]] = out.get(r["status"], 0) + 1
         return out
@@ -162,21 +170,15 @@ class RunRecorder(Callback):
         self.run.write_pareto(front)
         if self._front is None:  # unchanged since the last finish otherwise
             self._front = front_summary(df, self.columns, self.maximize)
-        summary = {
-            "budget": self.budget.to_summary(self.rows.values()),
-            "trials": self.counts(),
-            "objectives": self.columns, "maximize": self.maximize,
-            "metric_name": self.metric_name,
-            **self._front,
-            "front_trial_ids": [int(t) for t in front["trial_id"].tolist()],
-            "updated_at": now_iso(),
-        }
+        summary = make_summary(front, self._front, self.columns, self.maximize,
+                               self.metric_name, self.budget.to_summary(self.rows.values()),
+                               self.counts(), now_iso())
         self.run.write_summary(summary)
 
     def save_soon(self) -> None:
         """Save on a background thread: for events on the critical path (a
         trial starting, an epoch report the trial waits on), where a
-        synchronous rewrite of the tables (~30-50 ms) would hold up the
+        synchronous rewrite of the tables would hold up the
         trial. A trial's finish is saved at once (``save``): its result must
         be on disk before the next trial starts."""
         with self._lock:
@@ -203,16 +205,15 @@ class RunRecorder(Callback):
 
     @_locked
     def write_dashboard(self, force: bool = False) -> None:
-        """Rewrite dashboard.html every few finished trials; never fails the search."""
+        """Rewrite dashboard.html every few finished trials (through the
+        ``write_dashboard`` callback, if one was given); never fails the search."""
         if not force and self._finished_since_dashboard < self.dashboard_every:
             return
         self._finished_since_dashboard = 0
-        try:
-            from ..dashboard import write_dashboard
-        except ImportError:
+        if self.dashboard_hook is None:
             return
         try:
-            write_dashboard(str(self.run.path))
+            self.dashboard_hook(str(self.run.path))
         except Exception as e:  # noqa: BLE001 - a drawing problem must not stop a search
             log.warning("dashboard not written: %s: %s", type(e).__name__, e)
             if self.verbose:

@@ -1,8 +1,8 @@
 """The Optuna-backed Tune searcher: architectures from a space, budget, fidelity.
 
-``ArchSearcher`` extends Ray's ``OptunaSearch`` (which creates or loads the
-multi-objective study in the given storage, ``load_if_exists=True``) with
-what a NAS run needs:
+``ArchSearcher`` is a Tune ``Searcher`` (its public hooks only) over an
+Optuna multi-objective study driven by ask/tell (created or loaded in the
+given storage, ``load_if_exists=True``), with what a NAS run needs:
 
 - proposals come from ``space.suggest(trial)`` (define-by-run), checked
   with ``space.check(spec)`` (validation at the proxy resolution and the
@@ -34,9 +34,9 @@ import warnings
 from typing import Any
 
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from ..errors import UserError
+from .settings import TrialSettings
 
 __all__ = ["ArchSearcher", "MAX_CONSECUTIVE_REJECTIONS"]
 
@@ -45,15 +45,15 @@ log = logging.getLogger("hybridnas.search")
 MAX_CONSECUTIVE_REJECTIONS = 200
 
 
-class ArchSearcher(OptunaSearch):
-    """``OptunaSearch`` over a hybridnas space with budget and fidelity handling.
+class ArchSearcher(Searcher):
+    """A Tune searcher over a hybridnas space with budget and fidelity handling.
 
     ``recorder`` is the run's ``RunRecorder`` (rows, budget, progress);
     ``settings`` goes into every trial's config; ``metrics``/``modes`` are
     the objective keys of the trial reports and their directions.
     """
 
-    def __init__(self, space, resolution, recorder, settings: dict[str, Any],
+    def __init__(self, space, resolution, recorder, settings: TrialSettings,
                  metrics: list[str], modes: list[str], sampler, storage, study_name: str):
         self._hn_space = space
         self._resolution = resolution
@@ -73,8 +73,13 @@ class ArchSearcher(OptunaSearch):
         from torch.jit import TracerWarning
 
         warnings.filterwarnings("ignore", category=TracerWarning)
-        super().__init__(space=self._define_by_run, metric=metrics, mode=modes,
-                         sampler=sampler, storage=storage, study_name=study_name)
+        super().__init__(metric=metrics, mode=modes)
+        import optuna
+
+        self._study = optuna.create_study(
+            storage=storage, study_name=study_name, sampler=sampler, load_if_exists=True,
+            directions=["maximize" if m == "max" else "minimize" for m in modes])
+        self._live: dict[str, Any] = {}  # Tune trial id -> its optuna.Trial (asked, not told)
 
     def __getstate__(self):
         # Tune pickles its config (the searcher included) for Tuner.restore:
@@ -87,12 +92,6 @@ class ArchSearcher(OptunaSearch):
         self.__dict__.update(state)
         self._closing = threading.Event()
 
-    # The define-by-run function Optuna sees (also used by OptunaSearch.__init__
-    # only as "the space is callable").
-    def _define_by_run(self, trial):
-        self._hn_space.suggest(trial)
-        return None
-
     @property
     def is_finished(self) -> bool:
         """True once the budget (or the space) ended the search."""
@@ -100,15 +99,32 @@ class ArchSearcher(OptunaSearch):
 
     @property
     def study(self):
-        return self._ot_study
+        """The run's ``optuna.Study``."""
+        return self._study
+
+    def fail_running(self, trial_numbers=()) -> None:
+        """Close the Optuna trials of this session's ``trial_numbers`` (all
+        when empty) that are still open, the search having stopped under them,
+        as FAIL with status FAILED."""
+        import optuna
+
+        wanted = {int(n) for n in trial_numbers}
+        for tune_id, ot_trial in list(self._live.items()):
+            if not wanted or ot_trial.number in wanted:
+                del self._live[tune_id]
+                try:
+                    ot_trial.set_user_attr("status", "FAILED")
+                    self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                except Exception as e:  # noqa: BLE001 - bookkeeping only
+                    log.warning("could not close trial %s: %s", ot_trial.number, e)
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self._finished:
             return Searcher.FINISHED
         # proposals Tune has not started yet have no row: count them too
-        pending = sum(1 for t in self._ot_trials.values() if t.number not in self._recorder.rows)
+        pending = sum(1 for t in self._live.values() if t.number not in self._recorder.rows)
         reason = self._recorder.why_not_start(pending)
-        if not reason and self._recorder.should_wait(outstanding=len(self._ot_trials)):
+        if not reason and self._recorder.should_wait(outstanding=len(self._live)):
             return None  # Tune asks again shortly
         if reason:
             self._finished = True
@@ -132,7 +148,7 @@ class ArchSearcher(OptunaSearch):
                                 f"({why})")
             return Searcher.FINISHED
         ot_trial, spec, reference, data, shape, counted = proposal
-        self._ot_trials[trial_id] = ot_trial
+        self._live[trial_id] = ot_trial
         return {
             "trial_id": ot_trial.number,
             "arch_id": spec.arch_id,
@@ -141,7 +157,7 @@ class ArchSearcher(OptunaSearch):
             "reference": reference,
             "input_shape": list(shape),
             "cost": counted,
-            "settings": dict(self._settings, data=data),
+            "settings": self._settings.with_data(data).to_dict(),
         }
 
     def _propose(self):
@@ -157,7 +173,7 @@ class ArchSearcher(OptunaSearch):
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
             if self._closing.is_set():
                 return None  # the run is ending (Ctrl-C, budget): do not keep it waiting
-            ot_trial = self._ot_study.ask()
+            ot_trial = self._study.ask()
             reference = ot_trial.user_attrs.get("reference")
             spec, problem, data, shape = None, None, None, None
             try:
@@ -174,7 +190,7 @@ class ArchSearcher(OptunaSearch):
                 invalid += 1
                 ot_trial.set_user_attr("status", "REJECTED")
                 ot_trial.set_user_attr("error", problem[:500])
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
                 self._recorder.rejected(ot_trial.number, spec, dict(ot_trial.params), problem,
                                         reference)
                 continue
@@ -190,7 +206,7 @@ class ArchSearcher(OptunaSearch):
         try:
             from ..complexity import cost
 
-            c = cost(spec, tuple(shape), num_classes=int(self._settings["num_outputs"]),
+            c = cost(spec, tuple(shape), num_classes=int(self._settings.num_outputs),
                      in_chans=int(shape[0]))
             return {"params": int(c.params), "macs": int(c.macs)}
         except Exception as e:  # noqa: BLE001 - the trial counts it instead
@@ -201,7 +217,7 @@ class ArchSearcher(OptunaSearch):
     def prepare_next(self) -> None:
         """Start working out the next proposal on a background thread, while a
         trial trains (called on each epoch report and before the run starts):
-        proposing costs ~0.1 s per candidate (Optuna writes every decision to
+        proposing takes time per candidate (Optuna writes every decision to
         the study; constrained spaces reject many) plus counting its MACs,
         which would otherwise sit between two trials on the critical path --
         and, done inside this callback, would hold the reporting trial, since
@@ -212,7 +228,7 @@ class ArchSearcher(OptunaSearch):
         (its own ``n_jobs`` does); the recorder locks its rows."""
         if self._finished or self._prepared or self._preparing is not None:
             return
-        pending = sum(1 for t in self._ot_trials.values() if t.number not in self._recorder.rows)
+        pending = sum(1 for t in self._live.values() if t.number not in self._recorder.rows)
         if self._recorder.why_not_start(pending):
             return
         self._preparing = threading.Thread(target=self._prepare, name="hybridnas-propose",
@@ -251,7 +267,7 @@ class ArchSearcher(OptunaSearch):
                 ot_trial = proposal[0]
                 try:
                     ot_trial.set_user_attr("status", "UNUSED")
-                    self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                    self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
                 except Exception as e:  # noqa: BLE001 - bookkeeping only
                     log.warning("could not close unused trial %s: %s", ot_trial.number, e)
 
@@ -297,7 +313,7 @@ class ArchSearcher(OptunaSearch):
         ot_trial.set_user_attr("status", "DUPLICATE")
         ot_trial.set_user_attr("duplicate_of", int(known["trial_id"]))
         ot_trial.set_user_attr("arch_id", spec.arch_id)
-        self._ot_study.tell(ot_trial, [float(v) for v in values])
+        self._study.tell(ot_trial, [float(v) for v in values])
         self._recorder.duplicate(ot_trial.number, int(known["trial_id"]))
         return True
 
@@ -311,7 +327,7 @@ class ArchSearcher(OptunaSearch):
         return None
 
     def _data_settings(self, params: dict) -> dict:
-        data = dict(self._settings["data"])
+        data = dict(self._settings.data)
         extra = getattr(self._hn_space, "data_params", None)
         if extra is not None:
             data.update(extra(params) or {})
@@ -326,7 +342,7 @@ class ArchSearcher(OptunaSearch):
                           error: bool = False) -> None:
         import optuna
 
-        ot_trial = self._ot_trials.pop(trial_id, None)
+        ot_trial = self._live.pop(trial_id, None)
         if ot_trial is None:
             return
         result = result or {}
@@ -343,10 +359,10 @@ class ArchSearcher(OptunaSearch):
         try:
             if status == "COMPLETE" and all(v is not None and math.isfinite(float(v))
                                             for v in values):
-                self._ot_study.tell(ot_trial, [float(v) for v in values])
+                self._study.tell(ot_trial, [float(v) for v in values])
             elif status == "EARLY_STOPPED":
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
         except Exception as e:  # noqa: BLE001 - a bookkeeping error must not end the search
             log.warning("could not tell Optuna about trial %s: %s", ot_trial.number, e)

@@ -1,28 +1,8 @@
 """One search trial, run by a Ray Tune worker: build, measure, short-train.
 
-``search_trial(config)`` is the Tune function trainable. ``config`` carries
-the architecture (``spec`` as a dict, ``space_params``, ``trial_id`` = the
-Optuna trial number, ``reference``) and the run's ``settings`` (dataset,
-proxy training recipe, latency settings, run directory).
-
-Each epoch it calls ``tune.report`` with the architecture id, params, MACs,
-latency, the best validation metric so far (``metric``), the epoch count
-(``epochs``, the fidelity ASHA schedules on) and the device-seconds used so
-far (from building the network, once the data is in memory: a fresh
-worker's imports and first read of the dataset are orchestration overhead,
-not the trial's device time). ``train_seconds`` is the time in training and
-validation alone: without building, counting, latency, and without the time
-a report waits for the driver. Params and MACs come with the config
-(``cost``, counted by the searcher) when it could count them. A trial that raises (including NaN loss and out-of-memory) reports
-once more with ``status='FAILED'`` and the reason, and returns normally, so
-the actor survives for the next trial (``reuse_actors=True``). Tune stops a
-trial by raising ``SystemExit`` inside ``tune.report``; that is not caught.
-
-The driver ships the run's loaded dataset through Ray's object store
-(``shared_data``); a worker fetches it once. Trials with other data settings
-(a temporal trial's lookback) load theirs with ``hybridnas.data.load_dataset``,
-which caches bundles per process, so a reused actor does not reload the
-dataset for every trial.
+``search_trial`` is the Tune function trainable; it reports every epoch and
+turns any failure of its own into a FAILED report, so one bad architecture
+never stops the search and the reused actor survives for the next trial.
 """
 from __future__ import annotations
 
@@ -32,6 +12,8 @@ import math
 import time
 from datetime import datetime, timezone
 from typing import Any
+
+from .settings import TrialLatency, TrialSettings
 
 __all__ = ["search_trial", "measure_latency", "latency_resolution", "InjectedFault"]
 
@@ -43,11 +25,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def latency_service(lat: dict[str, Any]):
+def latency_service(lat: TrialLatency):
     """The run's ``LatencyService`` (one measurer per run: serialised, trainers
     paused while it measures), or None when its folder is not reachable from
     this node (then the trial measures by itself)."""
-    workdir = lat.get("service_dir")
+    workdir = lat.service_dir
     if not workdir:
         return None
     from ..errors import UserError
@@ -74,7 +56,7 @@ def latency_resolution(input_shape, spec=None) -> int | tuple[int, ...]:
 
 
 def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
-                    lat: dict[str, Any], service=None) -> dict[str, Any]:
+                    lat: TrialLatency, service=None) -> dict[str, Any]:
     """Latency of one trial's network: the one place a search measures latency.
 
     ``resolution``: the trial's own input size (``latency_resolution`` of
@@ -96,11 +78,10 @@ def measure_latency(spec, model, resolution, in_chans: int, num_classes: int,
     else:
         from ..latency import measure
 
-        result = measure(model, device=lat.get("device") or "cpu",
-                         batch_size=int(lat.get("batch_size", 1)), resolution=resolution,
-                         in_chans=in_chans, num_classes=num_classes, threads=lat.get("threads"),
-                         warmup=int(lat.get("warmup", 5)), repeats=int(lat.get("repeats", 20)),
-                         clock=lat.get("clock") or "auto")
+        result = measure(model, device=lat.device, batch_size=lat.batch_size,
+                         resolution=resolution, in_chans=in_chans, num_classes=num_classes,
+                         threads=lat.threads, warmup=lat.warmup, repeats=lat.repeats,
+                         clock=lat.clock)
     s = result.settings
     return {"latency_ms": float(result.median_ms), "latency_p10_ms": float(result.p10_ms),
             "latency_p90_ms": float(result.p90_ms), "predicted_latency_ms": predicted,
@@ -144,11 +125,11 @@ def _val_metrics(epoch_result: Any) -> dict[str, float]:
     return {}
 
 
-def _resolve_device(settings: dict[str, Any]) -> tuple[str, float]:
+def _resolve_device(settings: TrialSettings) -> tuple[str, float]:
     """(device, accelerators held): the trial's GPU share if it has one."""
     import torch
 
-    gpus = float(settings.get("gpus_per_trial") or 0.0)
+    gpus = float(settings.gpus_per_trial or 0.0)
     if gpus > 0 and torch.cuda.is_available():
         return "cuda", gpus
     return "cpu", 1.0
@@ -179,10 +160,30 @@ def _describe_error(e: BaseException) -> str:
     return f"{name}: {text}"[:500]
 
 
-def search_trial(config: dict[str, Any], shared_data=None) -> None:
+def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None) -> None:
     """Tune function trainable: one architecture, trained at the proxy setting.
-    ``shared_data``: the run's loaded dataset from the driver (see the module
-    docstring), or None."""
+
+    ``config`` carries the architecture (``spec`` as a dict,
+    ``space_params``, ``trial_id`` = the Optuna trial number, ``reference``)
+    and ``settings`` (``settings.TrialSettings`` as a dict). Each epoch it
+    calls ``tune.report`` with the trials-table columns: arch id, params,
+    MACs, latency, the best validation metric so far (``metric``), the epoch
+    count (``epochs``, the fidelity ASHA schedules on) and the device-seconds
+    used since the data was in memory (a fresh worker's imports and first
+    read of the dataset are orchestration, not the trial's device time);
+    ``train_seconds`` is training and validation alone. Params and MACs come
+    with the config (``cost``, counted by the searcher) when it could count
+    them. A trial that raises (NaN loss and out-of-memory included) reports
+    once more with ``status='FAILED'`` and the reason and returns normally;
+    Tune stops a trial by raising ``SystemExit`` inside ``tune.report``,
+    which is not caught.
+
+    ``shared_data``: the run's loaded dataset from the driver (through Ray's
+    object store, fetched once per worker), or None; trials with other data
+    settings (a temporal trial's lookback) load theirs with
+    ``hybridnas.data.load_dataset``, cached per process. ``save_checkpoint``:
+    ``SearchHooks.save_checkpoint`` (None: no checkpoint is written).
+    """
     import torch
     from ray import tune
 
@@ -193,21 +194,21 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
         _import_trial_modules()
     except Exception:  # noqa: BLE001
         pass
-    settings = config["settings"]
+    settings = TrialSettings.from_dict(config["settings"])
     trial_id = int(config["trial_id"])
-    max_epochs = int(settings["epochs"])
+    max_epochs = int(settings.epochs)
     device, devices = _resolve_device(settings)
-    torch.set_num_threads(max(1, int(settings.get("threads") or 1)))
+    torch.set_num_threads(max(1, int(settings.threads or 1)))
     state: dict[str, Any] = {
         "trial_id": trial_id, "status": "RUNNING", "arch_id": config.get("arch_id", ""),
         "params": 0, "macs": 0, "latency_ms": math.nan, "latency_p10_ms": math.nan,
         "latency_p90_ms": math.nan, "latency_device": "", "predicted_latency_ms": math.nan, "metric": math.nan,
-        "metric_name": settings["metric_name"], "curve": "[]", "epochs": 0,
+        "metric_name": settings.metric_name, "curve": "[]", "epochs": 0,
         "max_epochs": max_epochs, "full_fidelity": False, "device_seconds": 0.0,
         "train_seconds": 0.0, "accelerator": device, "error": "", "checkpoint": "",
         "started_at": now_iso(), "finished_at": "", "node_id": _node_id(),
     }
-    sign = 1.0 if settings.get("maximize", True) else -1.0
+    sign = 1.0 if settings.maximize else -1.0
     curve: list[float] = []
 
     t0: float | None = None  # the device clock starts once the data is in memory
@@ -224,7 +225,7 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
 
         spec = ArchSpec.from_dict(config["spec"])
         # Cached per worker: only a fresh worker's first trial fetches or reads it.
-        bundle = _load_bundle(settings["data"], shared_data)
+        bundle = _load_bundle(dict(settings.data), shared_data)
         t0 = time.perf_counter()
         in_chans = int(bundle.input_shape[0])
         # this trial's own input (a temporal trial draws its lookback)
@@ -236,20 +237,20 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
             counted = {"params": c.params, "macs": c.macs}
         state.update(params=int(counted["params"]), macs=int(counted["macs"]),
                      arch_id=spec.arch_id)
-        service = latency_service(settings["latency"])
+        service = latency_service(settings.latency)
         trainer = service.trainer() if service is not None else contextlib.nullcontext()
         stack.enter_context(trainer)  # paused while another trial measures latency
         state.update(measure_latency(spec, model, resolution, in_chans, bundle.num_outputs,
-                                     settings["latency"], service))
+                                     settings.latency, service))
         train_start = time.perf_counter()
         # Time spent inside tune.report (the driver handling the report; a
         # function trainable waits for it) is orchestration, not training.
         waited = [0.0]
-        inject = trial_id in set(int(t) for t in settings.get("inject_failure") or [])
+        inject = trial_id in settings.inject_failure
 
         def on_epoch(epoch_result) -> None:
             vals = _val_metrics(epoch_result)
-            value = vals.get(settings["metric_name"], math.nan)
+            value = vals.get(settings.metric_name, math.nan)
             curve.append(value)
             finite = [v for v in curve if math.isfinite(v)]
             best = (max(finite) if sign > 0 else min(finite)) if finite else math.nan
@@ -261,22 +262,22 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
             if inject:
                 raise InjectedFault(f"fault injected into trial {trial_id} (inject_failure)")
             if epochs >= max_epochs:
-                if settings.get("keep_checkpoints", "pareto") != "none":
-                    state["checkpoint"] = _save_checkpoint(model, spec, settings, trial_id, state,
-                                                           bundle.input_shape)
+                if settings.keep_checkpoints != "none" \
+                        and save_checkpoint is not None:
+                    state["checkpoint"] = _save_checkpoint(save_checkpoint, model, spec, settings,
+                                                           trial_id, state, bundle.input_shape)
                 state.update(status="COMPLETE", finished_at=now_iso())
             state["device_seconds"] = device_seconds()
             reporting = time.perf_counter()
             tune.report(dict(state))
             waited[0] += time.perf_counter() - reporting
 
-        t = settings["train"]
-        fit(model, bundle, epochs=max_epochs, batch_size=t["batch_size"], lr=t["lr"],
-            weight_decay=t["weight_decay"], warmup_epochs=t["warmup_epochs"],
-            label_smoothing=t["label_smoothing"], device=device, amp=t["amp"],
-            on_epoch=on_epoch, max_batches_per_epoch=t["max_batches_per_epoch"],
-            max_val_batches=t.get("max_val_batches"),
-            seed=t["seed"] + trial_id)
+        t = settings.train
+        fit(model, bundle, epochs=max_epochs, batch_size=t.batch_size, lr=t.lr,
+            weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
+            label_smoothing=t.label_smoothing, device=device, amp=t.amp,
+            on_epoch=on_epoch, max_batches_per_epoch=t.max_batches_per_epoch,
+            max_val_batches=t.max_val_batches, seed=t.seed + trial_id)
     except Exception as e:  # noqa: BLE001 - any fault of one trial must not stop the search
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -288,7 +289,7 @@ def search_trial(config: dict[str, Any], shared_data=None) -> None:
         stack.close()
 
 
-def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
+def _save_checkpoint(save, model, spec, settings: TrialSettings, trial_id: int,
                      state: dict[str, Any], input_shape) -> str:
     """Save the trained model under the run dir; the path relative to it ("" if it failed).
 
@@ -297,19 +298,15 @@ def _save_checkpoint(model, spec, settings: dict[str, Any], trial_id: int,
     so a checkpoint folder exports on its own, without ``--resolution``."""
     from pathlib import Path
 
-    try:
-        from ..export import save_checkpoint
-    except ImportError:
-        return ""
     rel = f"checkpoints/trial_{trial_id}"
     shape = [int(x) for x in input_shape]
     meta = {"trial_id": trial_id, "input_shape": shape,
-            "resolution": shape[-1] if len(shape) >= 2 else settings["data"].get("resolution"),
-            "data": {k: v for k, v in settings["data"].items() if k != "data_dir"},
-            "dataset": settings["data"].get("name"), "metric": state["metric"],
+            "resolution": shape[-1] if len(shape) >= 2 else settings.data.get("resolution"),
+            "data": {k: v for k, v in settings.data.items() if k != "data_dir"},
+            "dataset": settings.data.get("name"), "metric": state["metric"],
             "metric_name": state["metric_name"], "epochs": state["epochs"]}
     try:
-        save_checkpoint(Path(settings["run_dir"]) / rel, model, spec, meta)
+        save(Path(settings.run_dir) / rel, model, spec, meta)
     except OSError:
         return ""  # e.g. a remote node without the run dir: the row says no checkpoint
     return rel

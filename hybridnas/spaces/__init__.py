@@ -17,84 +17,8 @@ the package (in a checkout), then the package data folder
 ``hybridnas/search_spaces/`` (a wheel built with the symlink
 ``hybridnas/search_spaces -> ../search_spaces`` carries the files there).
 
-File format
------------
-::
-
-    name: stagewise
-    dims: 2                      # 2 = images, 1 = series
-    reference_resolution: 224    # where the named architectures are defined
-    proxy: {min_grid: 2}         # see "Proxy scale" below
-    named: [coatnet_0, convnext_tiny]   # fixed points, tested
-    arch:                        # a template of ArchSpec.to_dict()
-      stem:
-        kind: {choice: [conv, patchify]}
-        by_kind:                 # fields that exist only for that kind
-          conv: {widths: [{choice: [32, 64]}, {ref: stem.widths.0}], strides: [2, 1]}
-          patchify: {widths: [{ref: stages.0.width}], kernel: 4, norm: ln}
-      stages:
-        - block: {choice: [mbconv, transformer]}      # label stages.0.block
-          depth: {int: [1, 4]}                         # label stages.0.depth
-          width: {choice: [64, 96]}
-          by_block:
-            mbconv: {kernel: {choice: [3, 5]}}         # label stages.0.mbconv.kernel
-            transformer: {head_dim: 32, attention: rel, window: {derive: grid}}
-      head: {hidden: {oneof: {none: 0, last_width: {ref: stages.-1.width}}}}
-    data: {lookback: {choice: [32, 64]}}               # label data.lookback
-    constraints: {no_conv_after_attention: true, max_params: 60.0e6}
-
-Any value is fixed, or a decision: ``{choice: [...]}``, ``{int: [lo, hi],
-step, log}``, ``{float: [lo, hi], step, log}``, ``{oneof: {name: template}}``
-(decisions inside are labelled ``<path>.<name>.*``); or derived:
-``{ref: <field path>}`` (same value as another field; ``stages.-1`` is the
-last stage), ``{derive: grid}`` (a stage's token-grid side at the space's
-resolution). ``{list: [t0, t1, ...], length: <decision>}`` keeps the first
-``length`` templates (a variable stem or stage count). ``arch: {include:
-other_space}`` reuses another file's template; ``arch: {oneof: {...}}``
-unions templates (``hybrid_zoo``). A ``label:`` key renames a decision.
-Labels are stable, unique and hierarchical; conditional decisions are
-labelled by their condition, so a label always has one distribution (Optuna
-requires that across trials).
-
-Constraints (``constraints:``): ``no_conv_after_attention`` (stage letters
-never go down in the order C < I < T, i.e. C-C-T-T), ``heads_divide_width``,
-``attention_min_grid``/``attention_max_grid`` (token grid of every stage
-with attention), ``min_params``/``max_params``/``min_macs``/``max_macs``,
-all evaluated at ``constraints.resolution`` (default: the reference
-resolution) with ``num_classes`` (default 1000) -- so the set of
-architectures is the same at every proxy resolution. ``suggest`` returns
-what Optuna drew; callers reject a spec whose ``space.check(spec)`` is false
-(before any training). ``sample``/``mutate`` redraw until the constraints hold.
-
-Proxy scale
------------
-Decisions never depend on the resolution; the resolution (and the optional
-``width_mult``/``depth_mult``) only changes how decisions become a spec:
-
-1. widths (stem widths, ``proj``, stage widths, head ``hidden``) are
-   multiplied by ``width_mult`` and rounded to a multiple of 8 (of
-   lcm(8, head_dim or heads) for attention stages, so heads x head_dim =
-   width stays exact); depths are multiplied by ``depth_mult`` and rounded up;
-2. stem downsampling is removed until the last stage's feature map at the
-   resolution is at least ``proxy.min_grid``: a conv stem's last stride-2
-   conv becomes stride 1 (repeatedly), a patchify stem's patch is halved
-   (4 -> 2 -> 1); stage strides never change. E.g. stagewise
-   (``min_grid: 2``): coatnet_0 keeps its 2-conv /2 stem at 64 (stage grids
-   16-8-4-2), drops it at 32 (16-8-4-2); convnext_tiny's 4x4 patches become
-   2x2 at 32. vit_stem (``min_grid: 4``): vit_c_1gf's 4-conv /16 stem
-   becomes /8 at 32 (4x4 tokens);
-3. ``{derive: grid}`` fields (relative-bias windows, position embeddings)
-   take the stage grid at the resolution.
-
-Step 2 can map two decisions that differ only in the stem's downsampling
-to one spec (a 32x32 patch halved to 16x16 equals a 16x16 patch at 32);
-then ``encode`` returns the first. The shipped spaces avoid such pairs (a
-test checks ``encode(suggest(trial)) == trial.params`` at 32), so that
-enqueued references replay the exact Optuna parameters.
-
-At the reference resolution step 2 changes nothing for the named
-architectures, so they are fixed points; ``space.references(resolution)``
-returns them mapped to a proxy setting (for ``search --with-references``).
+The file format (decisions, derived values, constraints) and how a space
+is scaled to a proxy resolution are described in ``docs/SPACES.md``.
 """
 from __future__ import annotations
 

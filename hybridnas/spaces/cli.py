@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models_cli import _table
+from .._text import table as _table
 
 
 def _load(args: argparse.Namespace):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from dataclasses import fields as dc_fields
 from typing import Any
 
-from ..spec import BLOCK_SCHEMAS, ArchSpec, SpecError, StemSpec, _down, stage_letter
+from ..spec import BLOCK_SCHEMAS, ArchSpec, SpecError, StemSpec, downsampled, stage_letter
 from ._nodes import (
     Derive,
     Dim,
@@ -540,7 +540,7 @@ class Space:
             spec_stem = StemSpec(**stem)
             size = self.resolution
             for s in list(spec_stem.strides) + stage_strides:
-                size = _down(size, s)
+                size = downsampled(size, s)
             if size >= self.min_grid or spec_stem.reduction <= 1:
                 return
             if spec_stem.kind == "patchify":
@@ -564,8 +564,8 @@ def _scale(width: int, mult: float, quantum: int) -> int:
 
 def count_params(spec: ArchSpec, num_classes: int = 1000) -> int:
     """Parameter count of the built model, built on the meta device (no
-    memory, no initialisation: ~10 ms where a CPU build of a 25M-parameter
-    model takes ~250 ms)."""
+    memory, no initialisation: far cheaper than a CPU build; see
+    ``benchmarks/bench_spaces.py``)."""
     import torch
 
     from ..builder import build_model

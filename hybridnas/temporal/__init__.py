@@ -12,11 +12,13 @@ Layout:
 - ``task``: the ``returns`` task (MSE loss, information coefficient).
 - ``baselines``: zero / mean / ridge / seed FinancialHybrid on the same splits.
 
-Importing this package registers the datasets; it does not import torch or
-skfolio.
+A plug-in: ``hybridnas.plugins`` imports this package, which registers its
+datasets and ``PanelNet`` (for ``assets=True`` specs); the core never imports
+it. Importing it does not import torch or skfolio.
 """
 from __future__ import annotations
 
+from ..plugins import register_network
 from . import data as _data  # noqa: F401  (registers sp500-20)
 from .features import FEATURES, daily_features, forward_returns, normalise_windows
 from .splits import Split, walk_forward_splits
@@ -32,6 +34,15 @@ _LAZY = {
     "information_coefficient": "task", "panel_bundle": "data", "PanelDataset": "data",
     "compute_baselines": "baselines",
 }
+
+
+def _panel_net():
+    from .model import PanelNet
+
+    return PanelNet
+
+
+register_network("assets", _panel_net)  # build_model of assets=True specs
 
 
 def __getattr__(name: str):

@@ -1,0 +1,79 @@
+"""The run directory contract (hybridnas.rundir): columns, front rule, objectives."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from hybridnas import rundir
+from hybridnas.errors import UserError
+
+
+def _row(tid, status="COMPLETE", full=True, metric=0.5, latency=1.0):
+    row = rundir.empty_row(tid)
+    row.update(status=status, full_fidelity=full, metric=metric, latency_ms=latency)
+    return row
+
+
+def test_a_new_row_is_running_with_every_column():
+    row = rundir.empty_row(3)
+    assert set(row) == set(rundir.COLUMNS)
+    assert row["status"] == "RUNNING" and row["full_fidelity"] is False
+    assert row["fidelity"] == "proxy" and math.isnan(row["standalone_metric"])
+
+
+def test_written_tables_round_trip_with_the_one_shot_columns(tmp_path):
+    run = rundir.RunDir(tmp_path / "run")
+    run.create()
+    one = _row(1)
+    one.update(fidelity="inherited", standalone_metric=0.75)
+    run.write_trials([_row(0), one])
+    df = rundir.load_run(run.path)
+    assert list(df.columns[: len(rundir.COLUMNS)]) == list(rundir.COLUMNS)
+    assert list(df.fidelity) == ["proxy", "inherited"]
+    assert math.isnan(df.standalone_metric[0]) and df.standalone_metric[1] == 0.75
+    rows = run.read_rows()
+    assert rows[1]["fidelity"] == "inherited"
+
+
+def test_a_reader_fills_missing_columns_with_their_defaults():
+    df = rundir.normalise_trials(pd.DataFrame({"trial_id": [2, 1], "metric": [0.1, 0.2]}))
+    assert list(df.trial_id) == [1, 2]
+    for name, col in rundir.COLUMNS.items():
+        value = df[name].iloc[0]
+        if name in ("trial_id", "metric"):
+            continue  # given
+        if isinstance(col.default, float) and math.isnan(col.default):
+            assert math.isnan(value), name
+        else:
+            assert value == col.default, name
+
+
+def test_the_front_rule_admits_full_fidelity_complete_trials_only():
+    df = rundir.rows_to_frame([_row(0), _row(1, full=False, metric=0.9),
+                               _row(2, status="EARLY_STOPPED", metric=0.9),
+                               _row(3, latency=math.nan), _row(4, metric=0.6, latency=2.0)])
+    assert list(rundir.front_eligible(df, ["metric", "latency_ms"])) == [
+        True, False, False, False, True]
+    front = rundir.front_of(df, ["metric", "latency_ms"], [True, False])
+    assert sorted(front.trial_id) == [0, 4]
+    assert rundir.front_summary(df, ["metric", "latency_ms"], [True, False])["front_size"] == 2
+
+
+def test_objectives_come_from_summary_then_config_then_the_default():
+    summary = {"objectives": ["metric", "params"], "maximize": [True, False]}
+    config = {"objective_columns": ["metric", "macs"], "objective_maximize": [False, False]}
+    assert rundir.run_objectives(config, summary) == (["metric", "params"], [True, False])
+    assert rundir.run_objectives(config, {}) == (["metric", "macs"], [False, False])
+    assert rundir.run_objectives({}, {}) == (["metric", "latency_ms"], [True, False])
+    assert rundir.objective_columns(True, ["latency", "macs"]) == (
+        ["metric", "latency_ms", "macs"], [True, False, False])
+
+
+def test_reading_something_that_is_not_a_run_is_one_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such run directory"):
+        rundir.RunDir(tmp_path / "nope").read_trials()
+    (tmp_path / "summary.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        rundir.RunDir(tmp_path).read_summary()
