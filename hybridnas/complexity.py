@@ -180,3 +180,13 @@ def cost(model_or_spec: nn.Module | ArchSpec | str, input_size: int | tuple = 22
                 stages[name] = {"params": sum(p.numel() for p in module.parameters()),
                                 "macs": by_module.get(name, 0)}
     return Cost(params=params, macs=macs, input_size=shape, by_module=stages)
+
+
+def count_size(name: str) -> tuple[int, int]:
+    """A fresh fvcore count of (params, MACs) of a named architecture at its
+    registered resolution and number of classes (builds the model; imports torch)."""
+    from .zoo import get_named
+
+    named = get_named(name)
+    c = cost(named.spec, named.resolution, num_classes=named.num_classes)
+    return c.params, c.macs

@@ -6,8 +6,14 @@ import argparse
 from ._text import table as _table
 
 
+def _count_size(name: str) -> tuple[int, int]:
+    from .complexity import count_size  # imports torch: only for an entry without stored sizes
+
+    return count_size(name)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
-    from .zoo import count_size, get_named, list_models
+    from .zoo import get_named, list_models
 
     names = list_models(args.filter or "")
     if not names:
@@ -17,7 +23,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in names:
         named = get_named(name)
         # stored with the registry entry; an entry without one is counted now (slow: builds it)
-        params, macs = named.counted or count_size(name)
+        params, macs = named.counted or _count_size(name)
         published = ""
         if named.params_m:
             published = f"{named.params_m}M / {named.gmacs}G"

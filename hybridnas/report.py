@@ -26,9 +26,9 @@ FRONT_HEADER = ["trial", "pattern", "params", "MACs", "latency", "metric", "fide
 
 def _run_dir_api():
     """The run directory's owner module (the one place this room imports it from)."""
-    from .search import run
+    from . import rundir
 
-    return run
+    return rundir
 
 
 def _num(v) -> float:
@@ -90,7 +90,7 @@ def front_rows(trials, front_ids: Sequence[int]) -> list[dict[str, Any]]:
 
 def format_front(rows: list[dict[str, Any]]) -> str:
     """The front as an aligned text table (columns ``FRONT_HEADER``)."""
-    from .models_cli import _table
+    from ._text import table as _table
 
     if not rows:
         return "(no trial on the front yet: the front holds full-fidelity COMPLETE trials)"
@@ -227,7 +227,7 @@ def list_runs(root: str | os.PathLike = "results") -> list[dict[str, Any]]:
 
 def format_runs(runs: list[dict[str, Any]]) -> str:
     """The runs as a text table: run, state, trials, budget, front, HV."""
-    from .models_cli import _table
+    from ._text import table as _table
 
     rows = []
     for r in runs:

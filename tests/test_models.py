@@ -5,7 +5,8 @@ import torch
 import hybridnas
 from hybridnas.blocks import BLOCKS
 from hybridnas.spec import BLOCK_SCHEMAS, ArchSpec, StageSpec, StemSpec
-from hybridnas.zoo import count_size, get_named
+from hybridnas.complexity import count_size
+from hybridnas.zoo import get_named
 
 NAMES = hybridnas.list_models()
 PUBLISHED = [n for n in NAMES if get_named(n).params_m]
@@ -42,13 +43,13 @@ def test_list_models_filters_with_wildcards():
 
 
 def test_models_command_lists_stored_sizes_without_counting(monkeypatch, capsys):
-    from hybridnas import zoo
+    from hybridnas import complexity
     from hybridnas.cli import main
 
     def no_count(name):
         raise AssertionError(f"counted {name} again")
 
-    monkeypatch.setattr(zoo, "count_size", no_count)
+    monkeypatch.setattr(complexity, "count_size", no_count)
     assert main(["models", "levit*"]) == 0
     out = capsys.readouterr().out
     rows = [line.split()[0] for line in out.splitlines()[2:] if line.strip()][:-1]

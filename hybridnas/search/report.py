@@ -1,12 +1,14 @@
 """The end-of-run lines a search prints (and logs)."""
 from __future__ import annotations
 
+from ..report import format_results
 from ..rundir import RunDir
 
 __all__ = ["print_summary"]
 
 
-def print_summary(recorder, summary: dict, run: RunDir, interrupted: bool) -> None:
+def print_summary(recorder, summary: dict, run: RunDir, interrupted: bool,
+                  dataset: str | None = None) -> None:
     b = summary.get("budget", {})
     c = summary.get("trials", {})
     unit = "GPU-hours" if b.get("unit") == "gpu" else "CPU device-hours (no GPU used)"
@@ -25,3 +27,5 @@ def print_summary(recorder, summary: dict, run: RunDir, interrupted: bool) -> No
         lines.append(f"[search] continue with: hybridnas search --resume {run.path}")
     for line in lines:
         recorder._emit(line)
+    if summary.get("front_size"):
+        recorder._emit(format_results(recorder.frame(), summary, run.path, dataset=dataset))

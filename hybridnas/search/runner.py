@@ -317,7 +317,7 @@ def _run(s: _Session) -> SearchResult:
     summary["session_wall_s"] = time.monotonic() - t0
     summary["tune_wall_s"] = tune_wall
     run.write_summary(summary)
-    print_summary(recorder, summary, run, interrupted)
+    print_summary(recorder, summary, run, interrupted, dataset=cfg.dataset)
     return SearchResult(run.path, summary, interrupted)
 
 

@@ -222,6 +222,7 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         from ..complexity import cost
         from ..spec import ArchSpec
         from ..training import fit
+        from ..training_progress import ProgressLine
 
         spec = ArchSpec.from_dict(config["spec"])
         # Cached per worker: only a fresh worker's first trial fetches or reads it.
@@ -276,7 +277,8 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         fit(model, bundle, epochs=max_epochs, batch_size=t.batch_size, lr=t.lr,
             weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
             label_smoothing=t.label_smoothing, device=device, amp=t.amp,
-            on_epoch=on_epoch, max_batches_per_epoch=t.max_batches_per_epoch,
+            on_epoch=on_epoch, on_batch=ProgressLine(_print_line, prefix=f"[trial {trial_id}] "),
+            max_batches_per_epoch=t.max_batches_per_epoch,
             max_val_batches=t.max_val_batches, seed=t.seed + trial_id)
     except Exception as e:  # noqa: BLE001 - any fault of one trial must not stop the search
         if device == "cuda":
@@ -287,6 +289,12 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         tune.report(dict(state))
     finally:
         stack.close()
+
+
+def _print_line(line: str) -> None:
+    """A trial's progress line: on the worker's stdout, which Ray forwards to
+    the search console with ``-v`` (rate-limited by ProgressLine)."""
+    print(line, flush=True)
 
 
 def _save_checkpoint(save, model, spec, settings: TrialSettings, trial_id: int,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..spec import ArchSpec
 
-__all__ = ["NamedArch", "register", "get_spec", "get_named", "list_models", "count_size", "NAMED"]
+__all__ = ["NamedArch", "register", "get_spec", "get_named", "list_models", "NAMED"]
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,3 @@ def list_models(pattern: str = "") -> list[str]:
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
     return names
-
-
-def count_size(name: str) -> tuple[int, int]:
-    """A fresh fvcore count of (params, MACs) of a named architecture at its
-    registered resolution and number of classes (builds the model; imports torch)."""
-    from ..complexity import cost
-
-    named = get_named(name)
-    c = cost(named.spec, named.resolution, num_classes=named.num_classes)
-    return c.params, c.macs
