@@ -61,15 +61,45 @@ never go down in the order C < I < T, i.e. C-C-T-T), ``heads_divide_width``,
 ``attention_min_grid``/``attention_max_grid`` (token grid of every stage
 with attention), ``min_params``/``max_params``/``min_macs``/``max_macs``,
 all evaluated at ``constraints.resolution`` (default: the reference
-resolution) with ``num_classes`` (default 1000) -- so the set of
-architectures is the same at every proxy resolution. ``suggest`` returns
-what Optuna drew; callers reject a spec whose ``space.check(spec)`` is false
+resolution) with ``num_classes`` (default 1000). ``suggest`` returns what
+Optuna drew; callers reject a spec whose ``space.check(spec)`` is false
 (before any training). ``sample``/``mutate`` redraw until the constraints hold.
+
+Valid by construction
+---------------------
+What can be known while deciding is resolved when a proposal is made, not
+by rejection. A stage's ``block`` and ``stride`` choices are offered
+conditioned on the earlier decisions (stem first, then stage by stage):
+
+- ``no_conv_after_attention``: after an I (interleaved) or T stage only
+  blocks of that letter or higher are offered;
+- ``attention_min_grid``: attention blocks are not offered where the grid
+  (at the constraints' resolution, the stage at its smallest stride) is
+  too small for them, or, with ``no_conv_after_attention``, would leave a
+  later (hence attending) stage too small a grid; a stride that would do so
+  is not offered to an attention stage;
+- the space's resolution: a stride that would shrink a map below 1x1
+  before the last stage (later stages at their smallest stride, the stem
+  at the least downsampling the proxy leaves it) is not offered.
+
+A narrowed choice is a decision of its own, labelled by what narrowed it
+(``stages.3.block_after_T``, ``stages.2.block_no_attn``,
+``stages.0.stride_max_1``): Optuna needs one set of choices per parameter
+name. ``encode`` gives these labels; ``decode`` also reads a value under the
+plain label or another condition's (params from another resolution) and
+says why a value that the conditions rule out is not a point; ``contains``
+explains an outside architecture the same way. Resolution-dependent
+narrowing makes some named architectures no points at tiny resolutions
+(``references`` leaves them out, ``unfit_references`` says why); it is off
+for spaces whose ``data`` section decides the input length (temporal).
+Budgets (``max_params``...) are only known once the architecture is
+complete: those are still checked and rejected.
 
 Proxy scale
 -----------
-Decisions never depend on the resolution; the resolution (and the optional
-``width_mult``/``depth_mult``) only changes how decisions become a spec:
+Decisions depend on the resolution only where it rules choices out (see
+"Valid by construction"); the resolution (and the optional
+``width_mult``/``depth_mult``) otherwise only changes how decisions become a spec:
 
 1. widths (stem widths, ``proj``, stage widths, head ``hidden``) are
    multiplied by ``width_mult`` and rounded to a multiple of 8 (of
