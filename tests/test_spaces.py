@@ -315,6 +315,20 @@ def test_references_left_out_where_they_are_no_points(loaded):
     assert at28.decode(params) == at28.references()["coatnet_0"]
 
 
+def test_families_that_cannot_fit_are_not_offered(loaded):
+    zoo = loaded["hybrid_zoo"]
+    tiny = zoo.at(8)
+    families = set()
+    for seed in range(30):
+        trial = OnlySuggestTrial(seed)
+        tiny.suggest(trial)
+        assert "family" not in trial.params
+        families.add(trial.params["family_no_cvt"])
+    assert "cvt" not in families and len(families) > 3
+    assert "cannot fit resolution 8" in tiny.unfit_references()["cvt_13"]
+    assert "family_no_cvt" not in zoo.at(28).encode(zoo.at(28).references()["cvt_13"])
+
+
 def test_budget_and_attention_grid_constraints(tmp_path):
     import dataclasses
 

@@ -466,6 +466,19 @@ class Space:
         Optuna keeps one set of choices per parameter name.
         """
         sp = dim.spath
+        if isinstance(dim, OneOf) and sp == () and self._fixed_resolution and self.min_grid >= 2:
+            # architecture families whose fixed strides cannot fit this resolution
+            fits = {k: _template_fits(o, self.resolution) for k, o in dim.options.items()}
+            dropped = [k for k, ok in fits.items() if not ok]
+            if not dropped or len(dropped) == len(fits):
+                return dim, ""
+            label = f"{dim.label}_no_{'_'.join(dropped)}"
+            if label not in self._variants:
+                self._variants[label] = dataclasses.replace(
+                    dim, label=label, options={k: o for k, o in dim.options.items() if fits[k]},
+                    condition=f"{', '.join(dropped)} cannot fit {self.resolution}px")
+            return self._variants[label], (f"cannot fit resolution {self.resolution}: its stage "
+                                           f"strides shrink a map below 1x1")
         info = self._stage_strides.get(id(dim))
         if not isinstance(dim, Choice) or info is None or sp[2] not in ("block", "stride"):
             return dim, ""
@@ -697,7 +710,7 @@ class Space:
                 stem["strides"] = strides
 
 
-_VARIANT = re.compile(r"^(.*)_(after_[CIT](_no_attn)?|no_attn|max_\d+)$")
+_VARIANT = re.compile(r"^(.*?)_(after_[CIT](_no_attn)?|no_\w+|max_\d+)$")
 
 
 def _variant_of(label: str) -> str | None:
@@ -733,21 +746,23 @@ def _attends(block: Any) -> bool:
     return block != "efficientformer" and _highest_letter(block) in ("I", "T")
 
 
+def _smallest_stride(node: Node | None) -> int:
+    """The smallest stride a stage's ``stride`` node can give."""
+    if node is None:
+        return 2  # StageSpec's default stride
+    if isinstance(node, Fixed) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, Choice):
+        return min((o for o in node.options if isinstance(o, int)), default=1)
+    if isinstance(node, IntRange):
+        return node.low
+    return 1
+
+
 def _stage_strides(arch: Node) -> dict[int, tuple[int, list[int]]]:
     """For the block and stride choices of every stage: (stage index, the
     smallest stride each stage can take), by ``id`` of the choice."""
     out: dict[int, tuple[int, list[int]]] = {}
-
-    def smallest(node: Node | None) -> int:
-        if node is None:
-            return 2  # StageSpec's default stride
-        if isinstance(node, Fixed) and isinstance(node.value, int):
-            return node.value
-        if isinstance(node, Choice):
-            return min((o for o in node.options if isinstance(o, int)), default=1)
-        if isinstance(node, IntRange):
-            return node.low
-        return 1
 
     def visit(node: Node) -> None:
         if isinstance(node, OneOf):
@@ -758,7 +773,7 @@ def _stage_strides(arch: Node) -> dict[int, tuple[int, list[int]]]:
                 visit(child)
         elif isinstance(node, ListNode) and node.spath == ("stages",):
             items = [it if isinstance(it, MapNode) else MapNode({}) for it in node.items]
-            mins = [smallest(it.fields.get("stride")) for it in items]
+            mins = [_smallest_stride(it.fields.get("stride")) for it in items]
             for i, it in enumerate(items):
                 for key in ("block", "stride"):
                     if isinstance(it.fields.get(key), Choice):
@@ -766,6 +781,26 @@ def _stage_strides(arch: Node) -> dict[int, tuple[int, list[int]]]:
 
     visit(arch)
     return out
+
+
+def _template_fits(node: Node, resolution: int) -> bool:
+    """Whether an architecture template can fit ``resolution`` at all: its
+    stages at their smallest strides after the least stem downsampling the
+    proxy can leave (for a proxy with ``min_grid >= 2``)."""
+    if not isinstance(node, MapNode) or not isinstance(node.fields.get("stages"), ListNode):
+        return True  # nested unions and the like: not judged here
+    stem = node.fields.get("stem")
+    fixed = {k: v.value for k, v in (stem.fields.items() if isinstance(stem, MapNode) else ())
+             if isinstance(v, Fixed)}
+    floor = _stem_floor({("stem", k): v for k, v in fixed.items()}, 2)
+    if floor is None or "kind" not in fixed:
+        floor = 1  # a decided stem kind: assume the least downsampling
+    stages = node.fields["stages"]
+    n = min(stages.length.values() or [len(stages.items)]) if stages.length is not None \
+        else len(stages.items)
+    mins = [_smallest_stride(it.fields.get("stride")) if isinstance(it, MapNode) else 1
+            for it in stages.items[:n]]
+    return _fits(_shrink(resolution, [floor]), mins)
 
 
 def _stem_reduction(seen: dict[tuple, Any]) -> int | None:
