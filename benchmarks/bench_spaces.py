@@ -2,11 +2,19 @@
 checks and redraws) + validate + build, per space, at proxy settings.
 
     .venv/bin/python benchmarks/bench_spaces.py [--n 10] [--resolution 32]
+    .venv/bin/python benchmarks/bench_spaces.py --rejections [--n 200]
 
 Prints the median and mean per part side by side with the 100 ms target,
 plus encode/decode/contains times. The machine's load average is printed
 too: on a shared machine wall times scale with it, so the total is also
 given in CPU time of this process (what an idle core would take).
+
+``--rejections``: the share of proposals a search would reject before
+training, per space, at the quickstart proxy (28 px, width 0.25, depth 0.5)
+and at 8 px (``digits``): ``n`` Optuna proposals per sampler (random and
+NSGA-II with population 6, as the quickstart), each checked with
+``space.check`` at the proposal's resolution (the searcher's check), with
+the most common reasons.
 """
 from __future__ import annotations
 
@@ -23,7 +31,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10, help="architectures per space and setting")
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--spaces", nargs="*", default=None)
+    ap.add_argument("--rejections", action="store_true",
+                    help="measure the share of proposals rejected before training instead")
     args = ap.parse_args()
+    if args.rejections:
+        rejections(args.n, args.spaces)
+        return
 
     import numpy as np
     import torch
@@ -93,6 +106,70 @@ def main() -> None:
             t3 = time.perf_counter()
             print(f"  {name:<12} {arch:<20} encode {(t1 - t0) * 1e3:6.2f} ms  decode "
                   f"{(t2 - t1) * 1e3:6.2f} ms  contains {(t3 - t2) * 1e3:7.1f} ms")
+
+
+def rejection_share(space, n: int, sampler: str, seed: int = 0,
+                    conditioned: bool = True) -> tuple[int, dict[str, int]]:
+    """(rejected, {reason: count}) of ``n`` proposals ``space.suggest`` makes
+    in an Optuna study with ``sampler`` ("random" or "nsga2"). Accepted
+    proposals are told a random value pair, rejected ones FAIL (as the
+    searcher does), so NSGA-II breeds from what it was told.
+    ``conditioned=False`` offers every decision with all its choices (how
+    the space proposed before conditional choice sets), for comparison."""
+    import re
+
+    import numpy as np
+    import optuna
+
+    from hybridnas.spaces.space import build
+
+    def propose(trial):
+        if conditioned:
+            return space.suggest(trial)
+        return space._finish(build(space.arch, lambda d: d.suggest(trial)))
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler == "nsga2":
+        chosen = optuna.samplers.NSGAIISampler(population_size=6, seed=seed)
+    else:
+        chosen = optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=chosen)
+    rng = np.random.default_rng(seed)
+    reasons: dict[str, int] = {}
+    for _ in range(n):
+        trial = study.ask()
+        verdict = space.check(propose(trial))
+        if verdict:
+            study.tell(trial, [float(rng.random()), float(rng.random())])
+            continue
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        key = re.sub(r"[0-9][0-9,.e+]*", "N", verdict.reason)[:70]
+        reasons[key] = reasons.get(key, 0) + 1
+    return sum(reasons.values()), reasons
+
+
+def rejections(n: int, names: list[str] | None) -> None:
+    from hybridnas import spaces
+
+    names = names or [s for s in spaces.list_spaces() if spaces.load(s).dims == 2]
+    print(f"n={n} proposals per row; rejected = what the searcher's check refuses before training")
+    print(f"{'space':<12} {'setting':<22} {'sampler':<7} {'all choices':>11} {'conditioned':>11}"
+          f"  most common reason (conditioned)")
+    for name in names:
+        base = spaces.load(name)
+        for res in (28, 8):
+            space = base.at(res, width_mult=0.25, depth_mult=0.5)
+            for sampler in ("random", "nsga2"):
+                t0 = time.perf_counter()
+                before, _ = rejection_share(space, n, sampler, conditioned=False)
+                bad, reasons = rejection_share(space, n, sampler)
+                top = max(reasons, key=reasons.get) if reasons else ""
+                setting = f"{res}px w0.25 d0.5"
+                print(f"{name:<12} {setting:<22} {sampler:<7} {before / n:11.1%} {bad / n:11.1%}"
+                      f"  {top} ({time.perf_counter() - t0:.0f} s)")
+        unfit = spaces.load(name).at(8).unfit_references()
+        if unfit:
+            print(f"{'':<12} references that are no points at 8px (left out): {', '.join(unfit)}")
 
 
 if __name__ == "__main__":

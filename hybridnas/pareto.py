@@ -15,7 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["pareto_mask", "hypervolume", "default_reference"]
+__all__ = ["crowding_distance", "default_reference", "hypervolume", "nondominated_ranks",
+           "pareto_mask"]
 
 
 def _to_min(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -37,6 +38,48 @@ def pareto_mask(points, maximize: Sequence[bool]) -> np.ndarray:
         dominated = np.any(np.all(other <= pts[i], axis=1) & np.any(other < pts[i], axis=1))
         mask[i] = not dominated
     return mask
+
+
+def nondominated_ranks(points, maximize: Sequence[bool]) -> np.ndarray:
+    """Non-dominated sorting (NSGA-II, Deb et al. 2002): rank 0 for the
+    Pareto front, rank 1 for the front of what is left, and so on. Rows with
+    a NaN come after every front (one rank past the last)."""
+    pts = _to_min(points, maximize)
+    ranks = np.full(len(pts), -1, dtype=int)
+    left = np.flatnonzero(~np.isnan(pts).any(axis=1))
+    rank = 0
+    while len(left):
+        front = left[pareto_mask(pts[left], [False] * pts.shape[1])]
+        ranks[front] = rank
+        left = np.setdiff1d(left, front)
+        rank += 1
+    ranks[ranks < 0] = rank
+    return ranks
+
+
+def crowding_distance(points, maximize: Sequence[bool], ranks=None) -> np.ndarray:
+    """NSGA-II crowding distance of every row within its own front (``ranks``
+    from ``nondominated_ranks``, computed when not given): the sum over the
+    objectives of the gap between its two neighbours, each objective scaled
+    by its span in the front. A front's extreme points, and fronts of one or
+    two points, get ``inf``; rows with a NaN get 0."""
+    pts = _to_min(points, maximize)
+    ranks = nondominated_ranks(points, maximize) if ranks is None else np.asarray(ranks)
+    out = np.zeros(len(pts))
+    bad = np.isnan(pts).any(axis=1)
+    for r in np.unique(ranks[~bad]):
+        members = np.flatnonzero((ranks == r) & ~bad)
+        if len(members) <= 2:
+            out[members] = np.inf
+            continue
+        for j in range(pts.shape[1]):
+            order = members[np.argsort(pts[members, j], kind="stable")]
+            values = pts[order, j]
+            out[order[0]] = out[order[-1]] = np.inf
+            span = values[-1] - values[0]
+            if span > 0:
+                out[order[1:-1]] += (values[2:] - values[:-2]) / span
+    return out
 
 
 def default_reference(points, maximize: Sequence[bool]) -> np.ndarray:

@@ -254,17 +254,84 @@ def test_shipped_spaces_only_reject_by_declared_constraints(loaded, space_name):
 
 
 def test_conv_after_attention_is_rejected_with_reason(loaded):
+    import dataclasses
+
     space = loaded["stagewise"]
-    params = space.encode(hybridnas.get_spec("coatnet_0"))
-    params["stages.3.block"] = "mbconv"
-    params.update({"stages.3.mbconv.kernel": 3, "stages.3.mbconv.expansion": 4.0})
-    spec = space.decode(params)
+    coatnet = hybridnas.get_spec("coatnet_0")
+    params = space.encode(coatnet)
+    # after attention, stage 3 is offered attention blocks only, under its own label
+    assert params["stages.3.block_after_T"] == "transformer" and "stages.3.block" not in params
+    del params["stages.3.block_after_T"]
+    params.update({"stages.3.block": "mbconv", "stages.3.mbconv.kernel": 3,
+                   "stages.3.mbconv.expansion": 4.0})
+    with pytest.raises(SpaceError, match="no_conv_after_attention"):
+        space.decode(params)
+    # an architecture made outside the space: check and contains say why
+    conv = dataclasses.replace(coatnet.stages[1], width=coatnet.stages[3].width)  # an mbconv
+    spec = coatnet.replace(stages=coatnet.stages[:3] + (conv,))
     answer = space.check(spec)
     assert not answer and "no_conv_after_attention" in answer.reason
-    assert not space.contains(spec)
+    contained = space.contains(spec)
+    assert not contained and "no_conv_after_attention" in contained.reason
+
+
+@pytest.mark.parametrize("resolution", [28, 8])
+def test_ordering_grid_and_stride_are_resolved_when_proposing(loaded, resolution):
+    # the quickstart proxy (28 px) and digits (8 px): what the space can know
+    # while deciding is never a reason to reject; budgets (params) still are
+    space = loaded["stagewise"].at(resolution, width_mult=0.25, depth_mult=0.5)
+    narrowed, strides = set(), set()
+    for seed in range(40):
+        trial = OnlySuggestTrial(seed)
+        spec = space.suggest(trial)
+        # (multipliers map some decisions onto one spec: encode gives one of them)
+        assert space.decode(trial.params) == spec == space.decode(space.encode(spec))
+        verdict = space.check(spec)
+        assert verdict or verdict.reason.startswith("params="), verdict.reason
+        letters = [hybridnas.spec.stage_letter(s) for s in spec.stages]
+        for i in range(1, len(letters)):
+            if "T" in letters[:i]:
+                assert f"stages.{i}.block_after_T" in trial.params
+        narrowed |= {k.split("_", 1)[1] for k in trial.params if "_" in k.split(".")[-1]
+                     and k.split(".")[-1].split("_")[0] in ("block", "stride")}
+        strides.add(spec.stages[0].stride)
+    assert {"after_T", "after_I", "max_1"} <= narrowed
+    # at 28 px a patchify stem with a stride-2 first stage leaves attention a
+    # 4x4 grid at 224 (attention_min_grid 7); at 8 px that stride is never offered
+    assert ("no_attn" in narrowed) == (resolution == 28)
+    assert strides == ({1} if resolution == 8 else {1, 2})  # five stride-2 steps do not fit 8x8
+
+
+def test_references_left_out_where_they_are_no_points(loaded):
+    space = loaded["stagewise"].at(8, width_mult=0.25, depth_mult=0.5)
+    unfit = space.unfit_references()
+    assert set(unfit) == {"coatnet_0", "maxvit_tiny"}  # five stride-2 steps on 8x8
+    assert all("below 1x1" in why for why in unfit.values()), unfit
+    refs = space.references()
+    assert list(refs) == ["convnext_tiny"] and space.contains(refs["convnext_tiny"])
+    # the decisions made at 224 decode at 28, where the strides fit
+    at28 = loaded["stagewise"].at(28)
+    params = loaded["stagewise"].encode(hybridnas.get_spec("coatnet_0"))
+    assert at28.decode(params) == at28.references()["coatnet_0"]
+
+
+def test_families_that_cannot_fit_are_not_offered(loaded):
+    zoo = loaded["hybrid_zoo"]
+    tiny = zoo.at(8)
+    families = set()
+    for seed in range(30):
+        trial = OnlySuggestTrial(seed)
+        tiny.suggest(trial)
+        assert "family" not in trial.params
+        families.add(trial.params["family_no_cvt"])
+    assert "cvt" not in families and len(families) > 3
+    assert "cannot fit resolution 8" in tiny.unfit_references()["cvt_13"]
+    assert "family_no_cvt" not in zoo.at(28).encode(zoo.at(28).references()["cvt_13"])
 
 
 def test_budget_and_attention_grid_constraints(tmp_path):
+    import dataclasses
+
     path = _write(tmp_path, "budget", """
         reference_resolution: 16
         arch:
@@ -282,11 +349,19 @@ def test_budget_and_attention_grid_constraints(tmp_path):
     space = spaces.load(path)
     small = space.decode({"stages.0.width": 8, "stages.1.block": "mbconv", "stages.1.stride": 1})
     wide = space.decode({"stages.0.width": 64, "stages.1.block": "mbconv", "stages.1.stride": 1})
-    coarse = space.decode({"stages.0.width": 8, "stages.1.block": "transformer",
-                           "stages.1.stride": 2})
     assert space.check(small), space.check(small).reason
     assert "params=" in space.check(wide).reason
-    assert "grid" in space.check(coarse).reason
+    # attention on a 4x4 grid: not offered (a transformer stage offers stride 1 only) ...
+    coarse = {"stages.0.width": 8, "stages.1.block": "transformer", "stages.1.stride": 2}
+    with pytest.raises(SpaceError, match="attention_min_grid 6"):
+        space.decode(coarse)
+    fine = space.decode({**coarse, "stages.1.stride": 1})
+    assert space.encode(fine) == {"stages.0.width": 8, "stages.1.block": "transformer",
+                                  "stages.1.stride_max_1": 1}
+    assert space.check(fine)
+    # ... and explained when made outside the space
+    outside = fine.replace(stages=(fine.stages[0], dataclasses.replace(fine.stages[1], stride=2)))
+    assert "grid" in space.check(outside).reason and "grid" in space.contains(outside).reason
     assert space.check(space.sample(0))
     # At a proxy resolution the constraints are still checked at the reference size,
     # and the reason names both sizes, not only the reference one.

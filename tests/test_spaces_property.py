@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from hybridnas import spaces
 from hybridnas.spaces import Choice, FloatRange, IntRange, OneOf
-from hybridnas.spaces.space import build
 
 SPACES = spaces.list_spaces()
 PROXY = {"resolution": 32, "width_mult": 0.25, "depth_mult": 0.5}  # a quick-search setting
@@ -34,7 +33,8 @@ def decision(dim):
 
 
 def draw_spec(data, space):
-    return space._finish(build(space.arch, lambda dim: data.draw(decision(dim), label=dim.label)))
+    # each decision as the space offers it (choice sets conditioned on earlier ones)
+    return space.build(lambda dim: data.draw(decision(dim), label=dim.label))
 
 
 def run_forward_backward(spec, resolution, in_chans=3, num_classes=10):

@@ -79,8 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Optuna sampler (default: nsga2)")
     g.add_argument("--population-size", type=int, default=S,
                    help="NSGA-II population / TPE start-up trials (default: 10)")
-    g.add_argument("--scheduler", choices=("asha", "none"), default=S,
-                   help="early stopping on the validation metric (default: asha)")
+    g.add_argument("--scheduler", choices=("moasha", "asha", "none"), default=S,
+                   help="early stopping: moasha promotes at each rung by non-dominated sorting of "
+                        "(metric, latency) with a crowding tie-break; asha on the metric alone "
+                        "(default: moasha)")
     g.add_argument("--asha-grace-epochs", type=int, default=S, help="(default: 1)")
     g.add_argument("--asha-reduction-factor", type=int, default=S, help="(default: 2)")
     g.add_argument("--seed", type=int, default=S, help="(default: 0)")

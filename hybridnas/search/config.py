@@ -18,7 +18,7 @@ __all__ = ["SearchConfig", "parse_duration", "OBJECTIVES", "SAMPLERS", "IDENTITY
 #: Objectives the user may add to the validation metric (always first).
 OBJECTIVES = ("latency", "params", "macs")
 SAMPLERS = ("nsga2", "tpe", "random")
-SCHEDULERS = ("asha", "none")
+SCHEDULERS = ("moasha", "asha", "none")
 KEEP = ("all", "pareto", "none")
 
 #: Options that define what a run searches; --resume refuses to change them.
@@ -53,7 +53,7 @@ class SearchConfig:
     objectives: list = field(default_factory=lambda: ["latency"])
     sampler: str = "nsga2"
     population_size: int = 10
-    scheduler: str = "asha"
+    scheduler: str = "moasha"
     asha_grace_epochs: int = 1
     asha_reduction_factor: int = 2
     seed: int = 0

@@ -245,14 +245,14 @@ def _run(s: _Session) -> SearchResult:
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,
                             storage, name)
     searcher.prepare_next()  # the first proposal, while Tune sets up
-    scheduler = None
-    if cfg.scheduler == "asha" and cfg.epochs > cfg.asha_grace_epochs:
-        from ray.tune.schedulers import ASHAScheduler
+    from .moasha import make_scheduler
 
-        scheduler = ASHAScheduler(time_attr="epochs", metric="metric",
-                                  mode="max" if task.maximize else "min", max_t=cfg.epochs,
-                                  grace_period=cfg.asha_grace_epochs,
-                                  reduction_factor=cfg.asha_reduction_factor)
+    # MOASHA promotes by (metric at the rung, the other objectives known before
+    # training), so fast, slightly less accurate trials reach the front
+    scheduler = make_scheduler(cfg.scheduler, mode="max" if task.maximize else "min",
+                               max_t=cfg.epochs, grace_period=cfg.asha_grace_epochs,
+                               reduction_factor=cfg.asha_reduction_factor, costs=columns[1:],
+                               cost_modes=["max" if m else "min" for m in maximize[1:]])
     resources = ray.cluster_resources()
     concurrency = cfg.max_concurrent or max(1, int(resources.get("CPU", 1) // cfg.cpus_per_trial))
     if gpus > 0:

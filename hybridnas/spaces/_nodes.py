@@ -282,27 +282,38 @@ def _fmt(v: Any) -> str:
 # the three walks
 # --------------------------------------------------------------------------
 
-def build(node: Node, pick: Callable[[Dim], Any]) -> Any:
-    """Concrete value of ``node`` with every decision taken by ``pick``."""
+def build(node: Node, pick: Callable[[Dim], Any], seen: dict | None = None) -> Any:
+    """Concrete value of ``node`` with every decision taken by ``pick``.
+
+    ``seen`` (optional) collects the values built so far by spec path
+    (fixed values and decisions alike, in build order: stem, then stage by
+    stage), so that ``pick`` can condition a decision on earlier ones."""
     if isinstance(node, Fixed):
         v = node.value
+        if seen is not None and node.spath:
+            seen[node.spath] = v
         return list(v) if isinstance(v, (list, tuple)) else v
     if isinstance(node, (Ref, Derive)):
         return node
     if isinstance(node, OneOf):
-        return build(node.options[pick(node)], pick)
+        return build(node.options[pick(node)], pick, seen)
     if isinstance(node, Dim):
-        return pick(node)
+        v = pick(node)
+        if seen is not None and node.spath:
+            seen[node.spath] = v
+        return v
     if isinstance(node, MapNode):
-        out = {k: build(child, pick) for k, child in node.fields.items()}
+        out = {k: build(child, pick, seen) for k, child in node.fields.items()}
         for name, branches in node.switches.items():
             branch = branches.get(out[name])
             if branch is not None:
-                out.update(build(branch, pick))
+                out.update(build(branch, pick, seen))
         return out
     if isinstance(node, ListNode):
         n = pick(node.length) if node.length is not None else len(node.items)
-        return [build(node.items[i], pick) for i in range(n)]
+        if seen is not None and node.spath:
+            seen[node.spath + ("length",)] = n
+        return [build(node.items[i], pick, seen) for i in range(n)]
     raise TypeError(f"not a space node: {node!r}")
 
 

@@ -6,7 +6,9 @@ See ``hybridnas.spaces`` for the file format and the proxy-scale mapping.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import fields as dc_fields
@@ -15,10 +17,15 @@ from typing import Any
 from ..spec import BLOCK_SCHEMAS, ArchSpec, SpecError, StemSpec, downsampled, stage_letter
 from ._nodes import (
     Derive,
+    Choice,
     Dim,
     EncodeContext,
+    Fixed,
+    IntRange,
+    ListNode,
     MapNode,
     Node,
+    OneOf,
     Ref,
     SpaceError,
     build,
@@ -151,6 +158,10 @@ class Space:
             self.dimensions += list(walk_dims(data))
         self._by_label = {d.label: d for d in self.dimensions}
         self._cache: dict[tuple, int] = {}  # (arch_id, what, resolution, classes) -> count
+        # conditional choice sets (see _offer), by label; shared by at() copies
+        self._variants: dict[str, Dim] = {}
+        self._stage_strides = _stage_strides(arch)
+        self._fixed_resolution = data is None or not any(walk_dims(data))
 
     def __repr__(self) -> str:
         mult = ""
@@ -179,16 +190,20 @@ class Space:
         too) and return the architecture. Only ``suggest_*`` is called, so it
         works inside Ray Tune's OptunaSearch define-by-run function.
 
-        The spec may break a constraint of the file (e.g. a convolution after
-        attention): ``suggest`` cannot redraw inside one Optuna trial without
-        changing what the trial records, so the caller checks
-        ``space.check(spec)`` and rejects the trial before any training.
+        Choices that the constraints or the resolution rule out are not
+        offered (see "Valid by construction" in ``hybridnas.spaces``): a
+        stage after attention offers only attention blocks, under its own
+        label (``stages.3.block_after_T``). What cannot be known while
+        deciding (a parameter budget) may still be broken: ``suggest``
+        cannot redraw inside one Optuna trial without changing what the
+        trial records, so the caller checks ``space.check(spec)`` and
+        rejects the trial before any training.
 
         With Ray Tune: ``OptunaSearch(space=lambda t: space.suggest(t) and None,
         metric=[...], mode=[...])``; the trainable rebuilds the spec with
         ``space.decode(config)``.
         """
-        spec = self._finish(build(self.arch, lambda d: d.suggest(trial)))
+        spec = self._build(lambda d, base, why: d.suggest(trial))[0]
         if self.data is not None:
             build(self.data, lambda d: d.suggest(trial))
         return spec
@@ -196,7 +211,13 @@ class Space:
     def decode(self, params: Mapping[str, Any]) -> ArchSpec:
         """The architecture for ``params`` (label -> value, as in
         ``trial.params``; extra keys such as ``data.*`` are ignored)."""
-        return self._finish(build(self.arch, self._picker(params)))
+        return self._build(self._picker(params))[0]
+
+    def build(self, pick) -> ArchSpec:
+        """The architecture with every decision taken by ``pick(dim)``, where
+        ``dim`` is the decision as offered at this setting (its choice set
+        already conditioned on the earlier decisions and the resolution)."""
+        return self._build(lambda d, base, why: pick(d))[0]
 
     def sample(self, rng: Any = None, max_tries: int = 1000) -> ArchSpec:
         """A random architecture that satisfies every constraint.
@@ -208,7 +229,7 @@ class Space:
         rng = _rng(rng)
         reasons: dict[str, int] = {}
         for _ in range(max_tries):
-            spec = self._finish(build(self.arch, lambda d: d.draw(rng)))
+            spec = self._build(lambda d, base, why: d.draw(rng))[0]
             ok = self.check(spec)
             if ok:
                 return spec
@@ -227,11 +248,11 @@ class Space:
         labels = [k for k in params if not k.startswith("data.")]
         for _ in range(max_tries):
             label = labels[int(rng.integers(len(labels)))]
-            dim = self._by_label[label]
+            dim = self._by_label.get(label) or self._variants[label]
             new = dim.draw(rng)
             if same(new, params[label]):
                 continue
-            out = self._finish(build(self.arch, self._picker({**params, label: new}, rng)))
+            out = self._build(self._picker({**params, label: new}, rng))[0]
             if out != spec and self.check(out):
                 return out
         raise SpaceError(f"{self.path}: found no valid neighbour of {spec.name or spec.arch_id} "
@@ -354,18 +375,31 @@ class Space:
         with this space's multipliers: each is decoded from the decisions of
         the published architecture, so it is contained in the space at that
         setting. Keys and ``spec.name`` are the architecture names."""
+
+        return self._references(resolution)[0]
+
+    def unfit_references(self, resolution: int | None = None) -> dict[str, str]:
+        """Named architectures that are no points at ``resolution`` (e.g. five
+        stride-2 steps on 8x8 images), each with the reason; ``references``
+        leaves them out."""
+        return self._references(resolution)[1]
+
+    def _references(self, resolution: int | None) -> tuple[dict[str, ArchSpec], dict[str, str]]:
         from ..zoo import get_spec
 
         base = self.at(self.reference_resolution, 1.0, 1.0)
         target = self.at(resolution)
-        out = {}
+        out, unfit = {}, {}
         for name in self._named:
             params, reason = base._encode(get_spec(name))
             if params is None:
                 raise SpaceError(f"{self.path}: named architecture {name!r} is not a point of the "
                                  f"space: {reason}")
-            out[name] = target.decode(params).replace(name=name)
-        return out
+            try:
+                out[name] = target.decode(params).replace(name=name)
+            except (SpaceError, SpecError) as e:
+                unfit[name] = str(e)
+        return out, unfit
 
     # ---- internals ----------------------------------------------------------
     def _count(self, spec: ArchSpec, what: str, resolution: int, num_classes: int) -> int:
@@ -380,22 +414,148 @@ class Space:
         return self._cache[key]
 
     def _picker(self, params: Mapping[str, Any], rng: Any = None):
-        """``pick`` for ``build``: values from ``params``; a missing one is an
-        error, or drawn from ``rng`` when given (new conditional decisions)."""
-        def pick(dim: Dim) -> Any:
-            if dim.label not in params and rng is not None:
+        """``pick`` for ``_build``: values from ``params``; a missing one is an
+        error, or drawn from ``rng`` when given (new conditional decisions).
+        A conditioned decision takes its value under its own label, the
+        unconditioned one or another condition's (params from another
+        resolution); a value the condition rules out is an error that says
+        why (or redrawn from ``rng``)."""
+        def pick(dim: Dim, base: Dim | None = None, why: str = "") -> Any:
+            base = base or dim
+            label = dim.label if dim.label in params else base.label if base.label in params \
+                else next((k for k in params if _variant_of(k) == base.label), None)
+            if label is None and rng is not None:
                 return dim.draw(rng)
-            if dim.label not in params:
+            if label is None:
                 raise SpaceError(f"space {self.name!r}: params have no value for {dim.label!r}"
                                  + (f" (needed when {dim.condition})" if dim.condition else ""))
-            v = params[dim.label]
+            v = params[label]
             if hasattr(v, "item") and not isinstance(v, (str, bytes)):
                 v = v.item()  # numpy scalars from Ray Tune configs
             if not dim.contains_value(v):
+                if rng is not None and base.contains_value(v):
+                    return dim.draw(rng)  # an earlier decision changed what is offered here
+                if why and base.contains_value(v):
+                    raise SpaceError(f"space {self.name!r}: {base.label}={v!r} {why}")
                 raise SpaceError(f"space {self.name!r}: {dim.label}={v!r} is not in "
                                  f"{dim.describe()}")
             return v
         return pick
+
+    # ---- valid by construction ---------------------------------------------------
+    def _build(self, pick) -> tuple[ArchSpec, dict[str, Any]]:
+        """(spec, params) with every decision taken by ``pick(offered, base,
+        why)``: ``base`` is the decision of the file, ``offered`` the same with
+        the choices ruled out by earlier decisions or the resolution removed
+        (``why`` says why; ``offered is base`` when nothing is ruled out).
+        ``params`` are the decisions by offered label, as ``suggest`` records them."""
+        seen: dict[tuple, Any] = {}
+        used: dict[str, Any] = {}
+
+        def conditioned(dim: Dim) -> Any:
+            offered, why = self._offer(dim, seen)
+            v = pick(offered, dim, why)
+            used[offered.label] = v
+            return v
+
+        return self._finish(build(self.arch, conditioned, seen)), used
+
+    def _offer(self, dim: Dim, seen: dict[tuple, Any]) -> tuple[Dim, str]:
+        """The decision ``dim`` as offered given the values ``seen`` so far.
+
+        A stage's block and stride keep only the choices that can still give
+        a valid architecture: no convolution after attention
+        (``no_conv_after_attention``), no attention on a grid below
+        ``attention_min_grid`` (at the constraints' resolution), no stride
+        that shrinks a map below 1x1 at this resolution (later stages at
+        their smallest stride). A narrowed choice gets its own label
+        (``<label>_after_T``, ``<label>_no_attn``, ``<label>_max_1``):
+        Optuna keeps one set of choices per parameter name.
+        """
+        sp = dim.spath
+        if isinstance(dim, OneOf) and sp == () and self._fixed_resolution and self.min_grid >= 2:
+            # architecture families whose fixed strides cannot fit this resolution
+            fits = {k: _template_fits(o, self.resolution) for k, o in dim.options.items()}
+            dropped = [k for k, ok in fits.items() if not ok]
+            if not dropped or len(dropped) == len(fits):
+                return dim, ""
+            label = f"{dim.label}_no_{'_'.join(dropped)}"
+            if label not in self._variants:
+                self._variants[label] = dataclasses.replace(
+                    dim, label=label, options={k: o for k, o in dim.options.items() if fits[k]},
+                    condition=f"{', '.join(dropped)} cannot fit {self.resolution}px")
+            return self._variants[label], (f"cannot fit resolution {self.resolution}: its stage "
+                                           f"strides shrink a map below 1x1")
+        info = self._stage_strides.get(id(dim))
+        if not isinstance(dim, Choice) or info is None or sp[2] not in ("block", "stride"):
+            return dim, ""
+        i, mins = info
+        mins = mins[: seen.get(("stages", "length"), len(mins))]
+        c = self.constraints
+        ordered = c.no_conv_after_attention
+        top, at = 0, None  # highest letter so far (with no_conv_after_attention)
+        for j in range(i + (sp[2] == "stride")):
+            r = _LETTER_RANK.get(_lowest_letter(seen, j), 0)
+            if r > top:
+                top, at = r, j
+        earlier = [seen.get(("stages", j, "stride"), 2) for j in range(i)]
+        ref_res = c.resolution or self.reference_resolution
+        ref_stem = _stem_reduction(seen) if c.attention_min_grid else None
+
+        def grids(own: int) -> tuple[int, int]:
+            """(this stage's grid, the last stage's) at the constraints' resolution."""
+            g = _shrink(ref_res, [ref_stem] + earlier + [own])
+            return g, _shrink(g, mins[i + 1:])
+
+        def attention_fits(own: int, this_attends: bool) -> bool:
+            if ref_stem is None:
+                return True
+            here, last = grids(own)
+            if this_attends and here < c.attention_min_grid:
+                return False
+            # after attention every later stage attends too
+            return not (ordered and (this_attends or top) and last < c.attention_min_grid)
+
+        if sp[2] == "block":
+            keep, parts, whys = list(dim.options), [], []
+            if ordered and top:
+                letter = "CIT"[top]
+                keep = [o for o in keep if _LETTER_RANK.get(_highest_letter(o), 0) >= top]
+                parts.append(f"after_{letter}")
+                whys.append(f"would follow attention ({letter}) in stages[{at}]: the space has "
+                            f"no_conv_after_attention")
+            if ref_stem is not None and not attention_fits(mins[i], True):
+                keep = [o for o in keep if not _attends(o)]
+                parts.append("no_attn")
+                whys.append(f"would attend over a {grids(mins[i])[0]}x{grids(mins[i])[0]} grid "
+                            f"(or leave one for a later stage) at resolution {ref_res}; the space "
+                            f"has attention_min_grid {c.attention_min_grid}")
+            return self._narrowed(dim, keep, "_".join(parts), "; ".join(whys))
+        attends = _attends(seen.get(("stages", i, "block")))
+        floor = _stem_floor(seen, self.min_grid) if self._fixed_resolution else None
+        size = _shrink(self.resolution, [floor] + earlier) if floor is not None else None
+        options = [o for o in dim.options if isinstance(o, int)]
+        by_size = [o for o in options if size is None or _fits(size, [o] + mins[i + 1:])]
+        by_grid = [o for o in options if attention_fits(o, attends)]
+        keep = [o for o in by_size if o in by_grid]
+        whys = []
+        if len(by_size) < len(options):
+            whys.append(f"would shrink a {size}x{size} map below 1x1 by the last stage at "
+                        f"resolution {self.resolution}")
+        if len(by_grid) < len(options):
+            whys.append(f"would leave attention a grid below attention_min_grid "
+                        f"{c.attention_min_grid} at resolution {ref_res}")
+        return self._narrowed(dim, keep, f"max_{max(keep)}" if keep else "", " or ".join(whys))
+
+    def _narrowed(self, dim: Choice, keep: list, suffix: str, why: str) -> tuple[Dim, str]:
+        if not keep or len(keep) == len(dim.options):
+            return dim, ""  # nothing left to offer: check() explains the rejection
+        label = f"{dim.label}_{suffix}"
+        if label not in self._variants:
+            cond = f"{dim.condition}, {suffix}" if dim.condition else suffix
+            self._variants[label] = dataclasses.replace(dim, label=label, options=tuple(keep),
+                                                        condition=cond)
+        return self._variants[label], why
 
     def _encode(self, spec: ArchSpec, limit: int = 256) -> tuple[dict | None, str]:
         if spec.dims != self.dims:
@@ -409,12 +569,12 @@ class Space:
             if i >= limit:
                 break
             try:
-                got = self.decode(params)
+                got, used = self._build(self._picker(params))
             except (SpaceError, SpecError) as e:
                 diff = diff or str(e)
                 continue
             if got == spec:
-                return params, ""
+                return used, ""
             diff = diff or _first_difference(got.to_dict(), spec.to_dict())
         return None, diff or ctx.failure or "no decisions of the space give this spec"
 
@@ -555,6 +715,148 @@ class Space:
                 j = max(i for i, s in enumerate(strides) if s > 1)
                 strides[j] = strides[j] // 2 if strides[j] % 2 == 0 else 1
                 stem["strides"] = strides
+
+
+_VARIANT = re.compile(r"^(.*?)_(after_[CIT](_no_attn)?|no_\w+|max_\d+)$")
+
+
+def _variant_of(label: str) -> str | None:
+    """The label a narrowed decision's label was made from (None if none)."""
+    m = _VARIANT.match(label)
+    return m.group(1) if m else None
+
+
+def _highest_letter(block: Any) -> str:
+    """The highest stage letter a block can give (an efficientformer stage is
+    C, I or T depending on its attn_blocks)."""
+    if block == "efficientformer":
+        return "T"
+    schema = BLOCK_SCHEMAS.get(block)
+    return schema.letter if schema is not None else "?"
+
+
+def _lowest_letter(seen: dict[tuple, Any], j: int) -> str:
+    """Stage ``j``'s letter as far as its decisions tell (the lower one when
+    the depth multiplier may still change it)."""
+    block = seen.get(("stages", j, "block"))
+    if block == "efficientformer":
+        attn, depth = seen.get(("stages", j, "attn_blocks")), seen.get(("stages", j, "depth"))
+        if isinstance(attn, int) and isinstance(depth, int):
+            return "T" if attn >= depth else "I" if attn else "C"
+        return "C"
+    return _highest_letter(block)
+
+
+def _attends(block: Any) -> bool:
+    """Whether a stage of this block always attends (an efficientformer stage
+    may be all convolution)."""
+    return block != "efficientformer" and _highest_letter(block) in ("I", "T")
+
+
+def _smallest_stride(node: Node | None) -> int:
+    """The smallest stride a stage's ``stride`` node can give."""
+    if node is None:
+        return 2  # StageSpec's default stride
+    if isinstance(node, Fixed) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, Choice):
+        return min((o for o in node.options if isinstance(o, int)), default=1)
+    if isinstance(node, IntRange):
+        return node.low
+    return 1
+
+
+def _stage_strides(arch: Node) -> dict[int, tuple[int, list[int]]]:
+    """For the block and stride choices of every stage: (stage index, the
+    smallest stride each stage can take), by ``id`` of the choice."""
+    out: dict[int, tuple[int, list[int]]] = {}
+
+    def visit(node: Node) -> None:
+        if isinstance(node, OneOf):
+            for o in node.options.values():
+                visit(o)
+        elif isinstance(node, MapNode):
+            for child in node.fields.values():
+                visit(child)
+        elif isinstance(node, ListNode) and node.spath == ("stages",):
+            items = [it if isinstance(it, MapNode) else MapNode({}) for it in node.items]
+            mins = [_smallest_stride(it.fields.get("stride")) for it in items]
+            for i, it in enumerate(items):
+                for key in ("block", "stride"):
+                    if isinstance(it.fields.get(key), Choice):
+                        out[id(it.fields[key])] = (i, mins)
+
+    visit(arch)
+    return out
+
+
+def _template_fits(node: Node, resolution: int) -> bool:
+    """Whether an architecture template can fit ``resolution`` at all: its
+    stages at their smallest strides after the least stem downsampling the
+    proxy can leave (for a proxy with ``min_grid >= 2``)."""
+    if not isinstance(node, MapNode) or not isinstance(node.fields.get("stages"), ListNode):
+        return True  # nested unions and the like: not judged here
+    stem = node.fields.get("stem")
+    fixed = {k: v.value for k, v in (stem.fields.items() if isinstance(stem, MapNode) else ())
+             if isinstance(v, Fixed)}
+    floor = _stem_floor({("stem", k): v for k, v in fixed.items()}, 2)
+    if floor is None or "kind" not in fixed:
+        floor = 1  # a decided stem kind: assume the least downsampling
+    stages = node.fields["stages"]
+    n = min(stages.length.values() or [len(stages.items)]) if stages.length is not None \
+        else len(stages.items)
+    mins = [_smallest_stride(it.fields.get("stride")) if isinstance(it, MapNode) else 1
+            for it in stages.items[:n]]
+    return _fits(_shrink(resolution, [floor]), mins)
+
+
+def _stem_reduction(seen: dict[tuple, Any]) -> int | None:
+    """The stem's downsampling as decided (no proxy), or None when ``seen``
+    does not tell it. Used at the constraints' resolution, where the stem
+    keeps its downsampling whenever the last grid there is >= min_grid."""
+    kind = seen.get(("stem", "kind"), StemSpec.kind)
+    if kind == "none":
+        return 1
+    if kind == "patchify":
+        k = seen.get(("stem", "kernel"), StemSpec.kernel)
+        return k if isinstance(k, int) else None
+    strides = [v for k, v in seen.items() if k[:2] == ("stem", "strides") and len(k) == 3
+               and isinstance(k[2], int)]
+    if not strides or not all(isinstance(v, int) for v in strides):
+        return None
+    return math.prod(strides)
+
+
+def _stem_floor(seen: dict[tuple, Any], min_grid: int) -> int | None:
+    """The least downsampling the proxy stem can come down to (see "Proxy
+    scale"), or None when it cannot be told from ``seen``."""
+    kind = seen.get(("stem", "kind"), StemSpec.kind)
+    if kind == "none":
+        return 1
+    if min_grid < 2:
+        return None  # the proxy keeps the stem as it is: not known before the end
+    if kind == "patchify":
+        k = seen.get(("stem", "kernel"), StemSpec.kernel)
+        while isinstance(k, int) and k > 1 and k % 2 == 0:
+            k //= 2
+        return k if isinstance(k, int) else None
+    return 1
+
+
+def _shrink(size: int, strides: list) -> int:
+    for s in strides:
+        size = downsampled(size, s) if isinstance(s, int) else size
+    return size
+
+
+def _fits(size: int, strides: list[int]) -> bool:
+    """Whether ``strides`` in a row never shrink a ``size`` map below 1x1 (as
+    ``ArchSpec.problems`` checks it)."""
+    for s in strides:
+        if s > 1 and size < s:
+            return False
+        size = downsampled(size, s)
+    return True
 
 
 def _scale(width: int, mult: float, quantum: int) -> int:
