@@ -37,6 +37,7 @@ __all__ = [
     "SpecError",
     "SpecLimits",
     "SPEC_LIMITS",
+    "check_input_size",
     "stage_letter",
 ]
 
@@ -490,9 +491,10 @@ class ArchSpec:
             return [f"resolution={resolution!r} must be an integer or a pair of integers"]
         if min(size) < 1:
             return [f"resolution={resolution} must be positive"]
-        limit = SPEC_LIMITS.max_sequence if self.dims == 1 else SPEC_LIMITS.max_resolution
-        if max(size) > limit:
-            return [f"resolution={resolution} is over the limit of {limit}"]
+        try:
+            check_input_size(resolution, self.dims)
+        except SpecError as e:
+            return [str(e)]
         if self.dims == 1:  # sequences and (assets, time) panels: only time is downsampled
             size = (size[-1], size[-1])
         h, w = size
@@ -607,6 +609,21 @@ class ArchSpec:
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
+
+def check_input_size(resolution: int | tuple[int, ...], dims: int = 2,
+                     where: str = "resolution", error: type[Exception] = SpecError) -> None:
+    """Raise ``error`` unless every side of ``resolution`` is an integer
+    in [1, limit]: ``SPEC_LIMITS.max_resolution`` for images (``dims=2``),
+    ``max_sequence`` for series. Callers that resize or allocate inputs
+    check with this first."""
+    sizes = resolution if isinstance(resolution, (tuple, list)) else (resolution,)
+    limit = SPEC_LIMITS.max_sequence if dims == 1 else SPEC_LIMITS.max_resolution
+    for v in sizes:
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise error(f"{where}={_short(resolution)} must be a positive integer")
+        if v > limit:
+            raise error(f"{where}={_short(resolution)} is over the limit of {limit}")
+
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60

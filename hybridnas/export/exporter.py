@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import UserError
-from ..spec import ArchSpec
+from ..spec import ArchSpec, check_input_size
 from .checkpoint import (
     META_FILE,
     SPEC_FILE,
@@ -114,11 +114,14 @@ def example_input_shape(spec: ArchSpec, meta: dict[str, Any] | None = None,
     checkpoint recorded it, else ``(in_chans, resolution[, resolution])``."""
     meta = meta or {}
     if resolution is None and meta.get("input_shape"):
-        return tuple(int(s) for s in meta["input_shape"])
+        shape = tuple(int(s) for s in meta["input_shape"])
+        check_input_size(shape, spec.dims, "meta.input_shape", UserError)
+        return shape
     res = resolution or meta.get("resolution")
     if not res:
         raise UserError(f"no input resolution known for {spec.name or spec.arch_id} "
                         f"(meta has no input_shape/resolution); pass --resolution")
+    check_input_size(int(res), spec.dims, error=UserError)
     chans = int(meta.get("in_chans") or 3)
     if spec.dims == 1:
         if getattr(spec, "assets", False):  # multi-asset panels: (features, assets, time)
