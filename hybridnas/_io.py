@@ -146,15 +146,17 @@ def parse_yaml(text: str, source: str, error: type[Exception] | None = None,
     error = error or _user_error()
     if len(text) > limits.max_bytes:
         raise error(f"{source}: text is longer than the limit of {limits.max_bytes} characters")
-    loader = _bounded_loader(limits, error, source)(text)
+    loader = None
     try:
+        loader = _bounded_loader(limits, error, source)(text)  # checks the characters
         return loader.get_single_data()
     except yaml.YAMLError as e:
         raise error(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
     except RecursionError:
         raise error(f"{source}: nested deeper than the limit of {limits.max_depth} levels") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def parse_json(text: str, source: str, error: type[Exception] | None = None,
