@@ -10,6 +10,7 @@ bound per input. Nothing here builds a model.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import time
 import tracemalloc
@@ -29,7 +30,9 @@ from hybridnas.spec import ArchSpec  # noqa: E402
 #: Per input: seconds of wall clock and bytes of Python allocations.
 TIME_BOUND_S = 5.0
 MEMORY_BOUND = 64 << 20
-FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+#: HYBRIDNAS_FUZZ_EXAMPLES=1000 fuzzes longer (and with a fresh seed) than the default CI run.
+EXAMPLES = int(os.environ.get("HYBRIDNAS_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 60,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 SPEC = {

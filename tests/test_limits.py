@@ -196,3 +196,22 @@ def test_valid_options_still_pass():
                                      "space_options": {"width_mult": 0.25},
                                      "latency_device": "cuda:1", "objectives": "latency,params"})
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.objectives == ["latency", "params"]
+
+
+def test_cli_prints_every_user_error_on_one_line(monkeypatch, capsys):
+    import hybridnas.cli as cli
+
+    def fail(args):
+        raise SpecError("spec.yaml: bad value\nwith a second line")
+
+    real = cli.build_parser
+
+    def patched():
+        parser = real()
+        sub = next(a for a in parser._actions if a.dest == "command")
+        sub.choices["show"].set_defaults(func=fail)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", patched)
+    assert main(["show", "x.yaml"]) == 2
+    assert capsys.readouterr().err == "hybridnas show: error: spec.yaml: bad value with a second line\n"

@@ -121,13 +121,16 @@ def example_input_shape(spec: ArchSpec, meta: dict[str, Any] | None = None,
     if not res:
         raise UserError(f"no input resolution known for {spec.name or spec.arch_id} "
                         f"(meta has no input_shape/resolution); pass --resolution")
-    check_input_size(int(res), spec.dims, error=UserError)
     chans = int(meta.get("in_chans") or 3)
     if spec.dims == 1:
         if getattr(spec, "assets", False):  # multi-asset panels: (features, assets, time)
-            return (chans, int(meta.get("assets") or 4), int(res))
-        return (chans, int(res))
-    return (chans, int(res), int(res))
+            shape: tuple[int, ...] = (chans, int(meta.get("assets") or 4), int(res))
+        else:
+            shape = (chans, int(res))
+    else:
+        shape = (chans, int(res), int(res))
+    check_input_size(shape, spec.dims, "input shape", UserError)  # before any tensor exists
+    return shape
 
 
 @contextlib.contextmanager
