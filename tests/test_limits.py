@@ -215,3 +215,12 @@ def test_cli_prints_every_user_error_on_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", patched)
     assert main(["show", "x.yaml"]) == 2
     assert capsys.readouterr().err == "hybridnas show: error: spec.yaml: bad value with a second line\n"
+
+
+def test_latency_table_that_is_not_utf8_is_a_user_error(tmp_path):
+    from hybridnas.latency import LatencyPredictor
+
+    table = tmp_path / "table.json"
+    table.write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(UserError, match="table.json: not UTF-8"):
+        LatencyPredictor.load(table)
