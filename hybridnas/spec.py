@@ -38,6 +38,7 @@ __all__ = [
     "SpecLimits",
     "SPEC_LIMITS",
     "check_input_size",
+    "short_repr",
     "stage_letter",
 ]
 
@@ -580,7 +581,7 @@ class ArchSpec:
             raise SpecError(f"{source}: assets={assets!r} has the wrong type (expected bool)")
         name = data.get("name")
         if name is not None and not isinstance(name, str):
-            raise SpecError(f"{source}: name={_short(name)} has the wrong type (expected str)")
+            raise SpecError(f"{source}: name={short_repr(name)} has the wrong type (expected str)")
         if name is not None and len(name) > SPEC_LIMITS.max_name_chars:
             raise SpecError(f"{source}: name is {len(name)} characters long, over the limit of "
                             f"{SPEC_LIMITS.max_name_chars}")
@@ -636,9 +637,9 @@ def check_input_size(resolution: int | tuple[int, ...], dims: int = 2,
     limit = SPEC_LIMITS.max_sequence if dims == 1 else SPEC_LIMITS.max_resolution
     for v in sizes:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise error(f"{where}={_short(resolution)} must be a positive integer")
+            raise error(f"{where}={short_repr(resolution)} must be a positive integer")
         if v > limit:
-            raise error(f"{where}={_short(resolution)} is over the limit of {limit}")
+            raise error(f"{where}={short_repr(resolution)} is over the limit of {limit}")
 
 
 _REPR = reprlib.Repr()
@@ -647,7 +648,7 @@ _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = 6
 _REPR.maxlevel = 3
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """``repr`` cut to one short line: error messages echo untrusted values."""
     return _REPR.repr(value)
 
@@ -663,7 +664,7 @@ def _bound_problems(spec: "ArchSpec") -> list[str]:
             errs.append(f"{where}={value} is over the limit of {limit}")
 
     if spec.name is not None and not isinstance(spec.name, str):
-        errs.append(f"name={_short(spec.name)} must be a string")
+        errs.append(f"name={short_repr(spec.name)} must be a string")
     elif spec.name is not None and len(spec.name) > lim.max_name_chars:
         errs.append(f"name is {len(spec.name)} characters long, over the limit of "
                     f"{lim.max_name_chars}")
@@ -747,7 +748,7 @@ def _make(klass: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {_short(data)}")
+        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {short_repr(data)}")
     names = {f.name: f for f in fields(klass)}
     unknown = set(data) - set(names)
     if unknown:
@@ -771,7 +772,7 @@ def _make(klass: type, data: Any, where: str) -> Any:
             if kinds is not None:
                 ok = isinstance(value, kinds) and (base == "bool" or not isinstance(value, bool))
         if not ok:
-            raise SpecError(f"{where}.{key}={_short(value)} has the wrong type (expected {expected})")
+            raise SpecError(f"{where}.{key}={short_repr(value)} has the wrong type (expected {expected})")
         kwargs[key] = value
     if klass is StageSpec:
         for req in ("block", "depth", "width"):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..errors import UserError
-from ..spec import SPEC_LIMITS
+from ..spec import SPEC_LIMITS, short_repr
 
 __all__ = ["SearchConfig", "parse_duration", "OBJECTIVES", "SAMPLERS", "IDENTITY_FIELDS"]
 
@@ -120,11 +120,11 @@ class SearchConfig:
         self.objectives = [o for o in self.objectives if o not in ("metric", "accuracy")]
         for o in self.objectives:
             if o not in OBJECTIVES:
-                raise UserError(f"{source}: objectives={_short(o)} is not one of {list(OBJECTIVES)}")
+                raise UserError(f"{source}: objectives={short_repr(o)} is not one of {list(OBJECTIVES)}")
         for name, allowed in (("sampler", SAMPLERS), ("scheduler", SCHEDULERS),
                               ("keep_checkpoints", KEEP)):
             if getattr(self, name) not in allowed:
-                raise UserError(f"{source}: {name}={_short(getattr(self, name))} is not one of "
+                raise UserError(f"{source}: {name}={short_repr(getattr(self, name))} is not one of "
                                 f"{list(allowed)}")
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
@@ -146,7 +146,7 @@ class SearchConfig:
             _check_run_name(self.name, source)
         if self.latency_device is not None and not re.fullmatch(r"(cpu|cuda)(:\d+)?",
                                                                 self.latency_device):
-            raise UserError(f"{source}: latency_device={_short(self.latency_device)} is not a "
+            raise UserError(f"{source}: latency_device={short_repr(self.latency_device)} is not a "
                             f"device (cpu, cuda or cuda:N)")
         from ..spaces import check_option
 
@@ -169,7 +169,7 @@ class SearchConfig:
                 setattr(self, f.name, value)
             ok = isinstance(value, _TYPES[kind]) and (kind == "bool" or not isinstance(value, bool))
             if not ok:
-                raise UserError(f"{source}: {f.name}={_short(value)} has the wrong type "
+                raise UserError(f"{source}: {f.name}={short_repr(value)} has the wrong type "
                                 f"(expected {_TYPE_NAMES[kind]})")
             if kind == "float" and not math.isfinite(value):
                 raise UserError(f"{source}: {f.name}={value} must be a finite number")
@@ -180,7 +180,7 @@ class SearchConfig:
             inner, what = (str, "strings") if name == "objectives" else (int, "integers")
             bad = [v for v in getattr(self, name) if not isinstance(v, inner) or isinstance(v, bool)]
             if bad:
-                raise UserError(f"{source}: {name} holds {_short(bad[0])}, expected only {what}")
+                raise UserError(f"{source}: {name} holds {short_repr(bad[0])}, expected only {what}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -221,19 +221,13 @@ _RANGES: dict[str, tuple[Any, Any]] = {
 }
 
 
-def _short(value: Any) -> str:
-    """``repr`` cut to one short line: messages echo untrusted values."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _check_run_name(name: str, source: str) -> None:
     """A run name is one folder inside ``results_dir``: no path separators,
     no ``.``/``..``, no control characters."""
     bad = (not name or name in (".", "..") or len(name) > _MAX_NAME
            or any(c in name for c in "/\\") or any(ord(c) < 32 or ord(c) == 127 for c in name))
     if bad:
-        raise UserError(f"{source}: name={_short(name)} must be one folder name (1 to {_MAX_NAME} "
+        raise UserError(f"{source}: name={short_repr(name)} must be one folder name (1 to {_MAX_NAME} "
                         f"characters, no '/', '\\', '..' or control characters)")
 
 
