@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import reprlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -504,7 +505,7 @@ class ArchSpec:
     def _resolution_problems(self, resolution: int | tuple[int, int]) -> list[str]:
         errs = []
         size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size):
             return [f"resolution={resolution!r} must be an integer or a pair of integers"]
         if min(size) < 1:
             return [f"resolution={resolution} must be positive"]
@@ -636,7 +637,7 @@ def check_input_size(resolution: int | tuple[int, ...], dims: int = 2,
     sizes = resolution if isinstance(resolution, (tuple, list)) else (resolution,)
     limit = SPEC_LIMITS.max_sequence if dims == 1 else SPEC_LIMITS.max_resolution
     for v in sizes:
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
             raise error(f"{where}={short_repr(resolution)} must be a positive integer")
         if v > limit:
             raise error(f"{where}={short_repr(resolution)} is over the limit of {limit}")
