@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(message: object) -> str:
+    """The README promises one line per error, whatever a message holds."""
+    return " ".join(str(message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,11 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
-        print(f"hybridnas {args.command}: error: {e}", file=sys.stderr)
+        print(f"hybridnas {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyError as e:  # unknown names from registries carry a full sentence
         msg = e.args[0] if e.args else str(e)
-        print(f"hybridnas {args.command}: error: {msg}", file=sys.stderr)
+        print(f"hybridnas {args.command}: error: {_one_line(msg)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"hybridnas {args.command}: interrupted", file=sys.stderr)

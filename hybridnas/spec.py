@@ -21,8 +21,13 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
+import reprlib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+
+from ._io import parse_json, parse_yaml, read_text
+from .errors import SpecError
 
 __all__ = [
     "ArchSpec",
@@ -32,13 +37,44 @@ __all__ = [
     "BlockSchema",
     "BLOCK_SCHEMAS",
     "SpecError",
+    "SpecLimits",
+    "SPEC_LIMITS",
+    "check_input_size",
+    "short_repr",
     "stage_letter",
 ]
 
 
-class SpecError(ValueError):
-    """A spec is malformed. The message names the field and the value, e.g.
-    ``stages[2].heads=5 does not divide width=192``."""
+
+
+@dataclass(frozen=True)
+class SpecLimits:
+    """Sane upper bounds, checked before anything is built or allocated: a
+    spec from an untrusted file cannot ask for terabytes. They sit well above
+    every published architecture (ViT-G: width 1664, depth 48, 1.8B params)."""
+
+    max_name_chars: int = 200
+    max_stages: int = 32
+    max_depth: int = 1024
+    max_width: int = 32768
+    max_stem_convs: int = 16
+    max_kernel: int = 63
+    max_stride: int = 64
+    max_heads: int = 1024
+    #: head_dim, key_dim, window, kv_stride and other per-block sizes
+    max_size: int = 4096
+    #: expansion, mlp_ratio, value_ratio
+    max_ratio: float = 64.0
+    max_outputs: int = 1_000_000
+    #: input side of a 2-D image
+    max_resolution: int = 8192
+    #: time steps of a 1-D series (and assets of a panel)
+    max_sequence: int = 1 << 20
+    #: rough parameter estimate of the whole network (weights * 4 bytes = 16 GB)
+    max_params: float = 4e9
+
+
+SPEC_LIMITS = SpecLimits()
 
 
 # --------------------------------------------------------------------------
@@ -368,6 +404,11 @@ class ArchSpec:
         return dataclasses.replace(self, **changes)
 
     # ---- validation -----------------------------------------------------
+    def limit_problems(self) -> list[str]:
+        """Values over ``SPEC_LIMITS`` (cheap: nothing is built); ``problems``
+        reports them first."""
+        return _bound_problems(self)
+
     def validate(self, resolution: int | tuple[int, int] | None = None) -> "ArchSpec":
         """Raise ``SpecError`` naming the first bad field; return self if valid.
 
@@ -382,7 +423,9 @@ class ArchSpec:
 
     def problems(self, resolution: int | tuple[int, int] | None = None) -> list[str]:
         """Every problem with this spec, as ``field=value reason`` strings."""
-        errs: list[str] = []
+        errs = _bound_problems(self)
+        if errs:  # checked first: nothing below may loop over or size a huge value
+            return errs
         if self.dims not in (1, 2):
             errs.append(f"dims={self.dims!r} must be 1 or 2")
         if self.assets and self.dims != 1:
@@ -444,8 +487,14 @@ class ArchSpec:
     def _resolution_problems(self, resolution: int | tuple[int, int]) -> list[str]:
         errs = []
         size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in size):
+            return [f"resolution={resolution!r} must be an integer or a pair of integers"]
         if min(size) < 1:
             return [f"resolution={resolution} must be positive"]
+        try:
+            check_input_size(resolution, self.dims)
+        except SpecError as e:
+            return [str(e)]
         if self.dims == 1:  # sequences and (assets, time) panels: only time is downsampled
             size = (size[-1], size[-1])
         h, w = size
@@ -504,25 +553,29 @@ class ArchSpec:
         raw_stages = data["stages"]
         if not isinstance(raw_stages, (list, tuple)):
             raise SpecError(f"{source}: stages must be a list, got {type(raw_stages).__name__}")
+        if len(raw_stages) > SPEC_LIMITS.max_stages:
+            raise SpecError(f"{source}: stages has {len(raw_stages)} entries, over the limit of "
+                            f"{SPEC_LIMITS.max_stages}")
         stages = tuple(_make(StageSpec, s, f"{source}: stages[{i}]") for i, s in enumerate(raw_stages))
         head = _make(HeadSpec, data.get("head", {}), f"{source}: head")
         dims = data.get("dims", 2)
         assets = data.get("assets", False)
         if not isinstance(assets, bool):
             raise SpecError(f"{source}: assets={assets!r} has the wrong type (expected bool)")
-        return cls(stem=stem, stages=stages, head=head, dims=dims, name=data.get("name"),
-                   assets=assets)
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise SpecError(f"{source}: name={short_repr(name)} has the wrong type (expected str)")
+        if name is not None and len(name) > SPEC_LIMITS.max_name_chars:
+            raise SpecError(f"{source}: name is {len(name)} characters long, over the limit of "
+                            f"{SPEC_LIMITS.max_name_chars}")
+        return cls(stem=stem, stages=stages, head=head, dims=dims, name=name, assets=assets)
 
     def to_json(self, **kw: Any) -> str:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
     def from_json(cls, text: str, source: str = "spec") -> "ArchSpec":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SpecError(f"{source}: not valid JSON: {e}") from None
-        return cls.from_dict(data, source)
+        return cls.from_dict(parse_json(text, source, SpecError), source)
 
     def to_yaml(self) -> str:
         import yaml
@@ -531,12 +584,7 @@ class ArchSpec:
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "spec") -> "ArchSpec":
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SpecError(f"{source}: not valid YAML: {e}") from None
+        data = parse_yaml(text, source, SpecError)
         if isinstance(data, Mapping) and "spec" in data and "stages" not in data:
             data = data["spec"]  # exported model folders wrap the spec
         return cls.from_dict(data, source)
@@ -548,8 +596,7 @@ class ArchSpec:
 
         if not os.path.exists(path):
             raise SpecError(f"{path}: no such spec file")
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        text = read_text(path, SpecError)
         if path.endswith(".json"):
             return cls.from_json(text, source=path)
         return cls.from_yaml(text, source=path)
@@ -562,6 +609,112 @@ class ArchSpec:
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
+
+def check_input_size(resolution: int | tuple[int, ...], dims: int = 2,
+                     where: str = "resolution", error: type[Exception] = SpecError) -> None:
+    """Raise ``error`` unless every side of ``resolution`` is an integer
+    in [1, limit]: ``SPEC_LIMITS.max_resolution`` for images (``dims=2``),
+    ``max_sequence`` for series. Callers that resize or allocate inputs
+    check with this first."""
+    sizes = resolution if isinstance(resolution, (tuple, list)) else (resolution,)
+    limit = SPEC_LIMITS.max_sequence if dims == 1 else SPEC_LIMITS.max_resolution
+    for v in sizes:
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1:
+            raise error(f"{where}={short_repr(resolution)} must be a positive integer")
+        if v > limit:
+            raise error(f"{where}={short_repr(resolution)} is over the limit of {limit}")
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = 6
+_REPR.maxlevel = 3
+
+
+def short_repr(value: Any) -> str:
+    """``repr`` cut to one short line: error messages echo untrusted values."""
+    return _REPR.repr(value)
+
+
+def _bound_problems(spec: "ArchSpec") -> list[str]:
+    """Values over ``SPEC_LIMITS`` (and names of the wrong type), found before
+    anything loops over, sizes or builds them."""
+    lim = SPEC_LIMITS
+    errs: list[str] = []
+
+    def over(where: str, value: Any, limit: float) -> None:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+            errs.append(f"{where}={value} is over the limit of {limit}")
+
+    if spec.name is not None and not isinstance(spec.name, str):
+        errs.append(f"name={short_repr(spec.name)} must be a string")
+    elif spec.name is not None and len(spec.name) > lim.max_name_chars:
+        errs.append(f"name is {len(spec.name)} characters long, over the limit of "
+                    f"{lim.max_name_chars}")
+    st = spec.stem
+    for key in ("widths", "strides"):
+        if len(getattr(st, key)) > lim.max_stem_convs:
+            errs.append(f"stem.{key} has {len(getattr(st, key))} entries, over the limit of "
+                        f"{lim.max_stem_convs}")
+    for w in st.widths:
+        over("stem.widths[]", w, lim.max_width)
+    for s in st.strides:
+        over("stem.strides[]", s, lim.max_stride)
+    over("stem.kernel", st.kernel, lim.max_kernel)
+    over("stem.proj", st.proj, lim.max_width)
+    if len(spec.stages) > lim.max_stages:
+        errs.append(f"stages has {len(spec.stages)} entries, over the limit of {lim.max_stages}")
+        return errs
+    for i, s in enumerate(spec.stages):
+        p = f"stages[{i}]"
+        over(f"{p}.depth", s.depth, lim.max_depth)
+        over(f"{p}.width", s.width, lim.max_width)
+        over(f"{p}.stride", s.stride, lim.max_stride)
+        over(f"{p}.kernel", s.kernel, lim.max_kernel)
+        over(f"{p}.heads", s.heads, lim.max_heads)
+        for key in ("head_dim", "key_dim", "window", "kv_stride", "attn_blocks"):
+            over(f"{p}.{key}", getattr(s, key), lim.max_size if key != "attn_blocks"
+                 else lim.max_depth)
+        for key in ("expansion", "mlp_ratio", "value_ratio", "se_ratio", "layer_scale"):
+            value = getattr(s, key)
+            if isinstance(value, float) and not math.isfinite(value):
+                errs.append(f"{p}.{key}={value} must be a finite number")
+            over(f"{p}.{key}", value, lim.max_ratio)
+    h = spec.head
+    over("head.hidden", h.hidden, lim.max_width)
+    over("head.outputs", h.outputs, lim.max_outputs)
+    if isinstance(h.dropout, float) and not math.isfinite(h.dropout):
+        errs.append(f"head.dropout={h.dropout} must be a finite number")
+    if not errs:
+        errs.extend(_param_problems(spec))
+    return errs
+
+
+def _param_problems(spec: "ArchSpec") -> list[str]:
+    """A rough parameter count (any block type: width^2 times its widening
+    ratios, plus its kernels), so that a spec whose weights alone would not
+    fit in memory is refused before it is built."""
+    numbers = [(i, s) for i, s in enumerate(spec.stages)
+               if all(isinstance(v, int) and not isinstance(v, bool) for v in (s.width, s.depth))]
+    total = 0.0
+    biggest = (0.0, 0)
+    in_ch = max(spec.stem.widths, default=3) if spec.stem.kind != "none" else 3
+    for i, s in numbers:
+        ratios = [float(r) for r in (s.expansion, s.mlp_ratio, s.value_ratio)
+                  if isinstance(r, (int, float)) and r > 0]
+        ratio = max(ratios, default=1.0)
+        k = s.kernel if isinstance(s.kernel, int) and s.kernel > 0 else 1
+        block = s.width * s.width * (4.0 + 2.0 * ratio) + s.width * k * k * ratio
+        stage = max(s.depth, 0) * block + in_ch * s.width
+        total += stage
+        biggest = max(biggest, (stage, i))
+        in_ch = s.width
+    if total > SPEC_LIMITS.max_params:
+        s = spec.stages[biggest[1]]
+        return [f"stages[{biggest[1]}] (width={s.width}, depth={s.depth}) brings the network to "
+                f"about {total:.3g} parameters, over the limit of {SPEC_LIMITS.max_params:.3g}"]
+    return []
+
 
 def _as_tuple(value: Any) -> tuple:
     if isinstance(value, (list, tuple)):
@@ -579,7 +732,7 @@ def _make(klass: type, data: Any, where: str) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
-        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {data!r}")
+        raise SpecError(f"{where}: expected a mapping, got {type(data).__name__} {short_repr(data)}")
     names = {f.name: f for f in fields(klass)}
     unknown = set(data) - set(names)
     if unknown:
@@ -591,6 +744,9 @@ def _make(klass: type, data: Any, where: str) -> Any:
         if value is None:
             ok = "None" in expected
         elif expected.startswith("tuple"):
+            if isinstance(value, (list, tuple)) and len(value) > SPEC_LIMITS.max_stem_convs:
+                raise SpecError(f"{where}.{key} has {len(value)} entries, over the limit of "
+                                f"{SPEC_LIMITS.max_stem_convs}")
             ok = isinstance(value, (list, tuple, int)) and all(
                 isinstance(v, int) and not isinstance(v, bool) for v in _as_tuple(value))
             value = tuple(_as_tuple(value))
@@ -600,7 +756,7 @@ def _make(klass: type, data: Any, where: str) -> Any:
             if kinds is not None:
                 ok = isinstance(value, kinds) and (base == "bool" or not isinstance(value, bool))
         if not ok:
-            raise SpecError(f"{where}.{key}={value!r} has the wrong type (expected {expected})")
+            raise SpecError(f"{where}.{key}={short_repr(value)} has the wrong type (expected {expected})")
         kwargs[key] = value
     if klass is StageSpec:
         for req in ("block", "depth", "width"):

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
@@ -334,20 +336,33 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     if ckpt_path:
         os.makedirs(checkpoint_dir, exist_ok=True)
         if resume and os.path.exists(ckpt_path):
+            from .errors import UserError
+
             try:
-                state = torch.load(ckpt_path, map_location=device, weights_only=False)
+                # weights_only: tensors and plain values only, so a crafted
+                # checkpoint in a downloaded folder cannot run code
+                state = torch.load(ckpt_path, map_location=device, weights_only=True)
+            except pickle.UnpicklingError as e:
+                found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+                reason = (f"refused: it asks to load {found.group(1)}, and a checkpoint may hold "
+                          f"only tensors and plain values" if found else "it is damaged")
+                raise UserError(f"{ckpt_path}: cannot resume from it ({reason}): remove it to "
+                                f"start over") from None
+            except (RuntimeError, ValueError, EOFError, OSError) as e:
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise UserError(f"{ckpt_path}: cannot resume from it ({reason[:200]}); it is "
+                                f"damaged: remove it to start over") from None
+            try:
                 model.load_state_dict(state["model"])
                 optimizer.load_state_dict(state["optimizer"])
                 scheduler.load_state_dict(state["scheduler"])
                 scaler.load_state_dict(state["scaler"])
-            except (RuntimeError, KeyError, ValueError, EOFError, OSError) as e:
-                from .errors import UserError
-
+                start_epoch = int(state["epoch"])
+                history = [EpochResult(**h) for h in state.get("history", [])]
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise UserError(f"{ckpt_path}: cannot resume from it ({reason[:200]}); it belongs "
                                 f"to another model or is damaged: remove it to start over") from None
-            start_epoch = int(state["epoch"])
-            history = [EpochResult(**h) for h in state.get("history", [])]
             if state.get("epochs", epochs) != epochs and log:
                 log(f"resuming a {state.get('epochs')}-epoch schedule as {epochs} epochs")
 

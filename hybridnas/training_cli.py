@@ -66,11 +66,14 @@ def register(sub) -> None:
 def _read_meta(arch: str) -> dict:
     path = os.path.join(arch, "meta.json")
     if os.path.isdir(arch) and os.path.isfile(path):
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
+        from ._io import load_data_file
+        from .errors import UserError
+
+        try:  # an export folder may come from anywhere: read within the limits
+            meta = load_data_file(path)
+        except UserError:
             return {}
+        return meta if isinstance(meta, dict) else {}
     return {}
 
 

@@ -97,6 +97,38 @@ def test_resume_continues_where_it_stopped(digits, tmp_path):
         fit(other, digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
 
 
+class _WritesMarker:
+    """Unpickling this calls ``open(marker, 'w')``: what a crafted checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_crafted_checkpoint_cannot_run_code(digits, tmp_path):
+    kw = dict(epochs=2, batch_size=64, max_batches_per_epoch=2, device="cpu", seed=0)
+    fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), on_epoch=lambda r: False, **kw)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # a real one loads safely
+    marker = tmp_path / "code-ran"
+    state["history"] = _WritesMarker(marker)
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(UserError, match=r"last.pt: cannot resume from it \(refused: .*open"):
+        fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
+    assert not marker.exists()
+
+
+def test_damaged_checkpoint_is_a_user_error(digits, tmp_path):
+    kw = dict(epochs=2, batch_size=64, max_batches_per_epoch=2, device="cpu", seed=0)
+    (tmp_path / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="last.pt: cannot resume"):
+        fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
+    torch.save({"model": {}, "epoch": "two"}, tmp_path / "last.pt")
+    with pytest.raises(UserError, match="last.pt: cannot resume"):
+        fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
+
+
 class _Linear(nn.Module):
     def __init__(self, n_in, n_out):
         super().__init__()

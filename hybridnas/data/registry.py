@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..spec import check_input_size
 from .tasks import ClassificationTask, Task
 
 __all__ = [
@@ -228,6 +229,8 @@ def load_dataset(name: str, data_dir: str | None = None, resolution: int | None 
         raise UserError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
     if resolution is not None and (int(resolution) != resolution or resolution < 1):
         raise UserError(f"resolution must be a positive integer, got {resolution!r}")
+    if resolution is not None:
+        check_input_size(int(resolution), error=UserError)  # before anything is resized or allocated
     if subset is not None and (subset <= 0 or (isinstance(subset, float) and subset > 1.0)):
         raise UserError(f"subset must be a count > 0 or a fraction in (0, 1], got {subset!r}")
     data_dir = data_dir or os.environ.get("HYBRIDNAS_DATA_DIR") or None

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import UserError
-from ..spec import ArchSpec
+from ..spec import ArchSpec, check_input_size
 from .checkpoint import (
     META_FILE,
     SPEC_FILE,
@@ -114,7 +114,9 @@ def example_input_shape(spec: ArchSpec, meta: dict[str, Any] | None = None,
     checkpoint recorded it, else ``(in_chans, resolution[, resolution])``."""
     meta = meta or {}
     if resolution is None and meta.get("input_shape"):
-        return tuple(int(s) for s in meta["input_shape"])
+        shape = tuple(int(s) for s in meta["input_shape"])
+        check_input_size(shape, spec.dims, "meta.input_shape", UserError)
+        return shape
     res = resolution or meta.get("resolution")
     if not res:
         raise UserError(f"no input resolution known for {spec.name or spec.arch_id} "
@@ -122,9 +124,13 @@ def example_input_shape(spec: ArchSpec, meta: dict[str, Any] | None = None,
     chans = int(meta.get("in_chans") or 3)
     if spec.dims == 1:
         if getattr(spec, "assets", False):  # multi-asset panels: (features, assets, time)
-            return (chans, int(meta.get("assets") or 4), int(res))
-        return (chans, int(res))
-    return (chans, int(res), int(res))
+            shape: tuple[int, ...] = (chans, int(meta.get("assets") or 4), int(res))
+        else:
+            shape = (chans, int(res))
+    else:
+        shape = (chans, int(res), int(res))
+    check_input_size(shape, spec.dims, "input shape", UserError)  # before any tensor exists
+    return shape
 
 
 @contextlib.contextmanager

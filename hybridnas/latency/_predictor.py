@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable
 
-from .._io import write_atomic
+from .._io import FileLimits, parse_json, read_text, write_atomic
 from ..errors import UserError
 from ..spec import ArchSpec, StageSpec
 
@@ -188,6 +188,10 @@ def _nnls(rows: list[list[float]], targets: list[float]) -> list[float]:
     return coef.tolist()
 
 
+#: Tables hold one entry per measured block setting: larger than a spec.
+_TABLE_LIMITS = FileLimits(max_bytes=256 << 20, max_nodes=50_000_000)
+
+
 class LatencyPredictor:
     """Per-part latency table + whole-network correction for one device and
     setting (``settings``: device, device_name, backend, threads, ...).
@@ -219,14 +223,11 @@ class LatencyPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LatencyPredictor":
         path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except FileNotFoundError:
+        if not os.path.exists(path):
             raise UserError(f"{path}: no latency table (build one with "
-                            f"`hybridnas latency calibrate`)") from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise UserError(f"{path}: not a readable latency table ({e})") from None
+                            f"`hybridnas latency calibrate`)")
+        # a table may come from another machine: read within the limits
+        data = parse_json(read_text(path, limits=_TABLE_LIMITS), path, limits=_TABLE_LIMITS)
         if not isinstance(data, dict) or data.get("format") != "hybridnas-latency-table":
             raise UserError(f"{path}: not a hybridnas latency table (format field missing)")
         if data.get("version") != FORMAT_VERSION:

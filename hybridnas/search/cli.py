@@ -14,12 +14,15 @@ __all__ = ["register", "add_arguments", "options_from_args"]
 
 
 def _kv(text: str) -> tuple[str, object]:
-    import yaml
+    from .._io import parse_yaml
 
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), parse_yaml(value, key.strip())
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -128,15 +131,9 @@ def options_from_args(args: argparse.Namespace) -> tuple[dict, str | None, str |
 
 
 def _read_config_file(path: str) -> dict:
-    import yaml
+    from .._io import parse_yaml, read_text
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = parse_yaml(read_text(path), f"--config {path}") or {}
     if not isinstance(data, dict):
         raise UserError(f"--config {path}: expected a mapping of options, got {type(data).__name__}")
     return data

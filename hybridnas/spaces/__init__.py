@@ -26,6 +26,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._io import parse_yaml, read_text
+from ..spec import SPEC_LIMITS
 from ._nodes import Choice, Dim, FloatRange, IntRange, OneOf, Parser, SpaceError
 from .space import Constraints, Containment, Space, count_params, format_size
 
@@ -41,6 +43,7 @@ __all__ = [
     "SpaceError",
     "count_params",
     "format_size",
+    "check_option",
     "list_spaces",
     "load",
     "search_path",
@@ -91,15 +94,26 @@ def _find(name_or_path: str | os.PathLike) -> Path:
 
 
 def _read(path: Path) -> dict:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    raw = parse_yaml(read_text(path, SpaceError), str(path), SpaceError)
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: expected a mapping with arch/stages, got {type(raw).__name__}")
     return raw
+
+
+#: The largest ``width_mult``/``depth_mult`` a space accepts.
+MAX_MULTIPLIER = 64.0
+
+
+def check_option(key: str, value: Any, where: str = "space option") -> None:
+    """Raise ``SpaceError`` unless ``key=value`` is a valid option of ``load``
+    (``width_mult`` or ``depth_mult``: a positive finite number, at most
+    ``MAX_MULTIPLIER``). ``search`` checks ``--space-option`` with this before
+    anything runs."""
+    if key not in ("width_mult", "depth_mult"):
+        raise SpaceError(f"{where}: unknown space option {key!r} (known: depth_mult, width_mult)")
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0 < value <= MAX_MULTIPLIER):
+        raise SpaceError(f"{where}: {key}={value!r} must be a number in (0, {MAX_MULTIPLIER:g}]")
 
 
 def load(name_or_path: str | os.PathLike, resolution: int | None = None,
@@ -125,24 +139,31 @@ def load(name_or_path: str | os.PathLike, resolution: int | None = None,
     if dims not in (1, 2):
         raise SpaceError(f"{where}: dims={dims!r} must be 1 or 2")
 
-    def positive_int(key: str, default: Any) -> Any:
-        v = raw.get(key, default)
+    max_res = SPEC_LIMITS.max_sequence if dims == 1 else SPEC_LIMITS.max_resolution
+
+    def positive_int(key: str, default: Any, given: Any = None) -> Any:
+        v = given if given is not None else raw.get(key, default)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise SpaceError(f"{where}: {key}={v!r} must be a positive integer")
+        if v is not None and v > max_res:
+            raise SpaceError(f"{where}: {key}={v} is over the limit of {max_res}")
         return v
 
     def multiplier(key: str, given: float | None) -> float:
         v = given if given is not None else raw.get(key, 1.0)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise SpaceError(f"{where}: {key}={v!r} must be a positive number")
+        check_option(key, v, where)
         return float(v)
 
+    for key in ("name", "description"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise SpaceError(f"{where}: {key} must be a string, got {type(raw[key]).__name__}")
+    if len(raw.get("name") or "") > SPEC_LIMITS.max_name_chars:
+        raise SpaceError(f"{where}: name is {len(raw['name'])} characters long, over the limit "
+                         f"of {SPEC_LIMITS.max_name_chars}")
     reference = positive_int("reference_resolution", 224 if dims == 2 else None)
     if reference is None:
         raise SpaceError(f"{where}: reference_resolution is required for a 1-D space")
-    res = resolution if resolution is not None else positive_int("resolution", None)
-    if res is not None and (not isinstance(res, int) or res < 1):
-        raise SpaceError(f"{where}: resolution={res!r} must be a positive integer")
+    res = positive_int("resolution", None, resolution)
     proxy = raw.get("proxy") or {}
     if not isinstance(proxy, dict) or set(proxy) - {"min_grid"}:
         raise SpaceError(f"{where}: proxy: expected {{min_grid: N}}, got {proxy!r}")
@@ -198,3 +219,18 @@ def _smoke(space: Space) -> None:
         space._finish(build(space.arch, first))
     except SpecError as e:
         raise SpaceError(f"{space.path}: the template does not form a spec: {e}") from None
+
+    def last(dim: Dim) -> Any:
+        vals = dim.values()
+        return vals[-1] if vals else dim.high  # type: ignore[attr-defined]
+
+    # The largest values of the decisions: a range up to 10**9 channels must
+    # fail here, not as one trial after another that cannot be built.
+    try:
+        largest = space._finish(build(space.arch, last))
+    except (SpecError, SpaceError):
+        return  # e.g. heads that do not divide the largest width: checked per sample
+    over = largest.limit_problems()
+    if over:
+        raise SpaceError(f"{space.path}: the largest values of its decisions go over a limit: "
+                         f"{over[0]}")
