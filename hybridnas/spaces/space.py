@@ -528,8 +528,8 @@ class Space:
                 keep = [o for o in keep if not _attends(o)]
                 parts.append("no_attn")
                 whys.append(f"would attend over a {grids(mins[i])[0]}x{grids(mins[i])[0]} grid "
-                            f"(or leave one for a later stage) at resolution {ref_res}; the space "
-                            f"has attention_min_grid {c.attention_min_grid}")
+                            f"(or leave one for a later stage) at {self._checked_at(ref_res)}; "
+                            f"the space has attention_min_grid {c.attention_min_grid}")
             return self._narrowed(dim, keep, "_".join(parts), "; ".join(whys))
         attends = _attends(seen.get(("stages", i, "block")))
         floor = _stem_floor(seen, self.min_grid) if self._fixed_resolution else None
@@ -544,8 +544,15 @@ class Space:
                         f"resolution {self.resolution}")
         if len(by_grid) < len(options):
             whys.append(f"would leave attention a grid below attention_min_grid "
-                        f"{c.attention_min_grid} at resolution {ref_res}")
+                        f"{c.attention_min_grid} at {self._checked_at(ref_res)}")
         return self._narrowed(dim, keep, f"max_{max(keep)}" if keep else "", " or ".join(whys))
+
+    def _checked_at(self, ref_res: int) -> str:
+        """Where a grid rule was checked, naming this search's own resolution too."""
+        if ref_res == self.resolution:
+            return f"resolution {ref_res}"
+        return (f"the reference resolution {ref_res}, where the constraints are checked "
+                f"(this search's resolution is {self.resolution})")
 
     def _narrowed(self, dim: Choice, keep: list, suffix: str, why: str) -> tuple[Dim, str]:
         if not keep or len(keep) == len(dim.options):
