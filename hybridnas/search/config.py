@@ -74,6 +74,7 @@ class SearchConfig:
     latency_repeats: int = SEARCH.repeats
     latency_threads: int = SEARCH.threads or 1
     latency_table: str | None = None
+    max_latency_ms: float | None = None  # predictor rejects before training; front excludes above
     # outputs
     name: str | None = None
     results_dir: str = "results"
@@ -124,7 +125,7 @@ class SearchConfig:
         for name in ("epochs", "batch_size", "population_size"):
             if int(getattr(self, name)) < 1:
                 raise UserError(f"{source}: {name}={getattr(self, name)} must be >= 1")
-        for name in ("budget_gpu_hours", "budget_trials"):
+        for name in ("budget_gpu_hours", "budget_trials", "max_latency_ms"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"{source}: {name}={value} must be > 0")
