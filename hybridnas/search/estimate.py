@@ -220,9 +220,9 @@ def time_trial_step(spec, bundle, *, device: str = "cpu", threads: int = 1,
     """Time ``spec`` as a trial would run it: build it, train it with
     ``hybridnas.training.fit`` (the trial's own loop and settings) for one
     warm-up batch and then up to ``batches`` timed ones (fewer once
-    ``max_seconds`` have passed), time one validation batch and one
-    latency measurement (``latency``: the trial's ``TrialLatency``; None: the
-    search defaults on the CPU). On CUDA the clock is read after a
+    ``max_seconds`` have passed), time one validation batch (after one
+    untimed) and one latency measurement (``latency``: the trial's
+    ``TrialLatency``; None: the search defaults on the CPU). On CUDA the clock is read after a
     synchronisation. Raises what training raises (out of memory, ...)."""
     import torch
 
@@ -262,10 +262,13 @@ def time_trial_step(spec, bundle, *, device: str = "cpu", threads: int = 1,
         else:  # a one-batch epoch: the warm-up batch is all there is
             train_batch_s = (marks[0] if marks else time.perf_counter()) - started
         eval_bs = default_eval_batch_size(batch_size)
-        t0 = time.perf_counter()
-        evaluate(model, bundle.val, bundle.task, device, batch_size=eval_bs, amp=amp,
-                 max_batches=1)
-        val_batch_s = time.perf_counter() - t0
+        val_times = []
+        for _ in range(2):  # the first call in eval mode at this batch size warms up
+            t0 = time.perf_counter()
+            evaluate(model, bundle.val, bundle.task, device, batch_size=eval_bs, amp=amp,
+                     max_batches=1)
+            val_times.append(time.perf_counter() - t0)
+        val_batch_s = val_times[-1]
         probe = measure(model, device=lat.device, batch_size=lat.batch_size,
                         resolution=latency_resolution(shape, spec), in_chans=shape[0],
                         num_classes=int(bundle.num_outputs), threads=lat.threads, warmup=1,
