@@ -55,6 +55,10 @@ def test_few_trials_and_slow_epochs_are_called_out_with_the_knobs():
                           budget_device_s=1e9)
     assert est.epoch_s == pytest.approx(1000.0)
     assert [w for w in est.warnings if "one epoch of one trial takes ~16m40s" in w]
+    # three trials asked for is not a warning
+    asked = estimate_trials(STEP, epochs=3, batches_per_epoch=10, val_batches=4,
+                            budget_device_s=1e4, budget_trials=3)
+    assert asked.trials == 3 and asked.warnings == ()
     fine = estimate_trials(STEP, epochs=3, batches_per_epoch=10, val_batches=4,
                            budget_device_s=1e4)
     assert fine.warnings == () and not any(k in "\n".join(fine.lines()) for k in KNOBS)
@@ -104,10 +108,10 @@ def test_dry_run_from_the_command_line(tmp_path, capsys):
 
     rc = main(["search", "--space", "stagewise", "--space-option", "width_mult=0.25",
                "--space-option", "depth_mult=0.5", "--dataset", "digits", "--subset", "300",
-               "--epochs", "1", "--budget-trials", "3", "--results-dir", str(tmp_path / "r"),
+               "--epochs", "1", "--budget-gpu-hours", "1e-4", "--results-dir", str(tmp_path / "r"),
                "--name", "dry", "--dry-run"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "3 trial(s) fit the trial budget" in out and "warning: only 3 trial(s)" in out
+    assert "trial(s) fit the device budget" in out and "too few to find a front" in out
     assert "--subset N" in out
     assert not (tmp_path / "r").exists()

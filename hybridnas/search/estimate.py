@@ -135,8 +135,8 @@ def estimate_trials(timing: StepTiming, *, epochs: int, batches_per_epoch: int,
     fewest of what is left of the device budget / trial device-seconds, the
     trial budget less ``trials_done``, and what is left of the time limit /
     trial wall x ``concurrency``. Wall time: waves of ``concurrency`` trials,
-    at most the time left. Warns below ``MIN_TRIALS`` trials or above
-    ``SLOW_EPOCH_S`` per epoch.
+    at most the time left. Warns below ``MIN_TRIALS`` trials (unless the
+    trial budget asked for that few) or above ``SLOW_EPOCH_S`` per epoch.
     """
     epoch_s = batches_per_epoch * timing.train_batch_s + val_batches * timing.val_batch_s
     trial_s = epochs * epoch_s + timing.setup_s + timing.latency_s
@@ -160,7 +160,7 @@ def estimate_trials(timing: StepTiming, *, epochs: int, batches_per_epoch: int,
         if time_left is not None:
             wall_s = min(wall_s, time_left)
     warnings = []
-    if trials is not None and trials < MIN_TRIALS:
+    if trials is not None and trials < MIN_TRIALS and limited_by != "trial budget":
         warnings.append(f"only {trials} trial(s) fit the {limited_by}: too few to find a front "
                         f"(aim for {MIN_TRIALS} or more)")
     if epoch_s > SLOW_EPOCH_S:
