@@ -101,7 +101,8 @@ class TrialsEstimate:
             f"{t.val_batch_s * 1e3:.0f} ms) + {t.setup_s + t.latency_s:.1f} s build and "
             f"latency measurement",
             f"estimate timed on {t.device}: {t.arch}; {t.batches_timed} training batch(es) "
-            f"after one warm-up batch",
+            f"after one warm-up batch" + (" (timed alone: trials sharing CPU cores run slower)"
+                                          if t.device == "cpu" and self.concurrency > 1 else ""),
         ]
         if self.trials is None:
             out.append("estimate: no budget bounds the run (--budget-gpu-hours, --budget-trials, "
