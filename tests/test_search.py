@@ -341,6 +341,10 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     assert meta["input_shape"] == [1, 8, 8] and meta["resolution"] == 8
     out = capsys.readouterr().out
     assert "CPU device-hours" in out and "front" in out and "HV" in out
+    # the cost estimate comes first, and progress lines carry the run's ETA
+    assert out.index("estimate (strategy trials)") < out.index("trial 0 (tiny_coatnet) started")
+    assert "4 trial(s) fit the trial budget" in out and res.estimate.trials == 4
+    assert any(", ETA " in line for line in out.splitlines() if "done (" in line)
 
 
 @pytest.fixture(scope="module")
