@@ -25,6 +25,10 @@ def test_estimate_arithmetic_by_hand():
                           devices_per_trial=0.5, budget_device_s=200.0, unit="gpu")
     assert gpu.trial_device_s == pytest.approx(10.0) and gpu.trials == 20
     assert gpu.wall_s == pytest.approx(100.0)                       # 5 waves of 4
+    first = gpu.lines()[0]
+    assert "per epoch 3 GPU device-s (~6s wall: 10 batches x 500 ms + validation 4 x 250 ms)" \
+        in first and "per trial 10 GPU device-s (~20s wall: 3 epoch(s) + 2.0 s build" in first
+    assert "20 trial(s) fit the device budget" in gpu.lines()[2]
 
 
 def test_the_tightest_budget_bounds_the_plan():
@@ -93,7 +97,7 @@ def test_dry_run_prints_the_estimate_and_creates_nothing(tmp_path, capsys):
     out = io.StringIO()
     result = run_search(cfg, space=TinySpace(), stream=out, dry_run=True)
     text = out.getvalue()
-    assert "estimate (strategy trials): one trial" in text
+    assert "estimate (strategy trials): per epoch" in text
     assert "median-MACs architecture of 3 random samples" in text
     assert "dry run: nothing created or started" in text
     est = result.estimate

@@ -93,13 +93,14 @@ class TrialsEstimate:
     def lines(self) -> list[str]:
         t = self.timing
         unit = "GPU" if self.unit == "gpu" else "CPU"
+        per = self.devices_per_trial
         out = [
-            f"estimate (strategy trials): one trial ~{_fmt_s(self.trial_s)} wall, "
-            f"{self.trial_device_s:.0f} {unit} device-s = {self.epochs} epoch(s) x "
-            f"~{_fmt_s(self.epoch_s)} ({self.batches_per_epoch} batches x "
+            f"estimate (strategy trials): per epoch {self.epoch_s * per:.0f} {unit} device-s "
+            f"(~{_fmt_s(self.epoch_s)} wall: {self.batches_per_epoch} batches x "
             f"{t.train_batch_s * 1e3:.0f} ms + validation {self.val_batches} x "
-            f"{t.val_batch_s * 1e3:.0f} ms) + {t.setup_s + t.latency_s:.1f} s build and "
-            f"latency measurement",
+            f"{t.val_batch_s * 1e3:.0f} ms); per trial {self.trial_device_s:.0f} {unit} "
+            f"device-s (~{_fmt_s(self.trial_s)} wall: {self.epochs} epoch(s) + "
+            f"{t.setup_s + t.latency_s:.1f} s build and latency measurement)",
             f"estimate timed on {t.device}: {t.arch}; {t.batches_timed} training batch(es) "
             f"after one warm-up batch" + (" (timed alone: trials sharing CPU cores run slower)"
                                           if t.device == "cpu" and self.concurrency > 1 else ""),
