@@ -52,6 +52,14 @@ def test_few_trials_and_slow_epochs_are_called_out_with_the_knobs():
     assert few.trials == 3 < MIN_TRIALS
     assert any("only 3 trial(s) fit the device budget" in w for w in few.warnings)
     text = "\n".join(few.lines())
+    # 60 s / 5 trials = 12 s each: 2 s build/latency + 3 x 1 s validation leave 7 s
+    # for 3 epochs of 0.5 s batches: 4 batches per epoch (then 11 s a trial, 5 fit)
+    assert few.suggested_batches == 4
+    assert estimate_trials(STEP, epochs=3, batches_per_epoch=4, val_batches=4,
+                           budget_device_s=60.0).trials == MIN_TRIALS
+    with_bs = estimate_trials(STEP, epochs=3, batches_per_epoch=10, val_batches=4,
+                              budget_device_s=60.0, batch_size=32)
+    assert "--max-batches-per-epoch 4 (or --subset ~128) would clear" in "\n".join(with_bs.lines())
     for knob in ("--subset", "--resolution", "--space-option width_mult=", "configs/quickstart.yaml"):
         assert knob in text
     slow = StepTiming(**{**STEP.__dict__, "train_batch_s": 2.0})
@@ -59,6 +67,7 @@ def test_few_trials_and_slow_epochs_are_called_out_with_the_knobs():
                           budget_device_s=1e9)
     assert est.epoch_s == pytest.approx(1000.0)
     assert [w for w in est.warnings if "one epoch of one trial takes ~16m40s" in w]
+    assert est.suggested_batches == 450          # 900 s / 2 s per batch
     # three trials asked for is not a warning
     asked = estimate_trials(STEP, epochs=3, batches_per_epoch=10, val_batches=4,
                             budget_device_s=1e4, budget_trials=3)

@@ -89,6 +89,8 @@ class TrialsEstimate:
     wall_s: float | None      # expected wall time of the run
     early_stopping: bool
     warnings: tuple[str, ...]
+    suggested_batches: int | None = None  # batches per epoch that would clear the warnings
+    batch_size: int = 0
 
     def lines(self) -> list[str]:
         t = self.timing
@@ -115,6 +117,11 @@ class TrialsEstimate:
                        f"{self.concurrency} concurrent trial(s) ~{_fmt_s(self.wall_s or 0.0)} "
                        f"wall")
         out += [f"warning: {w}" for w in self.warnings]
+        if self.warnings and self.suggested_batches:
+            n = self.suggested_batches
+            subset = f" (or --subset ~{n * self.batch_size})" if self.batch_size else ""
+            out.append(f"at this pace --max-batches-per-epoch {n}{subset} would clear the "
+                       f"warning(s) above")
         if self.warnings:
             out.append("make trials cheaper with " + ", ".join(KNOBS) + "; or give a larger budget")
         return out
@@ -128,7 +135,8 @@ def estimate_trials(timing: StepTiming, *, epochs: int, batches_per_epoch: int,
                     budget_device_s: float | None = None, spent_device_s: float = 0.0,
                     budget_trials: int | None = None, trials_done: int = 0,
                     time_limit_s: float | None = None, elapsed_s: float = 0.0,
-                    unit: str = "cpu", early_stopping: bool = False) -> TrialsEstimate:
+                    unit: str = "cpu", early_stopping: bool = False,
+                    batch_size: int = 0) -> TrialsEstimate:
     """The plan of a multi-trial search from a ``StepTiming`` (pure arithmetic).
 
     epoch = batches/epoch x train batch + validation batches x val batch;
@@ -138,7 +146,10 @@ def estimate_trials(timing: StepTiming, *, epochs: int, batches_per_epoch: int,
     trial budget less ``trials_done``, and what is left of the time limit /
     trial wall x ``concurrency``. Wall time: waves of ``concurrency`` trials,
     at most the time left. Warns below ``MIN_TRIALS`` trials (unless the
-    trial budget asked for that few) or above ``SLOW_EPOCH_S`` per epoch.
+    trial budget asked for that few) or above ``SLOW_EPOCH_S`` per epoch;
+    then ``suggested_batches`` is the most training batches per epoch that
+    would clear both (None when even one batch would not), and
+    ``batch_size`` turns it into a ``--subset`` in ``lines()``.
     """
     epoch_s = batches_per_epoch * timing.train_batch_s + val_batches * timing.val_batch_s
     trial_s = epochs * epoch_s + timing.setup_s + timing.latency_s
@@ -168,12 +179,26 @@ def estimate_trials(timing: StepTiming, *, epochs: int, batches_per_epoch: int,
     if epoch_s > SLOW_EPOCH_S:
         warnings.append(f"one epoch of one trial takes ~{_fmt_s(epoch_s)} here "
                         f"(more than {_fmt_s(SLOW_EPOCH_S)})")
+    caps = []  # training batches per epoch that each warning allows
+    fixed = timing.setup_s + timing.latency_s + epochs * val_batches * timing.val_batch_s
+    if epoch_s > SLOW_EPOCH_S:
+        caps.append((SLOW_EPOCH_S - val_batches * timing.val_batch_s) / timing.train_batch_s)
+    if warnings and trials is not None and trials < MIN_TRIALS and limited_by == "device budget":
+        target = max(0.0, budget_device_s - spent_device_s) / MIN_TRIALS / float(devices_per_trial)
+        caps.append((target - fixed) / (epochs * timing.train_batch_s))
+    elif warnings and trials is not None and trials < MIN_TRIALS and limited_by == "time limit":
+        target = time_left / math.ceil(MIN_TRIALS / concurrency)
+        caps.append((target - fixed) / (epochs * timing.train_batch_s))
+    suggested = int(min(caps)) if caps and timing.train_batch_s > 0 else None
+    if suggested is not None and not 1 <= suggested < batches_per_epoch:
+        suggested = None
     return TrialsEstimate(timing=timing, epochs=int(epochs), batches_per_epoch=int(batches_per_epoch),
                           val_batches=int(val_batches), devices_per_trial=float(devices_per_trial),
                           concurrency=concurrency, unit=unit, epoch_s=epoch_s, trial_s=trial_s,
                           trial_device_s=trial_device_s, trials=trials, limited_by=limited_by,
                           wall_s=wall_s, early_stopping=bool(early_stopping),
-                          warnings=tuple(warnings))
+                          warnings=tuple(warnings), suggested_batches=suggested,
+                          batch_size=int(batch_size))
 
 
 def pick_architecture(space, resolution, input_shape, num_outputs: int, samples: int = 3,
@@ -326,7 +351,7 @@ def estimate_search(cfg, space, bundle, resolution, *, gpus: float, concurrency:
         budget_device_s=None if cfg.budget_gpu_hours is None else cfg.budget_gpu_hours * 3600.0,
         spent_device_s=spent_device_s, budget_trials=cfg.budget_trials, trials_done=trials_done,
         time_limit_s=cfg.time_limit, elapsed_s=elapsed_s, unit=unit,
-        early_stopping=cfg.scheduler != "none")
+        early_stopping=cfg.scheduler != "none", batch_size=cfg.batch_size)
 
 
 @dataclass(frozen=True)
