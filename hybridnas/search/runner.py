@@ -8,8 +8,10 @@ which writes the run directory through ``hybridnas.rundir``). The other jobs
 live beside it: ``cluster`` (Ray start-up, device checks), ``storage``
 (Optuna storage and sampler), ``resume`` (config and repair after a kill),
 ``sharing`` (the dataset through the object store), ``measuring`` (the
-run's latency service), ``report`` (end-of-run lines), ``settings`` (what
-each trial is told) and ``hooks`` (checkpoints and dashboard, handed in).
+run's latency service and the ``max_latency_ms`` screen), ``estimate`` (the
+cost printed before the first trial; all a ``dry_run`` does), ``report``
+(end-of-run lines), ``settings`` (what each trial is told) and ``hooks``
+(checkpoints and dashboard, handed in).
 
 Early-stopped trials are recorded as EARLY_STOPPED with
 ``full_fidelity=False`` and never enter the front; a failing trial is
