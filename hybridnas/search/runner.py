@@ -273,6 +273,10 @@ def _run(s: _Session) -> SearchResult:
     sampler = make_sampler(cfg.sampler, seed, cfg.population_size)
     threads = cfg.threads_per_trial or max(1, int(cfg.cpus_per_trial))
     latency, service = latency_settings(cfg, run, gpus, bundle, resolution)
+    concurrency = trial_concurrency(cfg, ray.cluster_resources(), gpus)
+    # Timed before the searcher's proposal thread starts, which would compete for the CPU.
+    estimate = _estimate(cfg, space, bundle, resolution, gpus, concurrency, budget.unit,
+                         list(recorder.rows.values()), budget.elapsed(), latency)
     settings = TrialSettings(
         data=s.data_kw, num_outputs=int(bundle.num_outputs), epochs=cfg.epochs,
         metric_name=task.metric_name, maximize=bool(task.maximize), gpus_per_trial=gpus,
@@ -295,7 +299,6 @@ def _run(s: _Session) -> SearchResult:
                                max_t=cfg.epochs, grace_period=cfg.asha_grace_epochs,
                                reduction_factor=cfg.asha_reduction_factor, costs=columns[1:],
                                cost_modes=["max" if m else "min" for m in maximize[1:]])
-    concurrency = trial_concurrency(cfg, ray.cluster_resources(), gpus)
     time_left = None
     if cfg.time_limit is not None:
         time_left = max(1.0, cfg.time_limit - budget.elapsed())
@@ -305,8 +308,6 @@ def _run(s: _Session) -> SearchResult:
                   f"objectives {', '.join(f'{m} {d}' for m, d in zip(columns, modes))}, "
                   f"sampler {cfg.sampler}, scheduler {cfg.scheduler}, "
                   f"{concurrency} concurrent trial(s)" + (" [resumed]" if s.resuming else ""))
-    estimate = _estimate(cfg, space, bundle, resolution, gpus, concurrency, budget.unit,
-                         list(recorder.rows.values()), budget.elapsed(), latency)
     for line in estimate.lines():
         recorder.note(line)
     if cfg.max_latency_ms is not None:
