@@ -128,3 +128,19 @@ def test_dry_run_from_the_command_line(tmp_path, capsys):
     assert "trial(s) fit the device budget" in out and "too few to find a front" in out
     assert "--subset N" in out
     assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_of_a_resume_counts_what_the_run_spent_and_touches_nothing(tiny_search_run):
+    import io
+
+    from hybridnas import load_run
+    from hybridnas.search import run_search
+
+    before = {p: p.stat().st_mtime_ns for p in tiny_search_run.rglob("*") if p.is_file()}
+    ran = int((load_run(tiny_search_run).status != "REJECTED").sum())
+    out = io.StringIO()
+    result = run_search(resume=tiny_search_run, overrides={"budget_trials": ran + 2},
+                        space=TinySpace(), stream=out, dry_run=True)
+    assert result.estimate.trials == 2 and "2 trial(s) fit the trial budget" in out.getvalue()
+    after = {p: p.stat().st_mtime_ns for p in tiny_search_run.rglob("*") if p.is_file()}
+    assert after == before   # no study, table, log or lock written
