@@ -33,7 +33,7 @@ from .errors import UserError
 __all__ = ["RunDir", "load_run", "empty_row", "rows_to_frame", "normalise_trials",
            "COLUMNS", "Column", "TRIAL_COLUMNS", "STATUSES", "FIDELITIES",
            "OBJECTIVE_COLUMNS", "DEFAULT_OBJECTIVES", "objective_columns", "run_objectives",
-           "front_eligible", "front_of", "front_summary", "make_summary"]
+           "LIMIT_OPTIONS", "front_limits", "front_eligible", "front_of", "front_summary", "make_summary"]
 
 STATUSES = ("COMPLETE", "EARLY_STOPPED", "FAILED", "REJECTED", "RUNNING")
 #: How a trial's ``metric`` was obtained: trained at the proxy setting
@@ -154,9 +154,30 @@ def run_objectives(config: dict[str, Any] | None = None,
     return [str(c) for c in columns], [bool(m) for m in maximize]
 
 
-def front_eligible(df, columns: Sequence[str] = DEFAULT_OBJECTIVES[0]):
+#: Run options (config.yaml keys) that bound a trials column on the front:
+#: option -> column. A trial over a bound is recorded but never on the front.
+LIMIT_OPTIONS = {"max_latency_ms": "latency_ms"}
+
+
+def front_limits(config: dict[str, Any] | None) -> dict[str, float]:
+    """Upper bounds a run's front obeys, as trials column -> largest allowed
+    value (e.g. ``{"latency_ms": 5.0}`` from ``max_latency_ms: 5``), read from
+    the run's config.yaml (a dict); {} when it sets none."""
+    limits = {}
+    for option, column in LIMIT_OPTIONS.items():
+        value = (config or {}).get(option)
+        if value is not None:
+            limits[column] = float(value)
+    return limits
+
+
+def front_eligible(df, columns: Sequence[str] = DEFAULT_OBJECTIVES[0],
+                   limits: dict[str, float] | None = None):
     """The front rule, as a boolean Series over ``df``: full-fidelity COMPLETE
-    trials with a finite value in every objective column.
+    trials with a finite value in every objective column, and within every
+    bound of ``limits`` (``front_limits`` of the run's config: a trial whose
+    measured latency exceeds ``max_latency_ms`` stays in the table, off the
+    front).
 
     Early-stopped trials never enter: their metric was measured after fewer
     epochs, so comparing it with fully trained trials would be unfair in
@@ -168,21 +189,25 @@ def front_eligible(df, columns: Sequence[str] = DEFAULT_OBJECTIVES[0]):
     ok = (df["status"] == "COMPLETE") & df["full_fidelity"].astype(bool)
     for col in columns:
         ok &= np.isfinite(pd.to_numeric(df[col], errors="coerce").astype(float))
+    for col, bound in (limits or {}).items():
+        ok &= pd.to_numeric(df[col], errors="coerce").astype(float) <= float(bound)
     return ok
 
 
-def front_of(df, columns: Sequence[str], maximize: Sequence[bool]):
+def front_of(df, columns: Sequence[str], maximize: Sequence[bool],
+             limits: dict[str, float] | None = None):
     """The Pareto front among the trials ``front_eligible`` admits (a DataFrame)."""
     from .pareto import pareto_mask
 
-    ok = df[front_eligible(df, columns)]
+    ok = df[front_eligible(df, columns, limits)]
     if ok.empty:
         return ok
     mask = pareto_mask(ok[list(columns)].to_numpy(dtype=float), maximize)
     return ok[mask].sort_values(list(columns)[1] if len(columns) > 1 else columns[0])
 
 
-def front_summary(df, columns: Sequence[str], maximize: Sequence[bool], reference=None) -> dict:
+def front_summary(df, columns: Sequence[str], maximize: Sequence[bool], reference=None,
+                  limits: dict[str, float] | None = None) -> dict:
     """Front size, hypervolume and the reference point it was measured against.
 
     Without ``reference`` the point comes from every trial ``front_eligible``
@@ -190,12 +215,12 @@ def front_summary(df, columns: Sequence[str], maximize: Sequence[bool], referenc
     """
     from .pareto import default_reference, hypervolume
 
-    ok = df[front_eligible(df, columns)]
+    ok = df[front_eligible(df, columns, limits)]
     if ok.empty:
         return {"front_size": 0, "hypervolume": 0.0, "reference_point": None}
     pts = ok[list(columns)].to_numpy(dtype=float)
     ref = default_reference(pts, maximize) if reference is None else reference
-    front = front_of(df, columns, maximize)
+    front = front_of(df, columns, maximize, limits)
     return {"front_size": int(len(front)),
             "hypervolume": float(hypervolume(pts, maximize, ref)),
             "reference_point": [float(x) for x in ref]}

@@ -38,7 +38,8 @@ from .training_progress import BatchProgress
 
 __all__ = [
     "fit", "evaluate", "EpochResult", "FitResult", "TrainingError", "NonFiniteLoss",
-    "OutOfMemory", "resolve_device", "iterate_batches", "CHECKPOINT_NAME",
+    "OutOfMemory", "resolve_device", "iterate_batches", "default_eval_batch_size",
+    "steps_per_epoch", "CHECKPOINT_NAME",
 ]
 
 CHECKPOINT_NAME = "last.pt"
@@ -247,6 +248,19 @@ def evaluate(model: nn.Module, loader_or_dataset, task, device: str | torch.devi
     return {f"{prefix}{k}": float(v) for k, v in metrics.items()}
 
 
+def steps_per_epoch(n_train: int, batch_size: int, max_batches: int | None = None) -> int:
+    """Training steps ``fit`` takes per epoch: full batches of ``n_train``
+    images (one short batch when there are fewer), at most ``max_batches``."""
+    full = n_train // batch_size if n_train >= batch_size else 1
+    return min(full, max_batches or full)
+
+
+def default_eval_batch_size(batch_size: int) -> int:
+    """The validation batch size ``fit`` uses when given none: larger than the
+    training batch (no gradients are kept), at least 256."""
+    return max(int(batch_size), 256)
+
+
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on weight matrices/kernels only, as in timm: decaying
     norms, biases, position tables and tokens only hurts."""
@@ -319,10 +333,9 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     n_train = len(train_set)
     if n_train == 0:
         raise ValueError("the training set is empty")
-    full_batches = n_train // batch_size if n_train >= batch_size else 1
-    steps_per_epoch = min(full_batches, max_batches_per_epoch or full_batches)
-    total_steps = steps_per_epoch * epochs
-    warmup_steps = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
+    steps = steps_per_epoch(n_train, batch_size, max_batches_per_epoch)
+    total_steps = steps * epochs
+    warmup_steps = min(int(round(warmup_epochs * steps)), max(total_steps - 1, 0))
 
     optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999),
                                   **({"fused": True} if device.type == "cuda" else {}))
@@ -383,7 +396,7 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
         try:
             for x, y in iterate_batches(train_set, batch_size, device, shuffle=True,
                                         generator=generator, drop_last=True,
-                                        max_batches=steps_per_epoch):
+                                        max_batches=steps):
                 if channels_last and x.ndim == 4 and device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -401,7 +414,7 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
                 seen += len(y)
                 batches += 1
                 if on_batch is not None:
-                    on_batch(BatchProgress(epoch + 1, epochs, batches, steps_per_epoch, seen,
+                    on_batch(BatchProgress(epoch + 1, epochs, batches, steps, seen,
                                            time.perf_counter() - t0))
                 if batches % check_every == 0 and not torch.isfinite(running):
                     raise NonFiniteLoss(f"loss became {float(loss.detach()):.4g} at epoch {epoch + 1}, "
@@ -418,7 +431,7 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds = time.perf_counter() - t0
-        val = evaluate(model, val_set, task, device, batch_size=eval_batch_size or max(batch_size, 256),
+        val = evaluate(model, val_set, task, device, batch_size=eval_batch_size or default_eval_batch_size(batch_size),
                        amp=amp, max_batches=max_val_batches)
         model.train()
         seconds = time.perf_counter() - t0

@@ -61,6 +61,18 @@ def test_the_front_rule_admits_full_fidelity_complete_trials_only():
     assert rundir.front_summary(df, ["metric", "latency_ms"], [True, False])["front_size"] == 2
 
 
+def test_a_latency_limit_in_the_config_keeps_slower_trials_off_the_front():
+    df = rundir.rows_to_frame([_row(0), _row(4, metric=0.6, latency=2.0)])
+    limits = rundir.front_limits({"max_latency_ms": 1.5, "epochs": 3})
+    assert limits == {"latency_ms": 1.5} and rundir.front_limits({}) == {}
+    assert list(rundir.front_eligible(df, ["metric", "latency_ms"], limits)) == [True, False]
+    assert sorted(rundir.front_of(df, ["metric", "latency_ms"], [True, False]).trial_id) == [0, 4]
+    front = rundir.front_of(df, ["metric", "latency_ms"], [True, False], limits)
+    assert list(front.trial_id) == [0]
+    assert rundir.front_summary(df, ["metric", "latency_ms"], [True, False],
+                                limits=limits)["front_size"] == 1
+
+
 def test_objectives_come_from_summary_then_config_then_the_default():
     summary = {"objectives": ["metric", "params"], "maximize": [True, False]}
     config = {"objective_columns": ["metric", "macs"], "objective_maximize": [False, False]}

@@ -341,6 +341,10 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     assert meta["input_shape"] == [1, 8, 8] and meta["resolution"] == 8
     out = capsys.readouterr().out
     assert "CPU device-hours" in out and "front" in out and "HV" in out
+    # the cost estimate comes first, and progress lines carry the run's ETA
+    assert out.index("estimate (strategy trials)") < out.index("trial 0 (tiny_coatnet) started")
+    assert "4 trial(s) fit the trial budget" in out and res.estimate.trials == 4
+    assert any(", ETA " in line for line in out.splitlines() if "done (" in line)
 
 
 @pytest.fixture(scope="module")
@@ -428,3 +432,45 @@ def test_device_options_fail_at_start(tmp_path, capsys):
         check_devices(SearchConfig(latency_device="cuda"), cpu_only)
     check_devices(SearchConfig(latency_device="cuda:0", gpus_per_trial=0.5),
                   {"CPU": 16.0, "GPU": 1.0})
+
+
+def test_max_latency_rejects_by_prediction_and_keeps_slow_trials_off_the_front(
+        ray_session, tmp_path, monkeypatch, capsys):
+    """--max-latency-ms: an architecture the latency table predicts over the
+    limit is REJECTED before training; a trained trial measured over it stays
+    in the table but off the front, and pareto.csv, summary.json, export and
+    the dashboard agree (the rule lives in rundir.front_eligible)."""
+    import pandas as pd
+
+    import hybridnas
+    from hybridnas import rundir
+    from hybridnas.dashboard import front_mask, load_run_dir
+    from hybridnas.export.checkpoint import front_trial_ids
+    from hybridnas.latency import LatencyService
+
+    # A stand-in latency table in the driver, where the searcher screens
+    # proposals: 1 ms for a network with a 16-wide stage, 0 ms otherwise.
+    monkeypatch.setattr(LatencyService, "predictor", property(lambda self: "stand-in"))
+    monkeypatch.setattr(LatencyService, "predict",
+                        lambda self, spec, **kw: 1.0 if max(s.width for s in spec.stages) > 8
+                        else 0.0)
+    res = _search(tmp_path, "maxlat", budget_trials=3, scheduler="none", max_latency_ms=1e-6)
+    df = hybridnas.load_run(res.run_dir)
+    rejected = df[df.status == "REJECTED"]
+    assert len(rejected) >= 1
+    assert rejected.error.str.startswith("predicted latency 1 ms > max_latency_ms 1e-06").all()
+    trained = df[df.status == "COMPLETE"]
+    assert len(trained) == 3
+    for spec in trained.spec:
+        assert max(s["width"] for s in json.loads(spec)["stages"]) == 8   # predicted 0 ms
+    assert (trained.latency_ms > 1e-6).all()  # every one measured over the limit
+    columns, maximize = ["metric", "latency_ms"], [True, False]
+    assert len(rundir.front_of(df, columns, maximize)) >= 1   # the front without the limit
+    config = rundir.RunDir(res.run_dir).read_config()
+    assert rundir.front_limits(config) == {"latency_ms": 1e-6}
+    assert pd.read_csv(res.run_dir / "pareto.csv").empty
+    assert res.summary["front_size"] == 0 and res.summary["front_trial_ids"] == []
+    assert front_trial_ids(res.run_dir) == []
+    run = load_run_dir(res.run_dir)
+    assert not front_mask(run.trials, objectives=(columns, maximize), limits=run.limits).any()
+    assert "max_latency_ms 1e-06" in capsys.readouterr().out

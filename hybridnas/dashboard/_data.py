@@ -56,6 +56,11 @@ class Run:
     summary: dict = field(default_factory=dict)
 
     @property
+    def limits(self) -> dict[str, float]:
+        """Bounds its front obeys (``hybridnas.rundir.front_limits``: max_latency_ms)."""
+        return rundir.front_limits(self.config)
+
+    @property
     def metric_name(self) -> str:
         names = self.trials["metric_name"].dropna() if len(self.trials) else []
         if len(names):
@@ -179,18 +184,20 @@ def stage_blocks(spec: Any) -> list[str]:
 # Pareto front
 # --------------------------------------------------------------------------
 
-def front_eligible(trials: pd.DataFrame, columns: Sequence[str] = ("metric", "latency_ms")
-                   ) -> pd.Series:
-    """Trials that may be on the front (``hybridnas.rundir.front_eligible``)."""
-    return rundir.front_eligible(trials, columns)
+def front_eligible(trials: pd.DataFrame, columns: Sequence[str] = ("metric", "latency_ms"),
+                   limits: dict[str, float] | None = None) -> pd.Series:
+    """Trials that may be on the front (``hybridnas.rundir.front_eligible``;
+    ``limits``: the run's ``Run.limits``)."""
+    return rundir.front_eligible(trials, columns, limits)
 
 
 def front_mask(trials: pd.DataFrame, x: str = "latency_ms", *,
-               objectives: tuple[Sequence[str], Sequence[bool]] | None = None) -> np.ndarray:
+               objectives: tuple[Sequence[str], Sequence[bool]] | None = None,
+               limits: dict[str, float] | None = None) -> np.ndarray:
     """Boolean mask over ``trials``: on the Pareto front of metric vs ``x``, or
     of ``objectives`` = (columns, maximize) such as a run's own objectives."""
     columns, maximize = objectives or (("metric", x), MAXIMIZE)
-    ok = front_eligible(trials, columns).to_numpy()
+    ok = front_eligible(trials, columns, limits).to_numpy()
     mask = np.zeros(len(trials), dtype=bool)
     if ok.any():
         pts = trials.loc[ok, list(columns)].to_numpy(dtype=float)
@@ -252,8 +259,8 @@ def get_front_info(runs: Sequence[Run], x: str | None = None) -> dict[str, Any]:
     rows = []
     for run in runs:
         t = run.trials
-        on_front = front_mask(t, objectives=objectives)
-        on_line = front_mask(t, x)
+        on_front = front_mask(t, objectives=objectives, limits=run.limits)
+        on_line = front_mask(t, x, limits=run.limits)
         has = np.isfinite(t["metric"]) & np.isfinite(t[x])
         for i in np.flatnonzero(has.to_numpy()):
             r = t.iloc[i]
@@ -330,7 +337,7 @@ def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None 
     if reference is None and len(runs) == 1:
         reference = summary_reference(runs[0].summary, columns)
     if reference is None:
-        pts = [r.trials.loc[front_eligible(r.trials, columns), columns].to_numpy(dtype=float)
+        pts = [r.trials.loc[front_eligible(r.trials, columns, r.limits), columns].to_numpy(dtype=float)
                for r in runs]
         allp = np.concatenate(pts) if pts else np.zeros((0, len(columns)))
         reference = default_reference(allp, maximize) if len(allp) else None
@@ -341,7 +348,7 @@ def get_hypervolume_info(runs: Sequence[Run], reference: Sequence[float] | None 
         done = t[t["finished_at"].notna() & (t["status"] != "RUNNING")].copy()
         done["_finished"] = pd.to_datetime(done["finished_at"], errors="coerce", utc=True)
         done = done.sort_values(["_finished", "trial_id"], kind="stable")
-        eligible = front_eligible(done, columns).to_numpy()
+        eligible = front_eligible(done, columns, run.limits).to_numpy()
         pts = done[columns].to_numpy(dtype=float)
         budget = np.cumsum(done["device_seconds"].fillna(0.0).to_numpy(dtype=float)) / 3600.0
         # The front grows one trial at a time: only a trial that enters it
@@ -381,7 +388,7 @@ def get_block_usage_info(runs: Sequence[Run], x: str | None = None) -> pd.DataFr
     rows = []
     for run in runs:
         t = run.trials
-        on_front = front_mask(t, objectives=objectives)
+        on_front = front_mask(t, objectives=objectives, limits=run.limits)
         blocks = [stage_blocks(s) for s in t["spec"]]
         for group, sel in (("all", np.ones(len(t), dtype=bool)), ("front", on_front)):
             counts: dict[tuple[int, str], int] = {}
@@ -579,7 +586,7 @@ def get_trials_table(runs: Sequence[Run], x: str | None = None) -> pd.DataFrame:
     for run in runs:
         t = run.trials.copy()
         t["run"] = run.name
-        t["on_front"] = front_mask(t, objectives=objectives)
+        t["on_front"] = front_mask(t, objectives=objectives, limits=run.limits)
         frames.append(t)
     if not frames:
         return pd.DataFrame(columns=TABLE_COLUMNS)

@@ -156,7 +156,8 @@ def _cards(runs: Sequence[_data.Run], hv: dict[str, Any], x: str) -> str:
             spent = float(t["device_seconds"].fillna(0).sum()) / 3600
         total = budget.get("total_hours")
         money = f"{spent:.3g}" + (f" / {float(total):.3g}" if total else "")
-        front = int(_data.front_mask(t, objectives=_data.run_objectives(runs, x)).sum())
+        front = int(_data.front_mask(t, objectives=_data.run_objectives(runs, x),
+                                     limits=run.limits).sum())
         hv_now = f"{last.loc[run.name, 'hypervolume']:.4g}" if last is not None and \
             run.name in last.index else "-"
         out.append(

@@ -191,10 +191,12 @@ def front_trial_ids(run_dir: str | os.PathLike, trials=None) -> list[int]:
     df = run.read_trials() if trials is None else trials
     if df.empty:
         return []
-    columns, maximize = run_objectives(read_run_config(run_dir))
+    config = read_run_config(run_dir)
+    columns, maximize = run_objectives(config)
     keep = [i for i, c in enumerate(columns) if c in df.columns]
     columns, maximize = [columns[i] for i in keep], [maximize[i] for i in keep]
-    return [int(t) for t in rundir.front_of(df, columns, maximize)["trial_id"].tolist()]
+    front = rundir.front_of(df, columns, maximize, rundir.front_limits(config))
+    return [int(t) for t in front["trial_id"].tolist()]
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: str = "pareto") -> list[int]:

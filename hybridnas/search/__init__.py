@@ -12,7 +12,8 @@
 Modules: ``config`` (options), ``runner`` (the run; its docstring names the
 modules it uses for each job), ``searcher`` (Tune searcher over Optuna
 ask/tell), ``trial`` (what runs in a worker), ``settings``, ``budget``,
-``progress`` (the driver's record and progress lines), ``cli``. The run
+``progress`` (the driver's record and progress lines), ``estimate`` (the
+cost printed before a run, and by ``--dry-run``), ``cli``. The run
 directory itself is ``hybridnas.rundir``. Ray and Optuna load only when a
 search runs.
 """

@@ -96,6 +96,40 @@ class Budget:
                             f"device-s ({self.describe(rows)})")
         return None
 
+    def eta_seconds(self, rows: Iterable[dict], elapsed: float | None = None) -> float | None:
+        """Wall seconds until a budget ends the run, at the pace so far; None
+        when no budget bounds it or nothing has been spent yet. ``elapsed``:
+        wall seconds of the run so far (default: measured).
+
+        Device budget: (total - spent) x elapsed / spent (device-seconds are
+        spent at the rate so far, all concurrent trials together). Trial
+        budget: trials left x elapsed / trials finished. Time limit: what is
+        left of it. The soonest of those that apply."""
+        rows = list(rows)
+        elapsed = self.elapsed() if elapsed is None else float(elapsed)
+        etas = []
+        spent = self.spent_seconds(rows)
+        total = self.total_seconds
+        if total is not None and spent > 0 and elapsed > 0:
+            etas.append(max(0.0, total - spent) * elapsed / spent)
+        if self.trials is not None:
+            done = sum(1 for r in rows if r.get("status") in _FINISHED)
+            if done > 0:
+                etas.append(max(0, self.trials - done) * elapsed / done)
+        if self.time_limit_s is not None:
+            etas.append(max(0.0, self.time_limit_s - elapsed))
+        return min(etas) if etas else None
+
+    def describe_eta(self, rows: Iterable[dict], elapsed: float | None = None) -> str:
+        """``"ETA 3m05s"`` (``eta_seconds``), ``"ETA ?"`` before a budget has a
+        pace, or "" when no budget bounds the run."""
+        from ..training_progress import format_seconds
+
+        if self.total_seconds is None and self.trials is None and self.time_limit_s is None:
+            return ""
+        eta = self.eta_seconds(rows, elapsed)
+        return "ETA ?" if eta is None else f"ETA {format_seconds(eta)}"
+
     def describe(self, rows: Iterable[dict]) -> str:
         rows = list(rows)
         spent_h = self.spent_seconds(rows) / 3600.0

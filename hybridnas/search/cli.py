@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="trained weights to keep at the end (default: pareto)")
     g.add_argument("--dashboard-every", type=int, default=S, metavar="N",
                    help="rewrite dashboard.html every N finished trials (default: 5)")
+    g.add_argument("--dry-run", action="store_true", default=S,
+                   help="print the cost estimate (a timed training step of a sampled "
+                   "architecture, trials the budget buys, wall time) and exit: no run directory, "
+                   "study or trial is created (strategy 'trials')")
     g.add_argument("-v", "--verbose", action="count", default=S,
                    help="more output (-v: per-epoch lines and worker logs; -vv: Ray's own)")
 
@@ -117,13 +121,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-table", default=S, metavar="JSON",
                    help="calibrated latency table (hybridnas latency calibrate): fills "
                    "predicted_latency_ms")
+    g.add_argument("--max-latency-ms", type=float, default=S, metavar="MS",
+                   help="latency limit: with --latency-table, architectures predicted slower are "
+                   "REJECTED before training; trials measured slower stay in the table but "
+                   "never enter the Pareto front")
     g.add_argument("--inject-failure", type=int, action="append", default=S, metavar="TRIAL",
                    help=argparse.SUPPRESS)  # tests: make this trial raise during training
 
 
 def options_from_args(args: argparse.Namespace) -> tuple[dict, str | None, str | None]:
     """(explicit option overrides, --config path, --resume path)."""
-    skip = {"command", "func", "config", "resume", "hooks"}
+    skip = {"command", "func", "config", "resume", "hooks", "dry_run"}
     overrides = {k: v for k, v in vars(args).items() if k not in skip}
     if "space_options" in overrides:
         overrides["space_options"] = dict(overrides["space_options"])
@@ -145,14 +153,15 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides, config_path, resume = options_from_args(args)
     hooks = getattr(args, "hooks", None)  # checkpoints and dashboard, from hybridnas.cli
+    dry_run = bool(getattr(args, "dry_run", False))
     if resume:
         if config_path:
             raise UserError("--resume takes the run's own config.yaml; drop --config")
-        result = run_search(resume=resume, overrides=overrides, hooks=hooks)
+        result = run_search(resume=resume, overrides=overrides, hooks=hooks, dry_run=dry_run)
     else:
         base = _read_config_file(config_path) if config_path else {}
         cfg = SearchConfig.from_mapping(base, source=config_path or "defaults").merged(overrides)
-        result = run_search(cfg, hooks=hooks)
+        result = run_search(cfg, hooks=hooks, dry_run=dry_run)
     return 130 if result.interrupted else 0
 
 

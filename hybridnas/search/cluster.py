@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import UserError
 from .config import SearchConfig
 
-__all__ = ["init_ray", "check_devices"]
+__all__ = ["init_ray", "check_devices", "trial_concurrency", "local_resources"]
 
 
 def init_ray(cfg: SearchConfig):
@@ -57,3 +57,21 @@ def check_devices(cfg: SearchConfig, resources: dict[str, float]) -> None:
     if device.startswith("cuda") and gpus < 1:
         raise UserError(f"--latency-device {cfg.latency_device}: the Ray cluster has no GPU "
                         f"(available: {have or 'nothing'}); use --latency-device cpu")
+
+
+def trial_concurrency(cfg: SearchConfig, resources: dict[str, float], gpus: float) -> int:
+    """Trials at once: ``max_concurrent``, else what the CPUs (``cpus_per_trial``
+    each) allow; with GPUs, at most what they hold at ``gpus`` per trial."""
+    concurrency = cfg.max_concurrent or max(1, int(resources.get("CPU", 1) // cfg.cpus_per_trial))
+    if gpus > 0:
+        concurrency = min(concurrency, max(1, int(resources.get("GPU", 0) / gpus)))
+    return concurrency
+
+
+def local_resources() -> dict[str, float]:
+    """CPUs and GPUs of this machine, as a local Ray would count them (for a
+    ``--dry-run``, which starts no Ray)."""
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"CPU": float(cpus or 1), "GPU": float(torch.cuda.device_count())}

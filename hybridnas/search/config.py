@@ -76,6 +76,7 @@ class SearchConfig:
     latency_repeats: int = SEARCH.repeats
     latency_threads: int = SEARCH.threads or 1
     latency_table: str | None = None
+    max_latency_ms: float | None = None  # predictor rejects before training; front excludes above
     # outputs
     name: str | None = None
     results_dir: str = "results"
@@ -210,6 +211,7 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "seed": (0, 2**32 - 1),
     "budget_gpu_hours": ((0.0,), None),
     "budget_trials": (1, None),
+    "max_latency_ms": ((0.0,), None),
     "cpus_per_trial": ((0.0,), None),
     "gpus_per_trial": (0.0, None),
     "max_concurrent": (1, None),

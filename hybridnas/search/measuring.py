@@ -6,13 +6,17 @@ figures by arch id; defaults come from ``hybridnas.latency.settings.SEARCH``.
 """
 from __future__ import annotations
 
+import logging
+
 from ..errors import UserError
 from ..latency import LatencyService
 from ..latency.settings import SEARCH
 from .settings import TrialLatency
 from .trial import latency_resolution
 
-__all__ = ["latency_settings", "check_latency_device"]
+log = logging.getLogger("hybridnas.search")
+
+__all__ = ["latency_settings", "check_latency_device", "latency_screen"]
 
 
 def check_latency_device(device: str | None, option: str = "--latency-device") -> None:
@@ -51,3 +55,27 @@ def latency_settings(cfg, run, gpus, bundle, resolution) -> tuple[TrialLatency, 
                        repeats=cfg.latency_repeats, threads=cfg.latency_threads,
                        warmup=SEARCH.warmup, clock=SEARCH.clock, service_dir=str(service.workdir))
     return lat, service
+
+
+def latency_screen(service: LatencyService, max_latency_ms: float | None):
+    """The searcher's check before training for ``--max-latency-ms``: a
+    function (spec, input_shape) -> the reason to reject, or None; None
+    itself when there is no limit or no calibrated table
+    (``--latency-table``) to predict with. A spec the table cannot predict
+    is not rejected (its measured latency still keeps it off the front)."""
+    if max_latency_ms is None or service.predictor is None:
+        return None
+    limit = float(max_latency_ms)
+
+    def screen(spec, input_shape) -> str | None:
+        try:
+            ms = service.predict(spec, resolution=latency_resolution(input_shape, spec))
+        except Exception as e:  # noqa: BLE001 - no prediction: train and measure it
+            log.info("no latency prediction for %s: %s: %s", spec.arch_id, type(e).__name__, e)
+            return None
+        if ms is not None and ms > limit:
+            return (f"predicted latency {ms:.3g} ms > max_latency_ms {limit:g} "
+                    f"(latency table {service.predictor_path})")
+        return None
+
+    return screen

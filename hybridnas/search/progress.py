@@ -56,12 +56,14 @@ class RunRecorder(Callback):
     def __init__(self, run: RunDir, budget: Budget, rows: list[dict], columns: Sequence[str],
                  maximize: Sequence[bool], metric_name: str, max_epochs: int,
                  keep_checkpoints: str = "pareto", dashboard_every: int = 5,
-                 verbose: int = 0, stream=None, write_dashboard=None):
+                 verbose: int = 0, stream=None, write_dashboard=None,
+                 limits: dict[str, float] | None = None):
         self.run = run
         self.budget = budget
         self.rows: dict[int, dict[str, Any]] = {int(r["trial_id"]): r for r in rows}
         self.columns = list(columns)
         self.maximize = list(maximize)
+        self.limits = dict(limits or {})  # rundir.front_limits of the run's config
         self.metric_name = metric_name
         self.max_epochs = max_epochs
         self.keep_checkpoints = keep_checkpoints
@@ -145,7 +147,8 @@ class RunRecorder(Callback):
         """Front size and hypervolume of the rows (cached: the front holds
         finished full-fidelity trials only, so it changes when one finishes)."""
         if self._front is None:
-            self._front = front_summary(self.frame(), self.columns, self.maximize)
+            self._front = front_summary(self.frame(), self.columns, self.maximize,
+                                        limits=self.limits)
         return self._front
 
     @_locked
@@ -155,7 +158,8 @@ class RunRecorder(Callback):
         done = c["COMPLETE"] + c["EARLY_STOPPED"]
         parts = [f"{done} done ({c['EARLY_STOPPED']} early-stopped)", f"{c['RUNNING']} running",
                  f"{c['FAILED']} failed", f"{c['REJECTED']} rejected",
-                 f"budget {self.budget.describe(self.rows.values())}",
+                 f"budget {self.budget.describe(self.rows.values())}"
+                 + (f", {eta}" if (eta := self.budget.describe_eta(self.rows.values())) else ""),
                  f"front {fs['front_size']}, HV {fs['hypervolume']:.4g}"]
         line = "[search] " + " | ".join(parts)
         return f"{line} | {event}" if event else line
@@ -166,10 +170,10 @@ class RunRecorder(Callback):
         self._dirty = False
         self._saved_at = time.monotonic()
         df = self.run.write_trials(self.rows.values())
-        front = front_of(df, self.columns, self.maximize)
+        front = front_of(df, self.columns, self.maximize, self.limits)
         self.run.write_pareto(front)
         if self._front is None:  # unchanged since the last finish otherwise
-            self._front = front_summary(df, self.columns, self.maximize)
+            self._front = front_summary(df, self.columns, self.maximize, limits=self.limits)
         summary = make_summary(front, self._front, self.columns, self.maximize,
                                self.metric_name, self.budget.to_summary(self.rows.values()),
                                self.counts(), now_iso())

@@ -8,8 +8,10 @@ which writes the run directory through ``hybridnas.rundir``). The other jobs
 live beside it: ``cluster`` (Ray start-up, device checks), ``storage``
 (Optuna storage and sampler), ``resume`` (config and repair after a kill),
 ``sharing`` (the dataset through the object store), ``measuring`` (the
-run's latency service), ``report`` (end-of-run lines), ``settings`` (what
-each trial is told) and ``hooks`` (checkpoints and dashboard, handed in).
+run's latency service and the ``max_latency_ms`` screen), ``estimate`` (the
+cost printed before the first trial; all a ``dry_run`` does), ``report``
+(end-of-run lines), ``settings`` (what each trial is told) and ``hooks``
+(checkpoints and dashboard, handed in).
 
 Early-stopped trials are recorded as EARLY_STOPPED with
 ``full_fidelity=False`` and never enter the front; a failing trial is
@@ -31,12 +33,12 @@ from typing import Any
 
 from ..errors import UserError
 from ..latency.settings import SEARCH
-from ..rundir import RunDir, load_run, objective_columns
+from ..rundir import RunDir, front_limits, load_run, objective_columns
 from .budget import Budget
-from .cluster import check_devices, init_ray
+from .cluster import check_devices, init_ray, local_resources, trial_concurrency
 from .config import SearchConfig
 from .hooks import SearchHooks
-from .measuring import check_latency_device, latency_settings
+from .measuring import check_latency_device, latency_screen, latency_settings
 from .resume import (
     INTERRUPTED,
     enqueue_references,
@@ -59,6 +61,7 @@ class SearchResult:
     run_dir: Path
     summary: dict[str, Any]
     interrupted: bool = False
+    estimate: Any = None  # the cost estimate printed at the start (estimate.CostEstimate)
 
     @property
     def trials(self):
@@ -78,7 +81,8 @@ def _data_kwargs(cfg: SearchConfig) -> dict[str, Any]:
 
 def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None = None,
                overrides: dict[str, Any] | None = None, stream=None,
-               space=None, hooks: SearchHooks | None = None) -> SearchResult:
+               space=None, hooks: SearchHooks | None = None,
+               dry_run: bool = False) -> SearchResult:
     """Run (or resume) a search and return its run directory and summary.
 
     ``cfg``: the options of a new run. ``resume``: a run directory to
@@ -89,7 +93,9 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     ``cfg.space`` by name; it is used in this process only. ``hooks``:
     the callbacks that save checkpoints and redraw the dashboard (none by
     default; ``hybridnas.run_search`` and the CLI pass export's and
-    dashboard's).
+    dashboard's). ``dry_run``: print the cost estimate and return (its
+    ``estimate``) without creating the run directory, its study or a trial,
+    and without starting Ray.
     """
     import optuna
 
@@ -114,8 +120,10 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         storage_url = storage_url_for(cfg.storage or run.storage_url())
         elapsed_before = 0.0
     check_latency_device(cfg.latency_device)  # every option is checked before any work
-    run.create()
-    storage = storage_for(storage_url)  # a bad --storage fails before data and Ray
+    storage = None
+    if not dry_run:  # a dry run creates nothing: no folder, no study, no lock
+        run.create()
+        storage = storage_for(storage_url)  # a bad --storage fails before data and Ray
 
     # The dataset first: it fixes the resolution, channels, outputs and metric,
     # and a missing dataset should fail before Ray starts.
@@ -141,6 +149,8 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     resolution = input_shape[-1] if len(input_shape) >= 2 else None
     space = space if space is not None else _load_space(cfg, resolution)
     columns, maximize = objective_columns(task.maximize, cfg.objectives)
+    if dry_run:
+        return _dry_run(cfg, run, space, bundle, resolution, elapsed_before, stream)
 
     started_ray = init_ray(cfg)
     try:
@@ -198,6 +208,37 @@ class _Session:
     hooks: SearchHooks
 
 
+def _estimate(cfg: SearchConfig, space, bundle, resolution, gpus: float, concurrency: int,
+              unit: str, rows: list[dict], elapsed_s: float, latency=None):
+    """The run's cost estimate (``estimate.estimate_search``), counting what a
+    resumed run has spent already."""
+    from .estimate import estimate_search
+
+    return estimate_search(cfg, space, bundle, resolution, gpus=gpus, concurrency=concurrency,
+                           unit=unit, spent_device_s=Budget.spent_seconds(rows),
+                           trials_done=sum(1 for r in rows if r.get("status") != "REJECTED"),
+                           elapsed_s=elapsed_s, latency=latency)
+
+
+def _dry_run(cfg: SearchConfig, run: RunDir, space, bundle, resolution, elapsed_before: float,
+             stream) -> SearchResult:
+    """``--dry-run``: the estimate on this machine's resources, nothing started."""
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    gpus = cfg.gpus_per_trial if cfg.gpus_per_trial is not None else (1.0 if has_gpu else 0.0)
+    unit = "gpu" if gpus > 0 and has_gpu else "cpu"
+    concurrency = trial_concurrency(cfg, local_resources(), gpus)
+    est = _estimate(cfg, space, bundle, resolution, gpus, concurrency, unit, run.read_rows(),
+                    elapsed_before)
+    where = "; a cluster at --address may run more at once" if cfg.address else ""
+    lines = est.lines() + [f"dry run: nothing created or started (concurrency from this "
+                           f"machine's resources{where})"]
+    for line in lines:
+        print(f"[search] {line}", file=stream, flush=True)
+    return SearchResult(run.path, {}, estimate=est)
+
+
 def _run(s: _Session) -> SearchResult:
     cfg, run, name, space, resolution, bundle = s.cfg, s.run, s.name, s.space, s.resolution, s.bundle
     task, columns, maximize, budget, gpus, hooks = (bundle.task, s.columns, s.maximize, s.budget,
@@ -221,7 +262,8 @@ def _run(s: _Session) -> SearchResult:
                            keep_checkpoints=cfg.keep_checkpoints,
                            dashboard_every=cfg.dashboard_every, verbose=cfg.verbose,
                            stream=s.stream,
-                           write_dashboard=hooks.write_dashboard)
+                           write_dashboard=hooks.write_dashboard,
+                           limits=front_limits(cfg.to_dict()))
     if s.resuming:
         repair_after_interrupt(study, recorder)
     elif cfg.with_references:
@@ -231,6 +273,10 @@ def _run(s: _Session) -> SearchResult:
     sampler = make_sampler(cfg.sampler, seed, cfg.population_size)
     threads = cfg.threads_per_trial or max(1, int(cfg.cpus_per_trial))
     latency, service = latency_settings(cfg, run, gpus, bundle, resolution)
+    concurrency = trial_concurrency(cfg, ray.cluster_resources(), gpus)
+    # Timed before the searcher's proposal thread starts, which would compete for the CPU.
+    estimate = _estimate(cfg, space, bundle, resolution, gpus, concurrency, budget.unit,
+                         list(recorder.rows.values()), budget.elapsed(), latency)
     settings = TrialSettings(
         data=s.data_kw, num_outputs=int(bundle.num_outputs), epochs=cfg.epochs,
         metric_name=task.metric_name, maximize=bool(task.maximize), gpus_per_trial=gpus,
@@ -243,7 +289,7 @@ def _run(s: _Session) -> SearchResult:
         latency=latency,
     )
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,
-                            storage, name)
+                            storage, name, screen=latency_screen(service, cfg.max_latency_ms))
     searcher.prepare_next()  # the first proposal, while Tune sets up
     from .moasha import make_scheduler
 
@@ -253,10 +299,6 @@ def _run(s: _Session) -> SearchResult:
                                max_t=cfg.epochs, grace_period=cfg.asha_grace_epochs,
                                reduction_factor=cfg.asha_reduction_factor, costs=columns[1:],
                                cost_modes=["max" if m else "min" for m in maximize[1:]])
-    resources = ray.cluster_resources()
-    concurrency = cfg.max_concurrent or max(1, int(resources.get("CPU", 1) // cfg.cpus_per_trial))
-    if gpus > 0:
-        concurrency = min(concurrency, max(1, int(resources.get("GPU", 0) / gpus)))
     time_left = None
     if cfg.time_limit is not None:
         time_left = max(1.0, cfg.time_limit - budget.elapsed())
@@ -266,6 +308,13 @@ def _run(s: _Session) -> SearchResult:
                   f"objectives {', '.join(f'{m} {d}' for m, d in zip(columns, modes))}, "
                   f"sampler {cfg.sampler}, scheduler {cfg.scheduler}, "
                   f"{concurrency} concurrent trial(s)" + (" [resumed]" if s.resuming else ""))
+    for line in estimate.lines():
+        recorder.note(line)
+    if cfg.max_latency_ms is not None:
+        recorder.note(f"max_latency_ms {cfg.max_latency_ms:g}: " + (
+            "architectures the latency table predicts slower are rejected before training; "
+            if cfg.latency_table else "no --latency-table, so nothing is rejected before "
+            "training; ") + "trials measured slower stay off the front")
     if budget.unit == "cpu" and cfg.budget_gpu_hours is not None:
         recorder.note(f"no GPU in use: --budget-gpu-hours {cfg.budget_gpu_hours:g} counts CPU "
                       f"device-hours (wall time x 1 device per trial)")
@@ -318,7 +367,7 @@ def _run(s: _Session) -> SearchResult:
     summary["tune_wall_s"] = tune_wall
     run.write_summary(summary)
     print_summary(recorder, summary, run, interrupted, dataset=cfg.dataset)
-    return SearchResult(run.path, summary, interrupted)
+    return SearchResult(run.path, summary, interrupted, estimate=estimate)
 
 
 def _trial_name(trial) -> str:

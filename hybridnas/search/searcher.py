@@ -49,13 +49,17 @@ class ArchSearcher(Searcher):
     """A Tune searcher over a hybridnas space with budget and fidelity handling.
 
     ``recorder`` is the run's ``RunRecorder`` (rows, budget, progress);
+    ``screen(spec, input_shape)``: one more check before training (the
+    run's ``--max-latency-ms`` on predicted latency), a reason or None;
     ``settings`` goes into every trial's config; ``metrics``/``modes`` are
     the objective keys of the trial reports and their directions.
     """
 
     def __init__(self, space, resolution, recorder, settings: TrialSettings,
-                 metrics: list[str], modes: list[str], sampler, storage, study_name: str):
+                 metrics: list[str], modes: list[str], sampler, storage, study_name: str,
+                 screen=None):
         self._hn_space = space
+        self._screen = screen  # measuring.latency_screen: (spec, input shape) -> reason | None
         self._resolution = resolution
         self._recorder = recorder
         self._settings = settings
@@ -181,6 +185,8 @@ class ArchSearcher(Searcher):
                 data = self._data_settings(dict(ot_trial.params))
                 shape = self._input_shape(data)
                 problem = self._problem(spec, shape[-1] if len(shape) >= 2 else self._resolution)
+                if not problem and self._screen is not None:
+                    problem = self._screen(spec, shape)
             except (ValueError, KeyError, TypeError, UserError) as e:  # e.g. SpecError, a bad lookback
                 problem = f"{type(e).__name__}: {e}"
             if not problem and self._answer_known(ot_trial, spec):
