@@ -8,7 +8,7 @@ Layout (the manual: docs/CONTRACTS.md)::
 
     results/<run-name>/
       config.yaml  study.db  trials.parquet  trials.csv  pareto.csv  summary.json
-      checkpoints/trial_<id>/  logs/search.log  dashboard.html
+      checkpoints/trial_<id>/  partial/trial_<id>/  logs/search.log  dashboard.html
 
 The trials table is rewritten atomically (temp file + rename) after every
 trial event, so a ``kill -9`` of the search loses at most the trials that
@@ -266,6 +266,9 @@ class RunDir:
     pareto_csv = property(lambda self: self.path / "pareto.csv")
     summary = property(lambda self: self.path / "summary.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    #: training state of unfinished trials (model, optimizer, epoch), so that
+    #: ``--resume`` continues an interrupted trial from its last epoch
+    partial = property(lambda self: self.path / "partial")
     logs = property(lambda self: self.path / "logs")
     log_file = property(lambda self: self.path / "logs" / "search.log")
 
@@ -280,6 +283,25 @@ class RunDir:
     def is_run(self) -> bool:
         """A folder with a trials table or a config.yaml."""
         return self.path.is_dir() and (self.trials_file is not None or self.config.exists())
+
+    def partial_dir(self, trial_id: int) -> Path:
+        """Where trial ``trial_id`` keeps its per-epoch training state."""
+        return self.partial / f"trial_{int(trial_id)}"
+
+    def drop_partial(self, keep: Iterable[int]) -> None:
+        """Remove the training state of every trial not in ``keep`` (those
+        that finished: only interrupted trials are continued)."""
+        import shutil
+
+        keep = {int(t) for t in keep}
+        if not self.partial.is_dir():
+            return
+        for folder in self.partial.glob("trial_*"):
+            tid = folder.name[len("trial_"):]
+            if not (tid.isdigit() and int(tid) in keep):
+                shutil.rmtree(folder, ignore_errors=True)
+        if not any(self.partial.iterdir()):
+            self.partial.rmdir()
 
     def storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"

@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import UserError
 from ..latency.settings import SEARCH
 from ..rundir import RunDir, load_run, objective_columns
+from ..runlock import RunLock, portable_storage_url, resolve_storage_url
 from .budget import Budget
 from .cluster import check_devices, init_ray
 from .config import SearchConfig
@@ -39,6 +40,7 @@ from .hooks import SearchHooks
 from .measuring import check_latency_device, latency_settings
 from .resume import (
     INTERRUPTED,
+    awaits_continuation,
     enqueue_references,
     repair_after_interrupt,
     resume_config,
@@ -47,7 +49,7 @@ from .settings import TrainSettings, TrialSettings
 from .sharing import share_bundle
 from .storage import make_sampler, storage_for, storage_url_for
 
-__all__ = ["run_search", "SearchResult", "make_sampler"]
+__all__ = ["run_search", "SearchResult", "make_sampler", "default_run_name"]
 
 log = logging.getLogger("hybridnas.search")
 
@@ -99,16 +101,42 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume is not None:
         run = RunDir(resume)
-        cfg, saved = resume_config(run, overrides or {})
-        name = saved.get("run_name") or run.path.name
-        storage_url = storage_url_for(cfg.storage or saved.get("storage_url") or run.storage_url())
-        elapsed_before = float(run.read_summary().get("budget", {}).get("elapsed_s") or 0.0)
+        if not run.config.is_file():  # before the lock, which would create the folder
+            raise UserError(f"--resume {run.path}: no config.yaml here; is this a search run "
+                            f"directory?")
+        lock = RunLock(run.path, command="hybridnas search --resume").acquire()
     else:
         cfg = cfg or SearchConfig()
         cfg.check()
-        name = cfg.name or f"{cfg.space}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-        run = RunDir(Path(cfg.results_dir) / name)
-        if run.trials_parquet.exists() or run.config.exists():
+        check_latency_device(cfg.latency_device)  # bad options leave no folder behind
+        run = RunDir(Path(cfg.results_dir) / (cfg.name or default_run_name(cfg)))
+        lock = RunLock(run.path, command="hybridnas search").acquire()
+    try:  # one writer per run: the lock is held until the run's files are final
+        return _locked_search(cfg, run, resume, overrides, stream, space, hooks)
+    finally:
+        lock.release()
+
+
+def default_run_name(cfg: SearchConfig) -> str:
+    """``<space>-<dataset>-<time>``; a space given as a file contributes its
+    stem only, so ``--space ../../x.yaml`` stays inside ``--results-dir``."""
+    name = f"{Path(str(cfg.space)).stem}-{Path(str(cfg.dataset)).name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "run"
+
+
+def _locked_search(cfg, run: RunDir, resume, overrides, stream, space,
+                   hooks: SearchHooks) -> SearchResult:
+    """``run_search`` once the run's lock is held."""
+    if resume is not None:
+        cfg, saved = resume_config(run, overrides or {})
+        name = saved.get("run_name") or run.path.name
+        saved_url = saved.get("storage_url")
+        saved_url = resolve_storage_url(str(saved_url), run.path) if saved_url else None
+        storage_url = storage_url_for(cfg.storage or saved_url or run.storage_url())
+        elapsed_before = float(run.read_summary().get("budget", {}).get("elapsed_s") or 0.0)
+    else:
+        name = run.path.name
+        if run.trials_file is not None or run.config.exists():
             raise UserError(f"{run.path} already holds a run; continue it with "
                             f"`hybridnas search --resume {run.path}` or pick another --name")
         storage_url = storage_url_for(cfg.storage or run.storage_url())
@@ -152,7 +180,9 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         unit = "gpu" if gpus > 0 and has_gpu else "cpu"
         budget = Budget(device_hours=cfg.budget_gpu_hours, trials=cfg.budget_trials,
                         time_limit_s=cfg.time_limit, unit=unit, elapsed_before_s=elapsed_before)
-        config_doc = {"run_name": name, **cfg.to_dict(), "storage_url": storage_url,
+        # a SQLite study inside the run is stored relative to it: a copied run is its own run
+        config_doc = {"run_name": name, **cfg.to_dict(),
+                      "storage_url": portable_storage_url(storage_url, run.path),
                       "study_name": name, "metric_name": task.metric_name,
                       "maximize": bool(task.maximize), "objective_columns": columns,
                       "objective_maximize": maximize, "input_shape": list(input_shape),
@@ -222,8 +252,9 @@ def _run(s: _Session) -> SearchResult:
                            dashboard_every=cfg.dashboard_every, verbose=cfg.verbose,
                            stream=s.stream,
                            write_dashboard=hooks.write_dashboard)
+    continued: list = []
     if s.resuming:
-        repair_after_interrupt(study, recorder)
+        continued = repair_after_interrupt(study, recorder)
     elif cfg.with_references:
         enqueue_references(study, space, resolution, recorder)
 
@@ -243,7 +274,7 @@ def _run(s: _Session) -> SearchResult:
         latency=latency,
     )
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,
-                            storage, name)
+                            storage, name, continued=continued)
     searcher.prepare_next()  # the first proposal, while Tune sets up
     from .moasha import make_scheduler
 
@@ -306,7 +337,7 @@ def _run(s: _Session) -> SearchResult:
         recorder.flush()
         stopped = recorder.close_interrupted(
             f"{INTERRUPTED}: the search stopped while this trial ran")
-        searcher.fail_running(stopped)
+        searcher.release_running(stopped)  # open in the study: --resume continues them
         recorder.save()
         _finish_files(cfg, run, recorder, hooks)
         service.close()
@@ -326,6 +357,8 @@ def _trial_name(trial) -> str:
 
 
 def _finish_files(cfg, run, recorder, hooks: SearchHooks) -> None:
+    # training state is kept for the interrupted trials only (--resume continues them)
+    run.drop_partial(t for t, r in recorder.rows.items() if awaits_continuation(r))
     if cfg.keep_checkpoints != "all":
         if hooks.prune_checkpoints is not None:
             try:
