@@ -32,7 +32,7 @@ from typing import Any
 from ..errors import UserError
 from ..latency.settings import SEARCH
 from ..rundir import RunDir, load_run, objective_columns
-from ..runlock import RunLock, portable_storage_url, resolve_storage_url
+from ..runlock import RunLock, portable_storage_url, read_holder, resolve_storage_url
 from .budget import Budget
 from .cluster import check_devices, init_ray
 from .config import SearchConfig
@@ -101,7 +101,8 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume is not None:
         run = RunDir(resume)
-        if not run.config.is_file():  # before the lock, which would create the folder
+        # a run that has just started has a lock holder but no config.yaml yet
+        if not (run.config.is_file() or read_holder(run.path) is not None):
             raise UserError(f"--resume {run.path}: no config.yaml here; is this a search run "
                             f"directory?")
         lock = RunLock(run.path, command="hybridnas search --resume").acquire()
