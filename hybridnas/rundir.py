@@ -23,14 +23,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ._io import write_atomic
+from ._io import parse_json, parse_yaml, read_text, write_atomic
 from .errors import UserError
 
-__all__ = ["RunDir", "load_run", "empty_row", "rows_to_frame", "normalise_trials",
+
+class TrialsFallbackWarning(UserWarning):
+    """trials.parquet could not be read and trials.csv was read instead."""
+
+__all__ = ["RunDir", "load_run", "TrialsFallbackWarning", "empty_row", "rows_to_frame", "normalise_trials",
            "COLUMNS", "Column", "TRIAL_COLUMNS", "STATUSES", "FIDELITIES",
            "OBJECTIVE_COLUMNS", "DEFAULT_OBJECTIVES", "objective_columns", "run_objectives",
            "front_eligible", "front_of", "front_summary", "make_summary"]
@@ -318,16 +323,11 @@ class RunDir:
 
     def read_config(self, required: bool = True) -> dict[str, Any]:
         """config.yaml as a dict; {} when absent and not ``required``."""
-        import yaml
-
         if not self.config.exists():
             if not required:
                 return {}
             raise UserError(f"{self.path}: no config.yaml here; is this a search run directory?")
-        try:
-            data = yaml.safe_load(self.config.read_text())
-        except yaml.YAMLError as e:
-            raise UserError(f"{self.config}: not valid YAML ({str(e).splitlines()[0]})") from None
+        data = parse_yaml(read_text(self.config), str(self.config))
         return data if isinstance(data, dict) else {}
 
     # trials ------------------------------------------------------------------
@@ -338,7 +338,7 @@ class RunDir:
         return df
 
     def read_rows(self) -> list[dict[str, Any]]:
-        if not self.trials_parquet.exists():
+        if self.trials_file is None:
             return []
         df = load_run(self.path)
         rows = df.to_dict("records")
@@ -362,10 +362,7 @@ class RunDir:
         """summary.json as a dict ({} before the first save)."""
         if not self.summary.exists():
             return {}
-        try:
-            data = json.loads(self.summary.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{self.summary}: not valid JSON ({e})") from None
+        data = parse_json(read_text(self.summary), str(self.summary))
         return data if isinstance(data, dict) else {}
 
     def read_trials(self):
@@ -389,9 +386,20 @@ def load_run(path: str | os.PathLike):
         p = p.parent
     parquet, csv = p / "trials.parquet", p / "trials.csv"
     if parquet.exists():
-        return pd.read_parquet(parquet)
+        try:
+            return pd.read_parquet(parquet)
+        except Exception as e:  # noqa: BLE001 - truncated or foreign: the CSV copy may be intact
+            reason = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            if not csv.exists():
+                raise UserError(f"{parquet}: cannot read the trials table ({reason})") from None
+            warnings.warn(f"{parquet} is unreadable ({reason}); reading {csv} instead",
+                          TrialsFallbackWarning, stacklevel=2)
     if csv.exists():
-        return pd.read_csv(csv)
+        try:
+            return pd.read_csv(csv)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{csv}: cannot read the trials table ({type(e).__name__}: "
+                            f"{str(e).strip()[:200]})") from None
     if not p.exists():
         raise UserError(f"{path}: no such run directory")
     raise UserError(f"{path}: no trials.parquet or trials.csv (has the search started a trial?)")

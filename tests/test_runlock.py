@@ -7,6 +7,7 @@ copied run directory is its own run.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -182,6 +183,7 @@ def test_copied_run_resumes_into_its_own_study(ray_session, tmp_path):
     from search_standin import TinySpace
 
     import hybridnas
+    from hybridnas.rundir import TrialsFallbackWarning
     from hybridnas.search import SearchConfig, run_search
 
     original = tmp_path / "a" / "run"
@@ -192,7 +194,13 @@ def test_copied_run_resumes_into_its_own_study(ray_session, tmp_path):
     digest = hashlib.sha256((original / "study.db").read_bytes()).hexdigest()
     copy = tmp_path / "b" / "run"
     shutil.copytree(original, copy)
-    run_search(resume=copy, overrides={"budget_trials": 3}, space=TinySpace(), stream=None)
+    # damaged derived files do not stop a resume: the CSV copy and the table stand in
+    (copy / "summary.json").write_text("{not json")
+    (copy / "trials.parquet").write_bytes((copy / "trials.parquet").read_bytes()[:64])
+    out = io.StringIO()
+    with pytest.warns(TrialsFallbackWarning, match="trials.csv instead"):
+        run_search(resume=copy, overrides={"budget_trials": 3}, space=TinySpace(), stream=out)
+    assert "summary.json: not valid JSON" in out.getvalue()
     assert hashlib.sha256((original / "study.db").read_bytes()).hexdigest() == digest
     assert len(hybridnas.load_run(original)) == 2 and len(hybridnas.load_run(copy)) == 3
 

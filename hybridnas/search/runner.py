@@ -134,7 +134,13 @@ def _locked_search(cfg, run: RunDir, resume, overrides, stream, space,
         saved_url = saved.get("storage_url")
         saved_url = resolve_storage_url(str(saved_url), run.path) if saved_url else None
         storage_url = storage_url_for(cfg.storage or saved_url or run.storage_url())
-        elapsed_before = float(run.read_summary().get("budget", {}).get("elapsed_s") or 0.0)
+        try:
+            before = run.read_summary().get("budget", {})
+        except UserError as e:  # derived data, rewritten from the trials table below
+            print(f"[search] {e}; rewriting it (the wall time of earlier sessions is not "
+                  f"counted)", file=stream, flush=True)
+            before = {}
+        elapsed_before = float((before if isinstance(before, dict) else {}).get("elapsed_s") or 0.0)
     else:
         name = run.path.name
         if run.trials_file is not None or run.config.exists():
