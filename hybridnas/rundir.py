@@ -35,7 +35,12 @@ from .errors import UserError
 class TrialsFallbackWarning(UserWarning):
     """trials.parquet could not be read and trials.csv was read instead."""
 
-__all__ = ["RunDir", "load_run", "TrialsFallbackWarning", "empty_row", "rows_to_frame", "normalise_trials",
+
+class RunWriteError(UserError):
+    """A file of the run could not be written (a full or read-only disk);
+    the message names the file. Written files stay as they were."""
+
+__all__ = ["RunDir", "load_run", "TrialsFallbackWarning", "RunWriteError", "empty_row", "rows_to_frame", "normalise_trials",
            "COLUMNS", "Column", "TRIAL_COLUMNS", "STATUSES", "FIDELITIES",
            "OBJECTIVE_COLUMNS", "DEFAULT_OBJECTIVES", "objective_columns", "run_objectives",
            "front_eligible", "front_of", "front_summary", "make_summary"]
@@ -312,14 +317,29 @@ class RunDir:
         return f"sqlite:///{self.study_db.resolve()}"
 
     def create(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.logs.mkdir(exist_ok=True)
+        except OSError as e:
+            raise self._write_error(self.logs, e) from None
+
+    def _write_error(self, path: Path, e: OSError) -> RunWriteError:
+        return RunWriteError(f"{path}: cannot write it ({e.strerror or e}); free space or fix the "
+                             f"permissions of {self.path}, then continue with --resume")
+
+    def _write(self, path: Path, write) -> None:
+        """``write_atomic`` with a ``RunWriteError`` naming ``path`` on a full
+        or read-only disk (the old file, if any, stays intact)."""
+        try:
+            write_atomic(path, write)
+        except OSError as e:
+            raise self._write_error(path, e) from None
 
     # config ----------------------------------------------------------------
     def write_config(self, data: dict[str, Any]) -> None:
         import yaml
 
-        write_atomic(self.config, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+        self._write(self.config, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
 
     def read_config(self, required: bool = True) -> dict[str, Any]:
         """config.yaml as a dict; {} when absent and not ``required``."""
@@ -333,8 +353,8 @@ class RunDir:
     # trials ------------------------------------------------------------------
     def write_trials(self, rows: Iterable[dict[str, Any]]):
         df = rows_to_frame(rows)
-        write_atomic(self.trials_parquet, lambda p: df.to_parquet(p, index=False))
-        write_atomic(self.trials_csv, lambda p: df.to_csv(p, index=False))
+        self._write(self.trials_parquet, lambda p: df.to_parquet(p, index=False))
+        self._write(self.trials_csv, lambda p: df.to_csv(p, index=False))
         return df
 
     def read_rows(self) -> list[dict[str, Any]]:
@@ -353,10 +373,10 @@ class RunDir:
         return rows
 
     def write_pareto(self, front) -> None:
-        write_atomic(self.pareto_csv, lambda p: front.to_csv(p, index=False))
+        self._write(self.pareto_csv, lambda p: front.to_csv(p, index=False))
 
     def write_summary(self, data: dict[str, Any]) -> None:
-        write_atomic(self.summary, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
+        self._write(self.summary, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
 
     def read_summary(self) -> dict[str, Any]:
         """summary.json as a dict ({} before the first save)."""

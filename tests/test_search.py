@@ -428,3 +428,55 @@ def test_device_options_fail_at_start(tmp_path, capsys):
         check_devices(SearchConfig(latency_device="cuda"), cpu_only)
     check_devices(SearchConfig(latency_device="cuda:0", gpus_per_trial=0.5),
                   {"CPU": 16.0, "GPU": 1.0})
+
+
+def test_a_full_disk_stops_the_run_with_one_line_naming_the_file(ray_session, tmp_path,
+                                                                 monkeypatch):
+    """Once a trial is on disk, every write of the run fails with ENOSPC: the
+    search stops with one RunWriteError line naming the file, and what was
+    written before stays intact."""
+    import errno
+
+    import hybridnas
+    from hybridnas import rundir
+
+    real = rundir.write_atomic
+    full = {"now": False}
+
+    def write_atomic(path, write):
+        if not full["now"] and path.name == "trials.parquet" and path.exists():
+            full["now"] = (hybridnas.load_run(path).status == "COMPLETE").any()
+        if full["now"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(rundir, "write_atomic", write_atomic)
+    with pytest.raises(rundir.RunWriteError) as err:
+        _search(tmp_path, "full", budget_trials=6, scheduler="none", max_concurrent=1)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "--resume" in msg
+    assert msg.startswith(str(tmp_path / "full"))
+    df = hybridnas.load_run(tmp_path / "full")
+    assert (df.status == "COMPLETE").sum() >= 1 and len(df) < 6  # kept, and the run stopped
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_trials_metric(ray_session, tmp_path):
+    import errno
+
+    import hybridnas
+    from hybridnas.search import run_search
+    from hybridnas.search.hooks import SearchHooks
+    from hybridnas.search.trial import CHECKPOINT_MISSING
+
+    def save_checkpoint(folder, model, spec, meta):  # pickled by value into the workers
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+
+    cfg = SearchConfig(**{**TINY, "max_concurrent": 1}, budget_trials=2, scheduler="none",
+                       keep_checkpoints="all", name="nockpt", results_dir=str(tmp_path))
+    run_search(cfg, space=TinySpace(), stream=None,
+               hooks=SearchHooks(save_checkpoint=save_checkpoint))
+    df = hybridnas.load_run(tmp_path / "nockpt")
+    assert (df.status == "COMPLETE").all() and df.metric.notna().all() and len(df) == 2
+    assert df.checkpoint.isna().all()
+    assert df.error.str.startswith(CHECKPOINT_MISSING).all()
+    assert df.error.str.contains("No space left on device").all()

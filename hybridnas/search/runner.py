@@ -323,6 +323,7 @@ def _run(s: _Session) -> SearchResult:
                                     trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name="tune", storage_path=tune_dir, callbacks=[recorder],
+                                  stop=_write_error_stopper(recorder),
                                   verbose=min(cfg.verbose, 3) if cfg.verbose > 1 else 0,
                                   log_to_file=False),
     )
@@ -345,18 +346,35 @@ def _run(s: _Session) -> SearchResult:
         stopped = recorder.close_interrupted(
             f"{INTERRUPTED}: the search stopped while this trial ran")
         searcher.release_running(stopped)  # open in the study: --resume continues them
-        recorder.save()
-        _finish_files(cfg, run, recorder, hooks)
+        if recorder.write_error is None and recorder.save_or_stop():
+            _finish_files(cfg, run, recorder, hooks)
         service.close()
         import shutil
 
         shutil.rmtree(tune_dir, ignore_errors=True)
+    if recorder.write_error is not None:  # a full or read-only disk: one line naming the file
+        raise recorder.write_error
     summary = run.read_summary()
     summary["session_wall_s"] = time.monotonic() - t0
     summary["tune_wall_s"] = tune_wall
     run.write_summary(summary)
     print_summary(recorder, summary, run, interrupted, dataset=cfg.dataset)
     return SearchResult(run.path, summary, interrupted)
+
+
+def _write_error_stopper(recorder):
+    """A Tune stopper (``RunConfig(stop=...)``): the whole run stops once the
+    recorder could not write the run directory (``RunRecorder.write_error``)."""
+    from ray.tune import Stopper
+
+    class StopOnWriteError(Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return recorder.write_error is not None
+
+        def stop_all(self) -> bool:
+            return recorder.write_error is not None
+
+    return StopOnWriteError()
 
 
 def _trial_name(trial) -> str:
