@@ -53,10 +53,11 @@ def _interrupted_mid_trial(run):
 
 
 @pytest.mark.slow
-def test_resume_after_kill_continues_the_interrupted_trial(tmp_path):
-    """kill -9 mid-trial, then --resume: finished trials are kept and not
-    re-run, the interrupted trial continues under its own id from its last
-    epoch with its device time charged, and the budget gets every trial."""
+@pytest.mark.parametrize("stop", ["SIGKILL", "SIGINT"])
+def test_resume_after_kill_continues_the_interrupted_trial(tmp_path, stop):
+    """kill -9 (or Ctrl-C) mid-trial, then --resume: finished trials are kept
+    and not re-run, the interrupted trial continues under its own id from its
+    last epoch with its device time charged, and the budget gets every trial."""
     import optuna
 
     import hybridnas
@@ -78,7 +79,16 @@ def test_resume_after_kill_continues_the_interrupted_trial(tmp_path):
             else:
                 pytest.fail("no trial finished in time:\n" + (tmp_path / "first.log").read_text()[-3000:])
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the search and the Ray it started
+            if stop == "SIGINT":  # Ctrl-C: the search stops gracefully, closing its rows
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # kill -9: the search and the Ray it started
+            except ProcessLookupError:  # the whole group ended after Ctrl-C
+                pass
             proc.wait()
     tid, _ = caught
     time.sleep(1.0)  # a Ray worker may outlive its driver's kill by an epoch
