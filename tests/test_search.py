@@ -480,3 +480,23 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_trials_metric(ray_session
     assert df.checkpoint.isna().all()
     assert df.error.str.startswith(CHECKPOINT_MISSING).all()
     assert df.error.str.contains("No space left on device").all()
+
+
+def test_a_read_only_results_dir_is_one_line(ray_session, tmp_path, monkeypatch, capsys):
+    """A results directory that refuses writes (EROFS, simulated: the tests may
+    run as root, where chmod does not stop writes) ends the command with one
+    line naming the file, before any trial."""
+    import errno
+
+    from hybridnas import rundir
+    from hybridnas.cli import main
+
+    def read_only(path, write):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(rundir, "write_atomic", read_only)
+    assert main(["search", "--space", "stagewise", "--dataset", "digits", "--resolution", "8",
+                 "--subset", "100", "--name", "ro", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'ro' / 'config.yaml'}: cannot write it (Read-only file system)" in err
