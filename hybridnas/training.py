@@ -340,7 +340,14 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     start_epoch = 0
     ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
     if ckpt_path:
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        try:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+        except OSError as e:
+            if on_checkpoint_error is None:
+                raise
+            on_checkpoint_error(e)
+            ckpt_path = None
+    if ckpt_path:
         if resume and os.path.exists(ckpt_path):
             from .errors import UserError
 
