@@ -91,6 +91,7 @@ def test_resume_after_kill_continues_the_interrupted_trial(tmp_path, stop):
                 pass
             proc.wait()
     tid, _ = caught
+    proc_pid = proc.pid
     time.sleep(1.0)  # a Ray worker may outlive its driver's kill by an epoch
     before = hybridnas.load_run(run)
     finished = before[before.status.isin(["COMPLETE", "EARLY_STOPPED"])]
@@ -103,6 +104,8 @@ def test_resume_after_kill_continues_the_interrupted_trial(tmp_path, stop):
         assert proc.wait(timeout=300) == 0, (tmp_path / "resume.log").read_text()[-3000:]
     after = hybridnas.load_run(run)
     out = (tmp_path / "resume.log").read_text()
+    if stop == "SIGKILL":  # the dead holder's lock record is noticed and replaced
+        assert f"was last written by pid {proc_pid} on host" in out
     done_epochs = int(re.search(rf"continue: .*\b{tid} \(from epoch (\d+)\)", out).group(1))
     assert 1 <= done_epochs < OPTIONS["epochs"]
 

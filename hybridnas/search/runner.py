@@ -112,6 +112,9 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         check_latency_device(cfg.latency_device)  # bad options leave no folder behind
         run = RunDir(Path(cfg.results_dir) / (cfg.name or default_run_name(cfg)))
         lock = RunLock(run.path, command="hybridnas search").acquire()
+    if lock.stale is not None:
+        print(f"[search] {run.path} was last written by {lock.stale.describe()}, which ended "
+              f"without releasing it (killed?); taking over", file=stream, flush=True)
     try:  # one writer per run: the lock is held until the run's files are final
         return _locked_search(cfg, run, resume, overrides, stream, space, hooks)
     finally:
