@@ -14,7 +14,9 @@ each trial is told) and ``hooks`` (checkpoints and dashboard, handed in).
 Early-stopped trials are recorded as EARLY_STOPPED with
 ``full_fidelity=False`` and never enter the front; a failing trial is
 recorded as FAILED and the search goes on; everything the run writes is
-written by the driver, except checkpoints (written by the trial on its node).
+written by the driver, except checkpoints and the per-epoch state of running
+trials (written by the trial on its node). The driver holds the run's lock
+(``hybridnas.runlock``) from start to end: one writer per run.
 """
 from __future__ import annotations
 
