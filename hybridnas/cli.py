@@ -38,12 +38,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_python_format_warning = None  # warnings.formatwarning before main() replaced it
+
+
 def _one_line(message: object) -> str:
     """The README promises one line per error, whatever a message holds."""
     return " ".join(str(message).split())
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Our own warnings (e.g. a trials table read from its CSV copy) as one
+    ``hybridnas: warning:`` line; other libraries' in Python's usual form."""
+    if category.__module__.startswith("hybridnas"):
+        return f"hybridnas: warning: {_one_line(message)}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    global _python_format_warning
+    if warnings.formatwarning is not _format_warning:
+        _python_format_warning, warnings.formatwarning = warnings.formatwarning, _format_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

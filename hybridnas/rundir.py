@@ -8,7 +8,7 @@ Layout (the manual: docs/CONTRACTS.md)::
 
     results/<run-name>/
       config.yaml  study.db  trials.parquet  trials.csv  pareto.csv  summary.json
-      checkpoints/trial_<id>/  logs/search.log  dashboard.html
+      checkpoints/trial_<id>/  partial/trial_<id>/  logs/search.log  dashboard.html
 
 The trials table is rewritten atomically (temp file + rename) after every
 trial event, so a ``kill -9`` of the search loses at most the trials that
@@ -23,14 +23,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ._io import write_atomic
+from ._io import parse_json, parse_yaml, read_text, write_atomic
 from .errors import UserError
 
-__all__ = ["RunDir", "load_run", "empty_row", "rows_to_frame", "normalise_trials",
+
+class TrialsFallbackWarning(UserWarning):
+    """trials.parquet could not be read and trials.csv was read instead."""
+
+
+class RunWriteError(UserError):
+    """A file of the run could not be written (a full or read-only disk);
+    the message names the file. Written files stay as they were."""
+
+__all__ = ["RunDir", "load_run", "TrialsFallbackWarning", "RunWriteError", "empty_row", "rows_to_frame", "normalise_trials",
            "COLUMNS", "Column", "TRIAL_COLUMNS", "STATUSES", "FIDELITIES",
            "OBJECTIVE_COLUMNS", "DEFAULT_OBJECTIVES", "objective_columns", "run_objectives",
            "LIMIT_OPTIONS", "front_limits", "front_eligible", "front_of", "front_summary", "make_summary"]
@@ -291,6 +301,9 @@ class RunDir:
     pareto_csv = property(lambda self: self.path / "pareto.csv")
     summary = property(lambda self: self.path / "summary.json")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    #: training state of unfinished trials (model, optimizer, epoch), so that
+    #: ``--resume`` continues an interrupted trial from its last epoch
+    partial = property(lambda self: self.path / "partial")
     logs = property(lambda self: self.path / "logs")
     log_file = property(lambda self: self.path / "logs" / "search.log")
 
@@ -306,42 +319,71 @@ class RunDir:
         """A folder with a trials table or a config.yaml."""
         return self.path.is_dir() and (self.trials_file is not None or self.config.exists())
 
+    def partial_dir(self, trial_id: int) -> Path:
+        """Where trial ``trial_id`` keeps its per-epoch training state."""
+        return self.partial / f"trial_{int(trial_id)}"
+
+    def drop_partial(self, keep: Iterable[int]) -> None:
+        """Remove the training state of every trial not in ``keep`` (those
+        that finished: only interrupted trials are continued)."""
+        import shutil
+
+        keep = {int(t) for t in keep}
+        if not self.partial.is_dir():
+            return
+        for folder in self.partial.glob("trial_*"):
+            tid = folder.name[len("trial_"):]
+            if not (tid.isdigit() and int(tid) in keep):
+                shutil.rmtree(folder, ignore_errors=True)
+        if not any(self.partial.iterdir()):
+            self.partial.rmdir()
+
     def storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"
 
     def create(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.logs.mkdir(exist_ok=True)
+        except OSError as e:
+            raise self._write_error(self.logs, e) from None
+
+    def _write_error(self, path: Path, e: OSError) -> RunWriteError:
+        return RunWriteError(f"{path}: cannot write it ({e.strerror or e}); free space or fix the "
+                             f"permissions of {self.path}, then continue with --resume")
+
+    def _write(self, path: Path, write) -> None:
+        """``write_atomic`` with a ``RunWriteError`` naming ``path`` on a full
+        or read-only disk (the old file, if any, stays intact)."""
+        try:
+            write_atomic(path, write)
+        except OSError as e:
+            raise self._write_error(path, e) from None
 
     # config ----------------------------------------------------------------
     def write_config(self, data: dict[str, Any]) -> None:
         import yaml
 
-        write_atomic(self.config, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+        self._write(self.config, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
 
     def read_config(self, required: bool = True) -> dict[str, Any]:
         """config.yaml as a dict; {} when absent and not ``required``."""
-        import yaml
-
         if not self.config.exists():
             if not required:
                 return {}
             raise UserError(f"{self.path}: no config.yaml here; is this a search run directory?")
-        try:
-            data = yaml.safe_load(self.config.read_text())
-        except yaml.YAMLError as e:
-            raise UserError(f"{self.config}: not valid YAML ({str(e).splitlines()[0]})") from None
+        data = parse_yaml(read_text(self.config), str(self.config))
         return data if isinstance(data, dict) else {}
 
     # trials ------------------------------------------------------------------
     def write_trials(self, rows: Iterable[dict[str, Any]]):
         df = rows_to_frame(rows)
-        write_atomic(self.trials_parquet, lambda p: df.to_parquet(p, index=False))
-        write_atomic(self.trials_csv, lambda p: df.to_csv(p, index=False))
+        self._write(self.trials_parquet, lambda p: df.to_parquet(p, index=False))
+        self._write(self.trials_csv, lambda p: df.to_csv(p, index=False))
         return df
 
     def read_rows(self) -> list[dict[str, Any]]:
-        if not self.trials_parquet.exists():
+        if self.trials_file is None:
             return []
         df = load_run(self.path)
         rows = df.to_dict("records")
@@ -356,19 +398,16 @@ class RunDir:
         return rows
 
     def write_pareto(self, front) -> None:
-        write_atomic(self.pareto_csv, lambda p: front.to_csv(p, index=False))
+        self._write(self.pareto_csv, lambda p: front.to_csv(p, index=False))
 
     def write_summary(self, data: dict[str, Any]) -> None:
-        write_atomic(self.summary, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
+        self._write(self.summary, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
 
     def read_summary(self) -> dict[str, Any]:
         """summary.json as a dict ({} before the first save)."""
         if not self.summary.exists():
             return {}
-        try:
-            data = json.loads(self.summary.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{self.summary}: not valid JSON ({e})") from None
+        data = parse_json(read_text(self.summary), str(self.summary))
         return data if isinstance(data, dict) else {}
 
     def read_trials(self):
@@ -392,9 +431,20 @@ def load_run(path: str | os.PathLike):
         p = p.parent
     parquet, csv = p / "trials.parquet", p / "trials.csv"
     if parquet.exists():
-        return pd.read_parquet(parquet)
+        try:
+            return pd.read_parquet(parquet)
+        except Exception as e:  # noqa: BLE001 - truncated or foreign: the CSV copy may be intact
+            reason = f"{type(e).__name__}: {str(e).strip()[:200]}"
+            if not csv.exists():
+                raise UserError(f"{parquet}: cannot read the trials table ({reason})") from None
+            warnings.warn(f"{parquet} is unreadable ({reason}); reading {csv} instead",
+                          TrialsFallbackWarning, stacklevel=2)
     if csv.exists():
-        return pd.read_csv(csv)
+        try:
+            return pd.read_csv(csv)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{csv}: cannot read the trials table ({type(e).__name__}: "
+                            f"{str(e).strip()[:200]})") from None
     if not p.exists():
         raise UserError(f"{path}: no such run directory")
     raise UserError(f"{path}: no trials.parquet or trials.csv (has the search started a trial?)")

@@ -302,7 +302,9 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
         channels_last: bool = False, eval_batch_size: int | None = None,
         max_val_batches: int | None = None, min_lr_ratio: float = 0.0,
         log: Callable[[str], None] | None = None,
-        on_batch: Callable[[BatchProgress], None] | None = None) -> FitResult:
+        on_batch: Callable[[BatchProgress], None] | None = None,
+        on_resume: Callable[[list[EpochResult]], None] | None = None,
+        on_checkpoint_error: Callable[[OSError], None] | None = None) -> FitResult:
     """Train ``model`` on ``bundle.train``, validating on ``bundle.val`` after every epoch.
 
     ``bundle``: a :class:`hybridnas.data.DatasetBundle` (or anything with
@@ -313,7 +315,11 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     bars and lines: see :mod:`hybridnas.training_progress`).
     ``max_batches_per_epoch`` caps the batches per epoch (proxy training).
     ``checkpoint_dir``: save model, optimizer, schedule and epoch after every
-    epoch; with ``resume=True`` an existing checkpoint there is continued.
+    epoch; with ``resume=True`` an existing checkpoint there is continued,
+    and ``on_resume(history)`` is told the epochs it had already run. A save
+    that fails (full or read-only disk) raises, unless
+    ``on_checkpoint_error(OSError)`` is given: then training goes on without
+    checkpoints.
     ``device``: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:0"``...
     ``amp``: ``"auto"``/``"bf16"``/``"fp16"``/``"off"`` (CUDA only).
     Returns a :class:`FitResult`; the model ends with its last-epoch weights
@@ -347,7 +353,14 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     start_epoch = 0
     ckpt_path = os.path.join(checkpoint_dir, CHECKPOINT_NAME) if checkpoint_dir else None
     if ckpt_path:
-        os.makedirs(checkpoint_dir, exist_ok=True)
+        try:
+            os.makedirs(checkpoint_dir, exist_ok=True)
+        except OSError as e:
+            if on_checkpoint_error is None:
+                raise
+            on_checkpoint_error(e)
+            ckpt_path = None
+    if ckpt_path:
         if resume and os.path.exists(ckpt_path):
             from .errors import UserError
 
@@ -378,6 +391,8 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
                                 f"to another model or is damaged: remove it to start over") from None
             if state.get("epochs", epochs) != epochs and log:
                 log(f"resuming a {state.get('epochs')}-epoch schedule as {epochs} epochs")
+            if on_resume is not None:
+                on_resume(list(history))
 
     params = [p for p in model.parameters() if p.requires_grad]  # for clipping: listed once
     # the data order of epoch e depends only on (seed, e): a resumed run sees
@@ -442,12 +457,18 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
             lr=float(scheduler.get_last_lr()[0]), batches=batches)
         history.append(result)
         if ckpt_path:
-            _save(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch + 1, "epochs": epochs, "seed": seed,
-                "history": [h.to_dict() for h in history],
-            })
+            try:
+                _save(ckpt_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                    "epoch": epoch + 1, "epochs": epochs, "seed": seed,
+                    "history": [h.to_dict() for h in history],
+                })
+            except OSError as e:
+                if on_checkpoint_error is None:
+                    raise
+                on_checkpoint_error(e)
+                ckpt_path = None
         if on_epoch is not None and on_epoch(result) is False:
             stopped = epoch + 1 < epochs
             break

@@ -233,3 +233,31 @@ def test_tiny_specs_export_everything(key, tmp_path):
     with torch.no_grad():
         x = torch.randn(2, 1, 16, 16)
         assert torch.equal(load(tmp_path)(x), model(x))
+
+
+def test_export_falls_back_to_the_csv_when_the_parquet_is_truncated(run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    data = (copy / "trials.parquet").read_bytes()
+    (copy / "trials.parquet").write_bytes(data[: len(data) // 2])
+    from hybridnas.rundir import TrialsFallbackWarning
+
+    with pytest.warns(TrialsFallbackWarning, match=r"trials\.parquet is unreadable .*trials\.csv "
+                                                   r"instead"):
+        assert main(["export", str(copy), "--trial", "1", "--format", "spec",
+                     "--out", str(tmp_path / "out")]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert (tmp_path / "out").is_dir()
+
+
+def test_checkpoint_meta_goes_through_the_guarded_reader(run, tmp_path):
+    from hybridnas.export.checkpoint import read_meta
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(run / "checkpoints" / "trial_0", folder)
+    (folder / "meta.json").write_bytes(b'{"x": "\xff"}')
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_meta(folder)
+    (folder / "meta.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="expected a JSON object"):
+        read_meta(folder)

@@ -89,3 +89,42 @@ def test_reading_something_that_is_not_a_run_is_one_user_error(tmp_path):
     (tmp_path / "summary.json").write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         rundir.RunDir(tmp_path).read_summary()
+
+
+def _truncate(path, keep=100):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def test_a_truncated_parquet_falls_back_to_the_csv_and_says_so(tmp_path):
+    run = rundir.RunDir(tmp_path / "run")
+    run.create()
+    run.write_trials([_row(0), _row(1, metric=0.7)])
+    _truncate(run.trials_parquet)
+    with pytest.warns(rundir.TrialsFallbackWarning, match=r"trials\.parquet is unreadable.*"
+                                                           r"reading .*trials\.csv instead"):
+        rows = run.read_rows()  # what --resume reads
+    assert [r["trial_id"] for r in rows] == [0, 1] and rows[1]["metric"] == pytest.approx(0.7)
+    run.trials_csv.unlink()
+    with pytest.raises(UserError, match=r"trials\.parquet: cannot read the trials table"):
+        rundir.load_run(run.path)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("config.yaml", b"a: \xff\xfe\n", "not UTF-8"),
+    ("config.yaml", b"a: &x [1, 2]\nb: [*x, *x, *x" + b", *x" * 10 + b"]\n" * 1, None),
+    ("config.yaml", b"x: " + b"[" * 200 + b"]" * 200 + b"\n", "nested deeper"),
+    ("summary.json", b"{not json", "not valid JSON"),
+    ("summary.json", b"{\"a\": \"" + b"x" * (2 << 20) + b"\"}", "larger than the limit"),
+])
+def test_config_and_summary_go_through_the_guarded_reader(tmp_path, name, content, message):
+    run = rundir.RunDir(tmp_path / "run")
+    run.create()
+    (run.path / name).write_bytes(content)
+    read = run.read_config if name == "config.yaml" else run.read_summary
+    if message is None:  # a few aliases are fine
+        assert read()["b"][0] == [1, 2]
+        return
+    with pytest.raises(UserError, match=message) as err:
+        read()
+    assert str(run.path / name) in str(err.value) and "\n" not in str(err.value)

@@ -7,6 +7,8 @@ copied run directory is its own run.
 """
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import signal
@@ -110,3 +112,103 @@ def test_other_storage_urls_are_left_alone(tmp_path):
     assert resolve_storage_url(outside, run) == outside
     query = f"sqlite:///{run / 'study.db'}?timeout=30"
     assert portable_storage_url(query, run) == "sqlite:///{run_dir}/study.db?timeout=30"
+
+
+# ---------------------------------------------------------------- wired into the search
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY_RUN = dict(space="tiny", dataset="digits", resolution=8, subset=200, epochs=2, batch_size=64,
+                latency_repeats=5, max_concurrent=1, scheduler="none", dashboard_every=100,
+                seed=2)
+
+
+def _spawn_search(options: dict, log):
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1",
+               RAY_TMPDIR="/tmp/rt_hsl", PYTHONPATH=os.pathsep.join(sys.path))
+    return subprocess.Popen([sys.executable, os.path.join(HERE, "search_standin.py"),
+                             json.dumps(options)], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+def test_a_second_search_or_resume_of_a_running_run_is_refused(tmp_path, capsys):
+    """Two searches with the same --name started together: the second is
+    refused with one line naming the first's pid and host, and so is
+    ``--resume`` of the run while it runs; the first's trials are intact."""
+    import time
+
+    import optuna
+
+    import hybridnas
+    from hybridnas.cli import main
+
+    run = tmp_path / "same"
+    with open(tmp_path / "first.log", "w") as log:
+        first = _spawn_search(dict(TINY_RUN, name="same", results_dir=str(tmp_path),
+                                   budget_trials=3), log)
+        try:
+            deadline = time.monotonic() + 120
+            while read_holder(run) is None:  # the first has its lock, maybe nothing else yet
+                assert time.monotonic() < deadline and first.poll() is None, \
+                    (tmp_path / "first.log").read_text()[-2000:]
+                time.sleep(0.01)
+            capsys.readouterr()
+            assert main(["search", "--space", "stagewise", "--dataset", "digits", "--name", "same",
+                         "--results-dir", str(tmp_path)]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "Traceback" not in err
+            assert f"pid {first.pid} on host {socket.gethostname()}" in err
+            assert "one process writes a run at a time" in err
+            assert main(["search", "--resume", str(run)]) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"pid {first.pid}" in err
+            assert first.wait(timeout=240) == 0, (tmp_path / "first.log").read_text()[-2000:]
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+                first.wait()
+    df = hybridnas.load_run(run)
+    assert (df.status == "COMPLETE").sum() == 3 and df.trial_id.is_unique
+    study = optuna.load_study(study_name="same", storage=f"sqlite:///{run / 'study.db'}")
+    assert {t.number for t in study.trials if t.state.name == "COMPLETE"} == set(df.trial_id)
+    assert read_holder(run) is None  # released at the end
+
+
+def test_copied_run_resumes_into_its_own_study(ray_session, tmp_path):
+    """A finished run copied elsewhere and resumed with a bigger budget
+    writes into the copy's study.db; the original's is untouched."""
+    import hashlib
+
+    import yaml
+    from search_standin import TinySpace
+
+    import hybridnas
+    from hybridnas.rundir import TrialsFallbackWarning
+    from hybridnas.search import SearchConfig, run_search
+
+    original = tmp_path / "a" / "run"
+    run_search(SearchConfig(**TINY_RUN, budget_trials=2, name="run",
+                            results_dir=str(tmp_path / "a")), space=TinySpace(), stream=None)
+    stored = yaml.safe_load((original / "config.yaml").read_text())["storage_url"]
+    assert stored == "sqlite:///{run_dir}/study.db"
+    digest = hashlib.sha256((original / "study.db").read_bytes()).hexdigest()
+    copy = tmp_path / "b" / "run"
+    shutil.copytree(original, copy)
+    # damaged derived files do not stop a resume: the CSV copy and the table stand in
+    (copy / "summary.json").write_text("{not json")
+    (copy / "trials.parquet").write_bytes((copy / "trials.parquet").read_bytes()[:64])
+    out = io.StringIO()
+    with pytest.warns(TrialsFallbackWarning, match="trials.csv instead"):
+        run_search(resume=copy, overrides={"budget_trials": 3}, space=TinySpace(), stream=out)
+    assert "summary.json: not valid JSON" in out.getvalue()
+    assert hashlib.sha256((original / "study.db").read_bytes()).hexdigest() == digest
+    assert len(hybridnas.load_run(original)) == 2 and len(hybridnas.load_run(copy)) == 3
+
+
+def test_default_run_name_stays_inside_the_results_dir(tmp_path):
+    from hybridnas.search.config import SearchConfig
+    from hybridnas.search.runner import default_run_name
+
+    name = default_run_name(SearchConfig(space="../../x.yaml", dataset="digits"))
+    assert name.startswith("x-digits-") and "/" not in name and ".." not in name
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()

@@ -474,3 +474,75 @@ def test_max_latency_rejects_by_prediction_and_keeps_slow_trials_off_the_front(
     run = load_run_dir(res.run_dir)
     assert not front_mask(run.trials, objectives=(columns, maximize), limits=run.limits).any()
     assert "max_latency_ms 1e-06" in capsys.readouterr().out
+
+
+def test_a_full_disk_stops_the_run_with_one_line_naming_the_file(ray_session, tmp_path,
+                                                                 monkeypatch):
+    """Once a trial is on disk, every write of the run fails with ENOSPC: the
+    search stops with one RunWriteError line naming the file, and what was
+    written before stays intact."""
+    import errno
+
+    import hybridnas
+    from hybridnas import rundir
+
+    real = rundir.write_atomic
+    full = {"now": False}
+
+    def write_atomic(path, write):
+        if not full["now"] and path.name == "trials.parquet" and path.exists():
+            full["now"] = (hybridnas.load_run(path).status == "COMPLETE").any()
+        if full["now"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, write)
+
+    monkeypatch.setattr(rundir, "write_atomic", write_atomic)
+    with pytest.raises(rundir.RunWriteError) as err:
+        _search(tmp_path, "full", budget_trials=6, scheduler="none", max_concurrent=1)
+    msg = str(err.value)
+    assert "\n" not in msg and "No space left on device" in msg and "--resume" in msg
+    assert msg.startswith(str(tmp_path / "full"))
+    df = hybridnas.load_run(tmp_path / "full")
+    assert (df.status == "COMPLETE").sum() >= 1 and len(df) < 6  # kept, and the run stopped
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_trials_metric(ray_session, tmp_path):
+    import errno
+
+    import hybridnas
+    from hybridnas.search import run_search
+    from hybridnas.search.hooks import SearchHooks
+    from hybridnas.search.trial import CHECKPOINT_MISSING
+
+    def save_checkpoint(folder, model, spec, meta):  # pickled by value into the workers
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+
+    cfg = SearchConfig(**{**TINY, "max_concurrent": 1}, budget_trials=2, scheduler="none",
+                       keep_checkpoints="all", name="nockpt", results_dir=str(tmp_path))
+    run_search(cfg, space=TinySpace(), stream=None,
+               hooks=SearchHooks(save_checkpoint=save_checkpoint))
+    df = hybridnas.load_run(tmp_path / "nockpt")
+    assert (df.status == "COMPLETE").all() and df.metric.notna().all() and len(df) == 2
+    assert df.checkpoint.isna().all()
+    assert df.error.str.startswith(CHECKPOINT_MISSING).all()
+    assert df.error.str.contains("No space left on device").all()
+
+
+def test_a_read_only_results_dir_is_one_line(ray_session, tmp_path, monkeypatch, capsys):
+    """A results directory that refuses writes (EROFS, simulated: the tests may
+    run as root, where chmod does not stop writes) ends the command with one
+    line naming the file, before any trial."""
+    import errno
+
+    from hybridnas import rundir
+    from hybridnas.cli import main
+
+    def read_only(path, write):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(rundir, "write_atomic", read_only)
+    assert main(["search", "--space", "stagewise", "--dataset", "digits", "--resolution", "8",
+                 "--subset", "100", "--name", "ro", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'ro' / 'config.yaml'}: cannot write it (Read-only file system)" in err

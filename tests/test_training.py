@@ -97,6 +97,31 @@ def test_resume_continues_where_it_stopped(digits, tmp_path):
         fit(other, digits, checkpoint_dir=str(tmp_path), resume=True, **kw)
 
 
+def test_resume_reports_the_restored_history_and_save_errors_can_be_tolerated(digits, tmp_path,
+                                                                              monkeypatch):
+    import errno
+
+    from hybridnas import training
+
+    kw = dict(epochs=3, batch_size=64, max_batches_per_epoch=2, device="cpu", seed=0)
+    fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), on_epoch=lambda r: r.epoch < 2, **kw)
+    restored = []
+    fit(tiny_model(), digits, checkpoint_dir=str(tmp_path), resume=True,
+        on_resume=restored.extend, **kw)
+    assert [h.epoch for h in restored] == [1, 2]  # told before training goes on
+
+    def full(path, state):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(training, "_save", full)
+    with pytest.raises(OSError):  # by default a failed save is an error ...
+        fit(tiny_model(), digits, checkpoint_dir=str(tmp_path / "b"), **kw)
+    errors = []  # ... or, when asked, training goes on without checkpoints
+    result = fit(tiny_model(), digits, checkpoint_dir=str(tmp_path / "c"),
+                 on_checkpoint_error=errors.append, **kw)
+    assert result.epochs == 3 and len(errors) == 1 and errors[0].errno == errno.ENOSPC
+
+
 class _WritesMarker:
     """Unpickling this calls ``open(marker, 'w')``: what a crafted checkpoint does."""
 

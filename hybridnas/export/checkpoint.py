@@ -115,10 +115,12 @@ def read_meta(dir: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{dir}: no {META_FILE} (not a checkpoint folder, or one that was "
                         f"never finished)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    from .._io import parse_json, read_text
+
+    meta = parse_json(read_text(path), str(path))  # size and UTF-8 checked: the folder may come from anyone
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
 
 
 def load_checkpoint(dir: str | os.PathLike, map_location: str = "cpu"):

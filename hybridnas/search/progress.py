@@ -30,6 +30,7 @@ from ..rundir import (
     STATUSES,
     TRIAL_COLUMNS,
     RunDir,
+    RunWriteError,
     empty_row,
     front_of,
     front_summary,
@@ -79,6 +80,7 @@ class RunRecorder(Callback):
         self._lock = threading.RLock()
         self._front: dict | None = None  # front_summary of the rows; only a finish changes it
         self._writer: threading.Thread | None = None  # save_soon's background write
+        self.write_error: RunWriteError | None = None  # a full or read-only disk: the run stops
 
     def __getstate__(self):
         # Tune pickles its config (callbacks included) for Tuner.restore; the
@@ -193,11 +195,23 @@ class RunRecorder(Callback):
                                             name="hybridnas-save")
             self._writer.start()
 
+    def save_or_stop(self) -> bool:
+        """``save()``; a full or read-only disk is kept in ``write_error``
+        (the runner then stops the run and reports it) instead of raising
+        inside Tune. False when the files could not be written."""
+        try:
+            self.save()
+            return True
+        except RunWriteError as e:
+            with self._lock:
+                self.write_error = self.write_error or e
+            return False
+
     def _save_if_dirty(self) -> None:
         try:
             with self._lock:
                 if self._dirty:
-                    self.save()
+                    self.save_or_stop()
         except Exception as e:  # noqa: BLE001 - the next synchronous save tries again
             log.warning("trials table not written: %s: %s", type(e).__name__, e)
 
@@ -338,7 +352,7 @@ class RunRecorder(Callback):
         row["full_fidelity"] = status == "COMPLETE" and int(row.get("epochs") or 0) >= self.max_epochs
         row["finished_at"] = row.get("finished_at") or now_iso()
         self._front = None
-        self.save()
+        self.save_or_stop()
         self._finished_since_dashboard += 1
         what = f"trial {tid} {status}"
         if status in ("COMPLETE", "EARLY_STOPPED"):

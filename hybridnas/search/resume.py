@@ -1,21 +1,21 @@
 """Resuming a run: its saved config, and repair after a kill.
 
 ``resume`` reloads config.yaml (identity fields may not change), the trials
-table and the study; trials that were running when the search died are
-marked FAILED ("interrupted") in both and queued again with the same
-parameters, so finished trials are never re-run.
+table and the study; trials that were running when the search died continue
+under their own ids from their last finished epoch (``repair_after_interrupt``),
+so finished trials are never re-run and an interruption costs no budget slot.
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ..errors import UserError
 from ..rundir import RunDir
 from .config import IDENTITY_FIELDS, SearchConfig
-from .storage import fail_running_trials
 
-__all__ = ["resume_config", "repair_after_interrupt", "enqueue_references", "INTERRUPTED",
-           "REQUEUED"]
+__all__ = ["resume_config", "repair_after_interrupt", "awaits_continuation",
+           "enqueue_references", "INTERRUPTED", "REQUEUED"]
 
 
 def resume_config(run: RunDir, overrides: dict[str, Any]) -> tuple[SearchConfig, dict]:
@@ -48,20 +48,35 @@ INTERRUPTED = "interrupted"
 REQUEUED = " (queued again on --resume)"
 
 
-def repair_after_interrupt(study, recorder) -> None:
-    """After a kill: running trials become FAILED and are queued again."""
-    import json
+def awaits_continuation(row: dict[str, Any]) -> bool:
+    """Whether ``row`` is a trial a stop interrupted, not yet continued or queued again."""
+    error = str(row.get("error") or "")
+    return row["status"] == "FAILED" and error.startswith(INTERRUPTED) and REQUEUED not in error
 
+
+def repair_after_interrupt(study, recorder) -> list[dict[str, Any]]:
+    """After a kill or Ctrl-C: the rows of trials that were running, to be
+    continued under their own trial ids (``ArchSearcher(continued=...)``).
+
+    A trial continues when its Optuna trial is still open; it resumes from its
+    last finished epoch when ``partial/trial_<id>`` holds its training state.
+    It keeps its row (so its budget slot and device time), which stays
+    FAILED ("interrupted") until it starts again. Trials the study already
+    closed (runs from before trials could continue) are queued again under a
+    new id, as before; open Optuna trials without a row never started and
+    are closed as FAIL.
+    """
     import optuna
 
     stale = recorder.close_interrupted(f"{INTERRUPTED}: the search was killed while this trial ran")
-    # Trials a Ctrl-C stopped were closed by that session; queue them too, once.
-    stale += [n for n, r in recorder.rows.items() if r["status"] == "FAILED"
-              and str(r.get("error") or "").startswith(INTERRUPTED) and REQUEUED not in r["error"]]
+    # Trials a Ctrl-C stopped were closed by that session; continue them too.
+    stale += [n for n, r in recorder.rows.items() if awaits_continuation(r)]
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    running = [t.number for t in by_number.values() if t.state == optuna.trial.TrialState.RUNNING]
-    fail_running_trials(study)
-    requeue = sorted(set(stale) | set(running))
+    running = {n for n, t in by_number.items() if t.state == optuna.trial.TrialState.RUNNING}
+    continued = sorted(n for n in set(stale) if n in running and recorder.rows[n].get("spec"))
+    requeue = sorted((set(stale) | running) - set(continued))
+    for number in sorted(running - set(continued)):
+        study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
     for number in requeue:
         row = recorder.rows.get(number)
         params = by_number[number].params if number in by_number else {}
@@ -73,5 +88,19 @@ def repair_after_interrupt(study, recorder) -> None:
         if row is not None:
             row["error"] = f"{row.get('error') or INTERRUPTED}{REQUEUED}"
     recorder.save()
+    if continued:
+        at = ", ".join(f"{n} (from epoch {_partial_epochs(recorder.run, n)})" for n in continued)
+        recorder.note(f"resumed: interrupted trial(s) continue: {at}")
     if requeue:
         recorder.note(f"resumed: trial(s) {requeue} were interrupted and are queued again")
+    return [recorder.rows[n] for n in continued]
+
+
+def _partial_epochs(run: RunDir, trial_id: int) -> int:
+    """Epochs the trial's saved training state holds (0 without one)."""
+    from .trial import read_progress
+
+    try:
+        return int(read_progress(run.partial_dir(trial_id)).get("epochs") or 0)
+    except (TypeError, ValueError):
+        return 0

@@ -16,7 +16,9 @@ cost printed before the first trial; all a ``dry_run`` does), ``report``
 Early-stopped trials are recorded as EARLY_STOPPED with
 ``full_fidelity=False`` and never enter the front; a failing trial is
 recorded as FAILED and the search goes on; everything the run writes is
-written by the driver, except checkpoints (written by the trial on its node).
+written by the driver, except checkpoints and the per-epoch state of running
+trials (written by the trial on its node). The driver holds the run's lock
+(``hybridnas.runlock``) from start to end: one writer per run.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from typing import Any
 from ..errors import UserError
 from ..latency.settings import SEARCH
 from ..rundir import RunDir, front_limits, load_run, objective_columns
+from ..runlock import RunLock, portable_storage_url, read_holder, resolve_storage_url
 from .budget import Budget
 from .cluster import check_devices, init_ray, local_resources, trial_concurrency
 from .config import SearchConfig
@@ -41,6 +44,7 @@ from .hooks import SearchHooks
 from .measuring import check_latency_device, latency_screen, latency_settings
 from .resume import (
     INTERRUPTED,
+    awaits_continuation,
     enqueue_references,
     repair_after_interrupt,
     resume_config,
@@ -49,7 +53,7 @@ from .settings import TrainSettings, TrialSettings
 from .sharing import share_bundle
 from .storage import make_sampler, storage_for, storage_url_for
 
-__all__ = ["run_search", "SearchResult", "make_sampler"]
+__all__ = ["run_search", "SearchResult", "make_sampler", "default_run_name"]
 
 log = logging.getLogger("hybridnas.search")
 
@@ -105,16 +109,56 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if resume is not None:
         run = RunDir(resume)
-        cfg, saved = resume_config(run, overrides or {})
-        name = saved.get("run_name") or run.path.name
-        storage_url = storage_url_for(cfg.storage or saved.get("storage_url") or run.storage_url())
-        elapsed_before = float(run.read_summary().get("budget", {}).get("elapsed_s") or 0.0)
+        # a run that has just started has a lock holder but no config.yaml yet
+        if not (run.config.is_file() or read_holder(run.path) is not None):
+            raise UserError(f"--resume {run.path}: no config.yaml here; is this a search run "
+                            f"directory?")
+        if dry_run:  # a dry run creates nothing, not even a lock
+            return _locked_search(cfg, run, resume, overrides, stream, space, hooks, True)
+        lock = RunLock(run.path, command="hybridnas search --resume").acquire()
     else:
         cfg = cfg or SearchConfig()
         cfg.check()
-        name = cfg.name or f"{cfg.space}-{cfg.dataset}-{datetime.now():%Y%m%d-%H%M%S}"
-        run = RunDir(Path(cfg.results_dir) / name)
-        if run.trials_parquet.exists() or run.config.exists():
+        check_latency_device(cfg.latency_device)  # bad options leave no folder behind
+        run = RunDir(Path(cfg.results_dir) / (cfg.name or default_run_name(cfg)))
+        if dry_run:
+            return _locked_search(cfg, run, resume, overrides, stream, space, hooks, True)
+        lock = RunLock(run.path, command="hybridnas search").acquire()
+    if lock.stale is not None:
+        print(f"[search] {run.path} was last written by {lock.stale.describe()}, which ended "
+              f"without releasing it (killed?); taking over", file=stream, flush=True)
+    try:  # one writer per run: the lock is held until the run's files are final
+        return _locked_search(cfg, run, resume, overrides, stream, space, hooks)
+    finally:
+        lock.release()
+
+
+def default_run_name(cfg: SearchConfig) -> str:
+    """``<space>-<dataset>-<time>``; a space given as a file contributes its
+    stem only, so ``--space ../../x.yaml`` stays inside ``--results-dir``."""
+    name = f"{Path(str(cfg.space)).stem}-{Path(str(cfg.dataset)).name}-{datetime.now():%Y%m%d-%H%M%S}"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "run"
+
+
+def _locked_search(cfg, run: RunDir, resume, overrides, stream, space,
+                   hooks: SearchHooks, dry_run: bool = False) -> SearchResult:
+    """``run_search`` once the run's lock is held (a dry run holds none: it writes nothing)."""
+    if resume is not None:
+        cfg, saved = resume_config(run, overrides or {})
+        name = saved.get("run_name") or run.path.name
+        saved_url = saved.get("storage_url")
+        saved_url = resolve_storage_url(str(saved_url), run.path) if saved_url else None
+        storage_url = storage_url_for(cfg.storage or saved_url or run.storage_url())
+        try:
+            before = run.read_summary().get("budget", {})
+        except UserError as e:  # derived data, rewritten from the trials table below
+            print(f"[search] {e}; rewriting it (the wall time of earlier sessions is not "
+                  f"counted)", file=stream, flush=True)
+            before = {}
+        elapsed_before = float((before if isinstance(before, dict) else {}).get("elapsed_s") or 0.0)
+    else:
+        name = run.path.name
+        if run.trials_file is not None or run.config.exists():
             raise UserError(f"{run.path} already holds a run; continue it with "
                             f"`hybridnas search --resume {run.path}` or pick another --name")
         storage_url = storage_url_for(cfg.storage or run.storage_url())
@@ -162,7 +206,9 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
         unit = "gpu" if gpus > 0 and has_gpu else "cpu"
         budget = Budget(device_hours=cfg.budget_gpu_hours, trials=cfg.budget_trials,
                         time_limit_s=cfg.time_limit, unit=unit, elapsed_before_s=elapsed_before)
-        config_doc = {"run_name": name, **cfg.to_dict(), "storage_url": storage_url,
+        # a SQLite study inside the run is stored relative to it: a copied run is its own run
+        config_doc = {"run_name": name, **cfg.to_dict(),
+                      "storage_url": portable_storage_url(storage_url, run.path),
                       "study_name": name, "metric_name": task.metric_name,
                       "maximize": bool(task.maximize), "objective_columns": columns,
                       "objective_maximize": maximize, "input_shape": list(input_shape),
@@ -264,8 +310,9 @@ def _run(s: _Session) -> SearchResult:
                            stream=s.stream,
                            write_dashboard=hooks.write_dashboard,
                            limits=front_limits(cfg.to_dict()))
+    continued: list = []
     if s.resuming:
-        repair_after_interrupt(study, recorder)
+        continued = repair_after_interrupt(study, recorder)
     elif cfg.with_references:
         enqueue_references(study, space, resolution, recorder)
 
@@ -289,7 +336,8 @@ def _run(s: _Session) -> SearchResult:
         latency=latency,
     )
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,
-                            storage, name, screen=latency_screen(service, cfg.max_latency_ms))
+                            storage, name, screen=latency_screen(service, cfg.max_latency_ms),
+                            continued=continued)
     searcher.prepare_next()  # the first proposal, while Tune sets up
     from .moasha import make_scheduler
 
@@ -334,6 +382,7 @@ def _run(s: _Session) -> SearchResult:
                                     trial_name_creator=_trial_name,
                                     trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(name="tune", storage_path=tune_dir, callbacks=[recorder],
+                                  stop=_write_error_stopper(recorder),
                                   verbose=min(cfg.verbose, 3) if cfg.verbose > 1 else 0,
                                   log_to_file=False),
     )
@@ -355,13 +404,15 @@ def _run(s: _Session) -> SearchResult:
         recorder.flush()
         stopped = recorder.close_interrupted(
             f"{INTERRUPTED}: the search stopped while this trial ran")
-        searcher.fail_running(stopped)
-        recorder.save()
-        _finish_files(cfg, run, recorder, hooks)
+        searcher.release_running(stopped)  # open in the study: --resume continues them
+        if recorder.write_error is None and recorder.save_or_stop():
+            _finish_files(cfg, run, recorder, hooks)
         service.close()
         import shutil
 
         shutil.rmtree(tune_dir, ignore_errors=True)
+    if recorder.write_error is not None:  # a full or read-only disk: one line naming the file
+        raise recorder.write_error
     summary = run.read_summary()
     summary["session_wall_s"] = time.monotonic() - t0
     summary["tune_wall_s"] = tune_wall
@@ -370,11 +421,28 @@ def _run(s: _Session) -> SearchResult:
     return SearchResult(run.path, summary, interrupted, estimate=estimate)
 
 
+def _write_error_stopper(recorder):
+    """A Tune stopper (``RunConfig(stop=...)``): the whole run stops once the
+    recorder could not write the run directory (``RunRecorder.write_error``)."""
+    from ray.tune import Stopper
+
+    class StopOnWriteError(Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return recorder.write_error is not None
+
+        def stop_all(self) -> bool:
+            return recorder.write_error is not None
+
+    return StopOnWriteError()
+
+
 def _trial_name(trial) -> str:
     return f"trial_{trial.config.get('trial_id', trial.trial_id)}"
 
 
 def _finish_files(cfg, run, recorder, hooks: SearchHooks) -> None:
+    # training state is kept for the interrupted trials only (--resume continues them)
+    run.drop_partial(t for t, r in recorder.rows.items() if awaits_continuation(r))
     if cfg.keep_checkpoints != "all":
         if hooks.prune_checkpoints is not None:
             try:

@@ -57,7 +57,7 @@ class ArchSearcher(Searcher):
 
     def __init__(self, space, resolution, recorder, settings: TrialSettings,
                  metrics: list[str], modes: list[str], sampler, storage, study_name: str,
-                 screen=None):
+                 screen=None, continued=()):
         self._hn_space = space
         self._screen = screen  # measuring.latency_screen: (spec, input shape) -> reason | None
         self._resolution = resolution
@@ -84,6 +84,9 @@ class ArchSearcher(Searcher):
             storage=storage, study_name=study_name, sampler=sampler, load_if_exists=True,
             directions=["maximize" if m == "max" else "minimize" for m in modes])
         self._live: dict[str, Any] = {}  # Tune trial id -> its optuna.Trial (asked, not told)
+        # rows of interrupted trials (``resume.repair_after_interrupt``): they
+        # start first, under their own ids, and hold their budget slot already
+        self._continued: list[dict] = list(continued)
 
     def __getstate__(self):
         # Tune pickles its config (the searcher included) for Tuner.restore:
@@ -106,25 +109,26 @@ class ArchSearcher(Searcher):
         """The run's ``optuna.Study``."""
         return self._study
 
-    def fail_running(self, trial_numbers=()) -> None:
-        """Close the Optuna trials of this session's ``trial_numbers`` (all
-        when empty) that are still open, the search having stopped under them,
-        as FAIL with status FAILED."""
-        import optuna
-
+    def release_running(self, trial_numbers=()) -> None:
+        """Let go of this session's ``trial_numbers`` (all when empty), the
+        search having stopped under them: their Optuna trials stay open
+        (status INTERRUPTED), so ``--resume`` continues them under the same ids."""
         wanted = {int(n) for n in trial_numbers}
         for tune_id, ot_trial in list(self._live.items()):
             if not wanted or ot_trial.number in wanted:
                 del self._live[tune_id]
                 try:
-                    ot_trial.set_user_attr("status", "FAILED")
-                    self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                    ot_trial.set_user_attr("status", "INTERRUPTED")
                 except Exception as e:  # noqa: BLE001 - bookkeeping only
-                    log.warning("could not close trial %s: %s", ot_trial.number, e)
+                    log.warning("could not mark trial %s interrupted: %s", ot_trial.number, e)
 
     def suggest(self, trial_id: str) -> dict | str | None:
         if self._finished:
             return Searcher.FINISHED
+        while self._continued:  # before the budget: their slots are counted already
+            config = self._continue(trial_id, self._continued.pop(0))
+            if config is not None:
+                return config
         # proposals Tune has not started yet have no row: count them too
         pending = sum(1 for t in self._live.values() if t.number not in self._recorder.rows)
         reason = self._recorder.why_not_start(pending)
@@ -153,16 +157,52 @@ class ArchSearcher(Searcher):
             return Searcher.FINISHED
         ot_trial, spec, reference, data, shape, counted = proposal
         self._live[trial_id] = ot_trial
+        return self._config(ot_trial.number, spec, dict(ot_trial.params), reference, data,
+                            shape, counted)
+
+    def _config(self, number: int, spec, params: dict, reference, data, shape, counted) -> dict:
+        """The Tune config of trial ``number`` (what ``search_trial`` reads)."""
         return {
-            "trial_id": ot_trial.number,
+            "trial_id": number,
             "arch_id": spec.arch_id,
             "spec": spec.to_dict(),
-            "space_params": dict(ot_trial.params),
+            "space_params": params,
             "reference": reference,
             "input_shape": list(shape),
             "cost": counted,
             "settings": self._settings.with_data(data).to_dict(),
         }
+
+    def _continue(self, trial_id: str, row: dict) -> dict | None:
+        """The Tune config that continues the interrupted trial of ``row``
+        under its own id (its Optuna trial is still open), or None if the row
+        no longer describes a trainable architecture (then closed as FAIL)."""
+        import json
+
+        import optuna
+
+        from ..spec import ArchSpec
+
+        number = int(row["trial_id"])
+        frozen = next(t for t in self._study.get_trials(deepcopy=False) if t.number == number)
+        # Optuna has no public way to re-open a RUNNING trial as a Trial object;
+        # it is told by number (Study.tell accepts one) and its attributes live
+        # in the trials table.
+        ot_trial = _ReopenedTrial(frozen.number)
+        try:
+            spec = ArchSpec.from_dict(json.loads(row["spec"]))
+            params = json.loads(row.get("space_params") or "{}") or dict(frozen.params)
+            data = self._data_settings(params)
+            shape = self._input_shape(data)
+        except (ValueError, KeyError, TypeError, UserError) as e:
+            log.warning("interrupted trial %s cannot continue: %s", number, e)
+            self._study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            return None
+        counted = ({"params": int(row["params"]), "macs": int(row["macs"])}
+                   if (row.get("params") or 0) > 0 and (row.get("macs") or 0) > 0
+                   else self._cost(spec, shape))
+        self._live[trial_id] = ot_trial
+        return self._config(number, spec, params, row.get("reference"), data, shape, counted)
 
     def _propose(self):
         """The next valid proposal: (Optuna trial, spec, reference, data
@@ -365,10 +405,28 @@ class ArchSearcher(Searcher):
         try:
             if status == "COMPLETE" and all(v is not None and math.isfinite(float(v))
                                             for v in values):
-                self._study.tell(ot_trial, [float(v) for v in values])
+                self._study.tell(_told(ot_trial), [float(v) for v in values])
             elif status == "EARLY_STOPPED":
-                self._study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                self._study.tell(_told(ot_trial), state=optuna.trial.TrialState.PRUNED)
             else:
-                self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                self._study.tell(_told(ot_trial), state=optuna.trial.TrialState.FAIL)
         except Exception as e:  # noqa: BLE001 - a bookkeeping error must not end the search
             log.warning("could not tell Optuna about trial %s: %s", ot_trial.number, e)
+
+
+class _ReopenedTrial:
+    """An interrupted trial continued under its own number: Optuna is told
+    its result by number; its user attributes are kept here only (the run's
+    trials table holds them)."""
+
+    def __init__(self, number: int):
+        self.number = int(number)
+        self.user_attrs: dict[str, Any] = {}
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.user_attrs[key] = value
+
+
+def _told(ot_trial):
+    """What ``Study.tell`` takes for ``ot_trial``: the trial, or its number."""
+    return ot_trial.number if isinstance(ot_trial, _ReopenedTrial) else ot_trial

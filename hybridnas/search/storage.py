@@ -1,4 +1,4 @@
-"""The Optuna side of a run: storage URL, storage, sampler, closing stale trials.
+"""The Optuna side of a run: storage URL, storage, sampler.
 
 The study lives in ``study.db`` (SQLite, in WAL mode) or any ``storage`` URL
 (PostgreSQL); the study name is the run name.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 
-__all__ = ["storage_url_for", "storage_for", "make_sampler", "fail_running_trials"]
+__all__ = ["storage_url_for", "storage_for", "make_sampler"]
 
 
 def make_sampler(name: str, seed: int, population_size: int = 10):
@@ -68,11 +68,3 @@ def _fast_sqlite(engine) -> None:
 
     sqlalchemy.event.listen(engine, "connect", pragmas)
     engine.dispose()  # connections opened before the listener reconnect with it
-
-
-def fail_running_trials(study) -> None:
-    """Close the study's RUNNING trials (left by a killed search) as FAIL."""
-    import optuna
-
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

@@ -15,7 +15,12 @@ from typing import Any
 
 from .settings import TrialLatency, TrialSettings
 
-__all__ = ["search_trial", "measure_latency", "latency_resolution", "InjectedFault"]
+__all__ = ["search_trial", "measure_latency", "latency_resolution", "InjectedFault",
+           "CHECKPOINT_MISSING", "read_progress"]
+
+#: Starts the ``error`` of a trained trial whose checkpoint could not be written.
+CHECKPOINT_MISSING = "checkpoint not written"
+
 
 class InjectedFault(RuntimeError):
     """Raised on purpose in trials listed in ``inject_failure`` (tests)."""
@@ -210,11 +215,18 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
     }
     sign = 1.0 if settings.maximize else -1.0
     curve: list[float] = []
+    # An interrupted trial continues (``--resume``) from its per-epoch state,
+    # its earlier device time charged; none when the run dir is not writable here.
+    partial = _partial_dir(settings, trial_id)
+    before = read_progress(partial)
+    if before.get("started_at"):
+        state["started_at"] = str(before["started_at"])
+    spent_before = [float(before.get("device_seconds") or 0.0)]
 
     t0: float | None = None  # the device clock starts once the data is in memory
 
     def device_seconds() -> float:
-        return 0.0 if t0 is None else (time.perf_counter() - t0) * devices
+        return spent_before[0] + (0.0 if t0 is None else (time.perf_counter() - t0) * devices)
 
     stack = contextlib.ExitStack()
     try:
@@ -249,6 +261,17 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         waited = [0.0]
         inject = trial_id in settings.inject_failure
 
+        def on_resume(history) -> None:
+            curve[:] = [_val_metrics(h).get(settings.metric_name, math.nan) for h in history]
+            # epochs the checkpoint holds beyond the last progress record (a kill in between)
+            missed = history[int(before.get("epochs") or 0):]
+            spent_before[0] += sum(float(getattr(h, "seconds", 0.0)) for h in missed) * devices
+            _print_line(f"[trial {trial_id}] continues from epoch {len(history)}")
+
+        def on_checkpoint_error(e: OSError) -> None:
+            _print_line(f"[trial {trial_id}] per-epoch state not saved ({e}); a kill now "
+                        f"restarts this trial from epoch 0")
+
         def on_epoch(epoch_result) -> None:
             vals = _val_metrics(epoch_result)
             value = vals.get(settings.metric_name, math.nan)
@@ -269,6 +292,8 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
                                                            trial_id, state, bundle.input_shape)
                 state.update(status="COMPLETE", finished_at=now_iso())
             state["device_seconds"] = device_seconds()
+            if partial is not None and state["status"] == "RUNNING":
+                _write_progress(partial, state)
             reporting = time.perf_counter()
             tune.report(dict(state))
             waited[0] += time.perf_counter() - reporting
@@ -279,7 +304,10 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
             label_smoothing=t.label_smoothing, device=device, amp=t.amp,
             on_epoch=on_epoch, on_batch=ProgressLine(_print_line, prefix=f"[trial {trial_id}] "),
             max_batches_per_epoch=t.max_batches_per_epoch,
-            max_val_batches=t.max_val_batches, seed=t.seed + trial_id)
+            max_val_batches=t.max_val_batches, seed=t.seed + trial_id,
+            checkpoint_dir=str(partial) if partial is not None else None,
+            resume=partial is not None, on_resume=on_resume,
+            on_checkpoint_error=on_checkpoint_error)
     except Exception as e:  # noqa: BLE001 - any fault of one trial must not stop the search
         if device == "cuda":
             torch.cuda.empty_cache()
@@ -289,6 +317,46 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         tune.report(dict(state))
     finally:
         stack.close()
+
+
+PROGRESS_NAME = "progress.json"
+
+
+def _partial_dir(settings: TrialSettings, trial_id: int):
+    """``<run>/partial/trial_<id>`` when the run directory is writable from
+    this node, else None (a remote node: no per-epoch state)."""
+    import os
+
+    from ..rundir import RunDir
+
+    if not settings.run_dir or not os.access(settings.run_dir, os.W_OK):
+        return None
+    return RunDir(settings.run_dir).partial_dir(trial_id)
+
+
+def read_progress(partial) -> dict[str, Any]:
+    """What an interrupted run of this trial recorded (epochs, device-seconds,
+    start time), or {} (none, or unreadable: the trial then starts afresh)."""
+    from .._io import parse_json, read_text
+    from ..errors import UserError
+
+    if partial is None or not (partial / PROGRESS_NAME).exists():
+        return {}
+    try:
+        data = parse_json(read_text(partial / PROGRESS_NAME), str(partial / PROGRESS_NAME))
+    except UserError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_progress(partial, state: dict[str, Any]) -> None:
+    from .._io import write_atomic
+
+    record = {k: state[k] for k in ("trial_id", "epochs", "device_seconds", "started_at")}
+    try:
+        write_atomic(partial / PROGRESS_NAME, lambda p: p.write_text(json.dumps(record)))
+    except OSError:
+        pass  # the checkpoint's history still says how far it got
 
 
 def _print_line(line: str) -> None:
@@ -315,6 +383,8 @@ def _save_checkpoint(save, model, spec, settings: TrialSettings, trial_id: int,
             "metric_name": state["metric_name"], "epochs": state["epochs"]}
     try:
         save(Path(settings.run_dir) / rel, model, spec, meta)
-    except OSError:
-        return ""  # e.g. a remote node without the run dir: the row says no checkpoint
+    except Exception as e:  # noqa: BLE001 - a full disk, a remote node without the run dir...
+        # ...: the trained trial keeps its metric; the row says why it has no checkpoint
+        state["error"] = f"{CHECKPOINT_MISSING}: {_describe_error(e)}"[:500]
+        return ""
     return rel

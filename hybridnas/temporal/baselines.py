@@ -215,18 +215,11 @@ def baselines_for_run(run_dir: str, *, which: tuple[str, ...] = BASELINES,
     ``data_options``), the seed model trained with the run's proxy recipe
     (``epochs``, ``batch_size``, ``lr``... from ``config.yaml``; ``overrides``
     win). Writes ``<run_dir>/baselines.csv`` and returns the rows."""
-    import os
-
-    import yaml
-
     from ..data import load_dataset
     from ..errors import UserError
+    from ..rundir import RunDir
 
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.exists(path):
-        raise UserError(f"{run_dir}: no config.yaml; is this a search run directory?")
-    with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh) or {}
+    cfg = RunDir(run_dir).read_config()  # the guarded reader; UserError names the file
     bundle = load_dataset(cfg["dataset"], data_dir=cfg.get("data_dir"), subset=cfg.get("subset"),
                           seed=int(cfg.get("seed") or 0), **(data_options or {}))
     if getattr(bundle.task, "name", "") != "returns":
@@ -249,14 +242,12 @@ def front_with_baselines(run_dir: str, measure_panels: bool = False):
     import os
 
     import pandas as pd
-    import yaml
+
+    from ..rundir import RunDir
 
     rows = []
     front_path = os.path.join(run_dir, "pareto.csv")
-    cfg: dict[str, Any] = {}
-    if os.path.exists(os.path.join(run_dir, "config.yaml")):
-        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as fh:
-            cfg = yaml.safe_load(fh) or {}
+    cfg: dict[str, Any] = RunDir(run_dir).read_config(required=False)
     shape = tuple(cfg.get("input_shape") or ()) if measure_panels else None
     if os.path.exists(front_path):
         for _, r in pd.read_csv(front_path).iterrows():
