@@ -21,8 +21,9 @@ def test_named_architecture_matches_published_size(name):
     c = hybridnas.cost(name, named.resolution, num_classes=named.num_classes)
     assert abs(c.params / 1e6 - named.params_m) <= 0.02 * named.params_m, (
         f"{name}: {c.params / 1e6:.2f} M params vs published {named.params_m}")
-    assert abs(c.gmacs - named.gmacs) <= 0.10 * named.gmacs, (
-        f"{name}: {c.gmacs:.3f} GMACs vs published {named.gmacs}")
+    if named.gmacs:  # some papers publish no MAC count at this resolution
+        assert abs(c.gmacs - named.gmacs) <= 0.10 * named.gmacs, (
+            f"{name}: {c.gmacs:.3f} GMACs vs published {named.gmacs}")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -7,19 +7,8 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, LayerNorm2d, SqueezeExcite, avg_pool, conv_nd, layer_scale,
-                     make_act, make_norm2d)
-
-
-def pooled_projection(in_ch: int, out_ch: int, stride: int, dims: int) -> nn.Module:
-    """Shortcut for a block that changes stride or width: average pool, then a
-    1x1 conv with bias (CoAtNet's ``Proj(Pool(x))``)."""
-    layers: list[nn.Module] = []
-    if stride > 1:
-        layers.append(avg_pool(dims, stride))
-    if in_ch != out_ch:
-        layers.append(conv_nd(dims)(in_ch, out_ch, 1))
-    return nn.Sequential(*layers) if layers else nn.Identity()
+from .layers import (DropPath, LayerNorm2d, SqueezeExcite, conv_nd, layer_scale, make_act,
+                     make_norm2d, pooled_projection)
 
 
 class PatchMerge(nn.Module):

@@ -44,8 +44,15 @@ class LayerNorm2d(nn.LayerNorm):
         return x.movedim(-1, 1)
 
 
+#: GroupNorm groups of ``norm='gn'`` (BiT / timm ResNetV2), fewer when the
+#: channel count is not a multiple.
+GN_GROUPS = 32
+
+
 def make_norm2d(name: str, channels: int, dims: int = 2) -> nn.Module:
     """Norm for channels-first tensors (NCHW, or NCL when dims=1)."""
+    if name == "gn":
+        return nn.GroupNorm(math.gcd(GN_GROUPS, channels), channels, eps=1e-5)
     if name == "bn":
         return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
     if name == "ln":
@@ -287,6 +294,40 @@ def trunc_normal_init(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+class _WeightStandardised:
+    """Convolution with weight standardisation (zero mean, unit variance per
+    output filter; Qiao et al. 2019), as BiT and the R50+ViT hybrid pair with
+    GroupNorm. Same parameters as the plain conv."""
+
+    eps = 1e-6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = F.batch_norm(w.reshape(1, w.shape[0], -1), None, None, training=True, momentum=0.0,
+                         eps=self.eps).reshape_as(w)
+        return self._conv_forward(x, w, self.bias)
+
+
+class StdConv2d(_WeightStandardised, nn.Conv2d):
+    pass
+
+
+class StdConv1d(_WeightStandardised, nn.Conv1d):
+    pass
+
+
+def make_conv(dims: int, in_ch: int, out_ch: int, kernel: int, stride: int = 1,
+              groups: int = 1, bias: bool = False, norm: str = "bn") -> nn.Module:
+    """``kernel`` x ``kernel`` conv with 'same'-style padding (output ceil(n /
+    stride) for odd kernels), weight-standardised when ``norm='gn'``."""
+    if norm == "gn":
+        klass = StdConv2d if dims == 2 else StdConv1d
+    else:
+        klass = conv_nd(dims)
+    return klass(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups,
+                 bias=bias)
+
+
 def conv_out(n: int, stride: int) -> int:
     return math.ceil(n / stride)
 
@@ -300,6 +341,17 @@ def avg_pool(dims: int, stride: int) -> nn.Module:
     """Stride-``stride`` average pooling whose output size is ceil(n / stride)."""
     pool = nn.AvgPool2d if dims == 2 else nn.AvgPool1d
     return pool(kernel_size=stride, stride=stride, ceil_mode=True, count_include_pad=False)
+
+
+def pooled_projection(in_ch: int, out_ch: int, stride: int, dims: int) -> nn.Module:
+    """Shortcut for a block that changes stride or width: average pool, then a
+    1x1 conv with bias (CoAtNet's ``Proj(Pool(x))``)."""
+    layers: list[nn.Module] = []
+    if stride > 1:
+        layers.append(avg_pool(dims, stride))
+    if in_ch != out_ch:
+        layers.append(conv_nd(dims)(in_ch, out_ch, 1))
+    return nn.Sequential(*layers) if layers else nn.Identity()
 
 
 def partition(x: torch.Tensor, window: int, grid: bool = False):
