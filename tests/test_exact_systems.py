@@ -327,3 +327,40 @@ def test_new_named_models_export_to_onnx(name, tmp_path):
     (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), model(x), atol=1e-4, rtol=1e-3)
+
+
+# ---- the downsampler as a search decision -----------------------------------------
+
+@pytest.mark.parametrize("kind", [None, "conv", "pool_proj", "patch_merge"])
+def test_stagewise_downsample_decision_round_trips(kind):
+    import dataclasses
+
+    from hybridnas import spaces
+
+    space = spaces.load("stagewise")
+    base = hybridnas.get_spec("coatnet_0")
+    stages = list(base.stages)
+    stages[2] = dataclasses.replace(stages[2], downsample=kind)
+    spec = base.replace(stages=tuple(stages), name=None)
+    params = space.encode(spec)
+    assert params["stages.2.downsample"] == kind
+    assert params["stages.1.downsample"] is None  # coatnet_0's own downsampling
+    assert space.decode(params) == spec
+    if kind is not None:
+        assert spec.arch_id != base.arch_id
+        # decided per stage: the model has the named module at stage 2
+        model = hybridnas.build_model(spec, num_classes=10)
+        assert not isinstance(model.stages[2].down, nn.Identity)
+
+
+def test_downsample_outside_the_choices_is_named():
+    import dataclasses
+
+    from hybridnas import spaces
+
+    base = hybridnas.get_spec("coatnet_0")
+    stages = list(base.stages)
+    stages[2] = dataclasses.replace(stages[2], downsample="max_pool")
+    answer = spaces.load("stagewise").contains(base.replace(stages=tuple(stages)))
+    assert not answer
+    assert "downsample" in answer.reason
