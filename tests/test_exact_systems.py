@@ -14,7 +14,7 @@ from hybridnas.blocks.downsample import PatchMerging
 from hybridnas.blocks.layers import StdConv2d
 from hybridnas.blocks.swin import ShiftedSwinBlock, SwinBlock
 from hybridnas.blocks.transformer import TokenMixer, shifted_window_mask
-from hybridnas.spec import ArchSpec, SpecError, StageSpec, StemSpec
+from hybridnas.spec import ArchSpec, HeadSpec, SpecError, StageSpec, StemSpec
 
 # arch_id of every architecture registered before stage downsamplers existed:
 # the new spec fields must leave them unchanged. coatnet_style was rebuilt on
@@ -364,3 +364,38 @@ def test_downsample_outside_the_choices_is_named():
     answer = spaces.load("stagewise").contains(base.replace(stages=tuple(stages)))
     assert not answer
     assert "downsample" in answer.reason
+
+
+# ---- inference fast paths (folded BN, kept attention biases) ------------------------
+
+def _small_hybrid():
+    return ArchSpec(
+        stem=StemSpec(kind="conv", widths=(16,), strides=(2,)),
+        stages=(StageSpec("mbconv", 1, 16, stride=1),
+                StageSpec("levit", 1, 32, stride=2, heads=2, key_dim=8, window=4),
+                StageSpec("transformer", 1, 32, stride=1, head_dim=16, window=4),
+                StageSpec("swin", 2, 32, stride=1, head_dim=16, window=2)),
+        head=HeadSpec(pool="avg", norm="ln"))
+
+
+def test_inference_fast_paths_match_the_training_graph_and_follow_updates():
+    torch.manual_seed(0)
+    model = hybridnas.build_model(_small_hybrid(), num_classes=5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x = torch.randn(4, 3, 16, 16)
+    for _ in range(2):
+        model.train()
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()  # moves every parameter and BN statistic the caches depend on
+        model.eval()
+        plain = model(x)  # autograd on: the unfolded graph, nothing cached
+        with torch.inference_mode():
+            fast = model(x)
+        torch.testing.assert_close(fast, plain.detach(), atol=1e-5, rtol=1e-4)
+    state = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    plain = model(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), plain.detach(), atol=1e-5, rtol=1e-4)

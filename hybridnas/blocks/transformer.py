@@ -10,7 +10,7 @@ from ..spec import StageSpec
 from .base import Block, register_block
 from .conv import patch_downsample
 from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, forward_cached,
-                     layer_scale, make_norm_last, partition, unpartition)
+                     inference_cached, layer_scale, make_norm_last, partition, unpartition)
 
 #: Logit added where shifted windows must not attend (Swin's value: finite, so
 #: a row that is all padding still has a defined softmax).
@@ -63,6 +63,7 @@ class TokenMixer(nn.Module):
         self.grid = grid
         self.shift = shift  # Swin: windows shifted by this many cells (masked), 0 for none
         self._mask_cache: dict[tuple, torch.Tensor] = {}
+        self._bias_cache: dict[tuple, tuple] = {}
         self.dims = dims
         table = rel_window if not window else window
         self.rel = None
@@ -107,10 +108,11 @@ class TokenMixer(nn.Module):
                                                                               wh * ww, -1)
         mask = forward_cached(self._mask_cache, (h, w, str(x.device)),
                               lambda: shifted_window_mask(h, w, wh, ww, sh, sw, x.device))
-        bias = mask[:, None]
+        bias = mask[:, None]  # (nW, 1, N, N); one per window, shared by the batch
         if self.rel is not None:
-            bias = bias + self.rel(wh, ww)[None]
-        bias = bias.repeat(b, 1, 1, 1)  # (b * nW, heads, N, N), batch-major like the windows
+            rel = self.rel
+            bias = inference_cached(self._bias_cache, (h, w, str(x.device), rel.table.dtype),
+                                    (rel.table,), lambda: mask[:, None] + rel(wh, ww)[None])
         y = self.attn(win, bias)
         y = y.view(b, nh, nw, wh, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * wh, nw * ww, -1)
         y = torch.roll(y, (sh, sw), (1, 2))
