@@ -75,9 +75,12 @@ class Block(nn.Module):
 
 
 def _convert(x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+    # Contiguous in the new layout: a permuted view would stay permuted through
+    # every residual add, and each linear on it would copy (or fall back to
+    # one small matmul per row).
     if src == dst:
         return x
-    return to_nhwc(x) if dst == "nhwc" else to_nchw(x)
+    return (to_nhwc(x) if dst == "nhwc" else to_nchw(x)).contiguous()
 
 
 class _Chain(nn.Module):

@@ -107,7 +107,7 @@ class OffsetAttention(nn.Module):
             qh, qw = h, w
         else:
             k, v = self._heads(self.kv(x)).split([kd, vd], dim=-1)
-            xq = x[:, ::self.q_stride, ::self.q_stride]
+            xq = x[:, ::self.q_stride, ::self.q_stride].contiguous()
             qh, qw = xq.shape[1], xq.shape[2]
             q = self._heads(self.q(xq))
         bias = self.bias(h, w, self.q_stride).to(q.dtype)
