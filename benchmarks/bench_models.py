@@ -288,7 +288,9 @@ class MBConv(nn.Module):
         mid = cout * expansion
         self.shortcut = nn.Identity()
         if stride > 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.AvgPool2d(stride, stride), nn.Conv2d(cin, cout, 1))
+            self.shortcut = nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True,
+                                                       count_include_pad=False),
+                                          nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity())
         self.pre_norm = nn.BatchNorm2d(cin)
         self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False)
@@ -424,6 +426,9 @@ class PatchMerging(nn.Module):
 
     def forward(self, x):
         b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
         return self.reduction(self.norm(x))
 
@@ -438,7 +443,7 @@ class SwinT(nn.Module):
         for i, (d, w) in enumerate(zip(depths, widths)):
             if i:
                 layers.append(PatchMerging(widths[i - 1], w))
-                res //= 2
+                res = math.ceil(res / 2)
             layers += [SwinBlock(w, w // 32, res, shift=3 if j % 2 else 0) for j in range(d)]
         self.layers = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(widths[-1], eps=1e-6)
@@ -447,6 +452,182 @@ class SwinT(nn.Module):
     def forward(self, x):
         x = self.layers(self.patch_norm(self.patch(x).permute(0, 2, 3, 1)))
         return self.head(self.norm(x.mean((1, 2))))
+
+
+# ---- MaxViT-T (as timm: MBConv NCHW, block + grid attention NHWC with relative bias)
+class PartitionAttention(nn.Module):
+    def __init__(self, dim, ws=7, grid=False):
+        super().__init__()
+        self.ws, self.grid = ws, grid
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = WindowAttention(dim, dim // 32, ws)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):  # (B, H, W, C), H and W multiples of the window
+        b, h, w, c = x.shape
+        ws, nh, nw = self.ws, h // self.ws, w // self.ws
+        y = self.norm1(x)
+        if self.grid:
+            y = y.view(b, ws, nh, ws, nw, c).permute(0, 2, 4, 1, 3, 5)
+        else:
+            y = y.view(b, nh, ws, nw, ws, c).permute(0, 1, 3, 2, 4, 5)
+        y = self.attn(y.reshape(-1, ws * ws, c)).view(b, nh, nw, ws, ws, c)
+        y = y.permute(0, 3, 1, 4, 2, 5) if self.grid else y.permute(0, 1, 3, 2, 4, 5)
+        x = x + y.reshape(b, h, w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class MaxViTBlock(nn.Module):
+    def __init__(self, cin, cout, stride, ws):
+        super().__init__()
+        self.conv = MBConv(cin, cout, stride, se=0.25 / 4)
+        self.block = PartitionAttention(cout, ws)
+        self.grid = PartitionAttention(cout, ws, grid=True)
+
+    def forward(self, x):
+        x = self.grid(self.block(self.conv(x).permute(0, 2, 3, 1)))
+        return x.permute(0, 3, 1, 2)
+
+
+class MaxViT(nn.Module):
+    def __init__(self, img_size=224, depths=(2, 2, 5, 2), widths=(64, 128, 256, 512),
+                 num_classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, 2, 1), nn.BatchNorm2d(64), nn.GELU(),
+                                  nn.Conv2d(64, 64, 3, 1, 1))
+        blocks, cin, grid = [], 64, math.ceil(img_size / 2)
+        for d, w in zip(depths, widths):
+            grid = math.ceil(grid / 2)
+            for j in range(d):  # window 7; smaller maps shrink it (as the builder does)
+                blocks.append(MaxViTBlock(cin, w, 2 if j == 0 else 1, min(7, grid)))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(cin, eps=1e-6)
+        self.pre_logits = nn.Sequential(nn.Linear(cin, cin), nn.Tanh())
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x)).mean((2, 3))
+        return self.head(self.pre_logits(self.norm(x)))
+
+
+# ---- EfficientFormer-L1 (as timm: Meta4D NCHW, Meta3D tokens with cached biases in eval)
+class Meta4D(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.mlp = nn.Sequential(nn.Conv2d(dim, 4 * dim, 1), nn.BatchNorm2d(4 * dim), nn.GELU(),
+                                 nn.Conv2d(4 * dim, dim, 1), nn.BatchNorm2d(dim))
+        self.ls1 = nn.Parameter(1e-5 * torch.ones(dim, 1, 1))
+        self.ls2 = nn.Parameter(1e-5 * torch.ones(dim, 1, 1))
+
+    def forward(self, x):
+        x = x + self.ls1 * (self.pool(x) - x)
+        return x + self.ls2 * self.mlp(x)
+
+
+class Meta3D(nn.Module):
+    def __init__(self, dim, res, heads=8, kd=32, vd=128):
+        super().__init__()
+        self.heads, self.kd, self.vd = heads, kd, vd
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, heads * (2 * kd + vd))
+        self.proj = nn.Linear(heads * vd, dim)
+        self.biases = nn.Parameter(torch.zeros(heads, res * res))
+        self.register_buffer("idx", _offset_index(res, 1, res), persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.ls1 = nn.Parameter(1e-5 * torch.ones(dim))
+        self.ls2 = nn.Parameter(1e-5 * torch.ones(dim))
+        self._cache = None
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._cache = None
+        return self
+
+    def attn(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, self.heads, -1).permute(0, 2, 1, 3).split(
+            [self.kd, self.kd, self.vd], 3)
+        if self.training or self._cache is None:
+            self._cache = self.biases[:, self.idx]
+        a = (q @ k.transpose(-2, -1)) * self.kd ** -0.5 + self._cache
+        return self.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x):  # tokens (B, N, C)
+        x = x + self.ls1 * self.attn(self.norm1(x))
+        return x + self.ls2 * self.mlp(self.norm2(x))
+
+
+class EfficientFormer(nn.Module):
+    def __init__(self, img_size=224, depths=(3, 2, 6, 4), widths=(48, 96, 224, 448),
+                 num_classes=1000):
+        super().__init__()
+        w0 = widths[0]
+        self.stem = nn.Sequential(nn.Conv2d(3, w0 // 2, 3, 2, 1), nn.BatchNorm2d(w0 // 2),
+                                  nn.ReLU(), nn.Conv2d(w0 // 2, w0, 3, 2, 1), nn.BatchNorm2d(w0),
+                                  nn.ReLU())
+        layers, cin, res = [], w0, math.ceil(img_size / 4)
+        for i, (d, w) in enumerate(zip(depths, widths)):
+            if i:
+                layers += [nn.Conv2d(cin, w, 3, 2, 1), nn.BatchNorm2d(w)]
+                res = math.ceil(res / 2)
+            last = i == len(depths) - 1
+            layers += [Meta4D(w) for _ in range(d - 1 if last else d)]
+            cin = w
+        self.meta4d = nn.Sequential(*layers)
+        self.meta3d = Meta3D(cin, res)
+        self.norm = nn.LayerNorm(cin, eps=1e-6)
+        self.head, self.head_dist = nn.Linear(cin, num_classes), nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.norm(self.meta3d(_tokens(self.meta4d(self.stem(x)))).mean(1))
+        return (self.head(x) + self.head_dist(x)) / 2
+
+
+# ---- the seed's Pattern 3 block on the 2-D grid (interleaved_s)
+class ConvTransformerBlock(nn.Module):
+    def __init__(self, dim, heads, k=7):
+        super().__init__()
+        self.local_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.dwconv = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim)
+        self.local_proj = nn.Linear(dim, dim)
+        self.global_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ffn_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):  # (B, H, W, C)
+        b, h, w, c = x.shape
+        y = self.dwconv(self.local_norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = (x + self.local_proj(y)).reshape(b, h * w, c)
+        y = self.global_norm(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        x = x + self.ffn(self.ffn_norm(x))
+        return x.reshape(b, h, w, c)
+
+
+class Interleaved(nn.Module):
+    def __init__(self, depths=(2, 2, 6, 2), widths=(64, 128, 256, 512), num_classes=1000):
+        super().__init__()
+        self.stem = nn.Sequential(*conv_bn_act(3, 32, act=nn.GELU), *conv_bn_act(32, 64, act=nn.GELU))
+        stages, cin = [], 64
+        for d, w in zip(depths, widths):
+            down = nn.Identity()
+            if w != cin:
+                down = nn.Sequential(LayerNorm2d(cin, eps=1e-6), nn.Conv2d(cin, w, 2, 2))
+            stages.append(nn.ModuleList([down, nn.Sequential(
+                *[ConvTransformerBlock(w, w // 32) for _ in range(d)])]))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.norm = nn.LayerNorm(cin, eps=1e-6)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for down, blocks in self.stages:
+            x = blocks(down(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.head(self.norm(x.mean((2, 3))))
 
 
 # ---- the seed's Pattern 2 (CoAtNetStyle), dropout 0 (the spec has none)
@@ -485,6 +666,11 @@ REFERENCES = {
     "vit_base_patch16": lambda size: ViT(nn.Conv2d(3, 768, 16, 16), size // 16),
     "vit_c_1gf": lambda size: ViT(vit_c_stem((24, 48, 96, 192), 192), size // 16, 192, 11, 3,
                                   3.0),
+    "vit_c_4gf": lambda size: ViT(vit_c_stem((48, 96, 192, 384), 384), size // 16, 384, 11, 6,
+                                  3.0),
+    "maxvit_tiny": lambda size: MaxViT(size),
+    "efficientformer_l1": lambda size: EfficientFormer(size),
+    "interleaved_s": lambda size: Interleaved(),
     "vit_base_r50_s16": lambda size: ViT(r50_stem(), size // 16),
     "hybrid_vit": lambda size: ViT(seed_conv_stem(), size // 16),
     "coatnet_style": lambda size: CoAtNetStyle(),
