@@ -24,7 +24,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         c = cost(named.spec, named.resolution, num_classes=named.num_classes)
         published = ""
         if named.params_m:
-            published = f"{named.params_m}M / {named.gmacs or '-'}G"
+            published = f"{named.params_m}M / " + (f"{named.gmacs}G" if named.gmacs else "-")
         rows.append([name, f"{c.mparams:.2f}", f"{c.gmacs:.3f}", named.spec.pattern, published,
                      named.note])
     print(_table(rows, ["name", "params(M)", "GMACs", "pattern", "published", "note"]))
