@@ -203,7 +203,8 @@ def test_vit_base_r50_s16_layout():
     assert [s.depth for s in spec.stages[:3]] == [3, 4, 9]
     assert spec.reduction == 16 and spec.pattern == "C-C-C-T"
     model = hybridnas.create_model("vit_base_r50_s16")
-    convs = [m for m in model.stages[:3].modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in (*model.stem.modules(), *model.stages[:3].modules())
+             if isinstance(m, nn.Conv2d)]
     assert convs and all(isinstance(m, StdConv2d) for m in convs)  # GroupNorm + WS
     assert isinstance(model.stages[0].down, nn.MaxPool2d)
     feats = model.stages[:3](model.stem(torch.randn(1, 3, 224, 224)))
