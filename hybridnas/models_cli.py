@@ -26,7 +26,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         params, macs = named.counted or _count_size(name)
         published = ""
         if named.params_m:
-            published = f"{named.params_m}M / {named.gmacs}G"
+            published = f"{named.params_m}M / " + (f"{named.gmacs}G" if named.gmacs else "-")
         at = "" if (named.resolution, named.num_classes) == (224, 1000) else \
             f" (at {named.resolution}, {named.num_classes} outputs)"
         rows.append([name, f"{params / 1e6:.2f}", f"{macs / 1e9:.3f}", named.spec.pattern, published,

@@ -95,6 +95,19 @@ ATTENTION_KINDS = ("global", "window", "grid", "rel", "conv", "bias")
 AXES = ("time", "assets", "both")
 AXIS_BLOCKS = ("transformer",)
 NORMS = ("bn", "ln", "none")
+#: Norms of convolution-only layers (ResNet blocks, stems): "gn" is GroupNorm
+#: with weight-standardised convs (BiT / the R50+ViT hybrid).
+CONV_NORMS = NORMS + ("gn",)
+#: Stage-start downsamplers a stage may name instead of its block's own
+#: ("block", the default, is written as None so existing specs keep their
+#: arch_id), with the defaults of the parameters that apply to each.
+DOWNSAMPLERS: dict[str, dict[str, Any]] = {
+    "conv": {"down_kernel": 3, "down_norm": "bn"},    # kxk strided conv + norm (the seed)
+    "pool_proj": {},                                  # avg pool + 1x1 conv (CoAtNet)
+    "patch_merge": {"down_norm": "ln"},               # Swin: s x s patches -> norm -> linear
+    "max_pool": {"down_kernel": 3},                   # kxk max pool (ResNet), width unchanged
+}
+DOWNSAMPLE_KINDS = ("block",) + tuple(DOWNSAMPLERS)
 ACTS = ("gelu", "relu", "silu", "hardswish", "tanh", "identity")
 
 
@@ -181,6 +194,23 @@ BLOCK_SCHEMAS: dict[str, BlockSchema] = {
             "Meta3D (attention with learned bias + MLP). Stride-2 stages start with a "
             "3x3 stride-2 conv + BN.",
     ),
+    "resnet": BlockSchema(
+        "C", (1, 2),
+        {"kernel": 3, "expansion": 4.0, "norm": "bn", "act": "relu"},
+        doc="ResNet bottleneck: 1x1 conv to width / expansion, kxk conv (strided), 1x1 conv "
+            "to width, each with a norm (the last without act), projection shortcut (1x1 "
+            "conv + norm) when the stride or width changes. norm='gn' is GroupNorm(32) with "
+            "weight-standardised convs (BiT, the R50+ViT hybrid).",
+    ),
+    "swin": BlockSchema(
+        "T", (2,),
+        {"heads": None, "head_dim": 32, "mlp_ratio": 4.0, "window": 7, "norm": "ln",
+         "act": "gelu", "layer_scale": 0.0, "attention": "window"},
+        attention=True, attention_kinds=("window",),
+        doc="Swin: pre-norm window attention with relative position bias + MLP; every "
+            "second block shifts the windows by window // 2 (masked). Windows shrink to "
+            "maps smaller than the window; larger maps are padded and the padding masked.",
+    ),
 }
 
 
@@ -263,6 +293,15 @@ class StageSpec:
     ``'time'`` within each asset, ``'both'`` over all (asset, day) tokens at once, or
     ``'assets'``: average over time first, then attend across assets (the
     seed's FinancialHybrid transition; time stays pooled from there on).
+
+    ``downsample`` says how the stage starts when it downsamples or changes
+    width: ``None``/``'block'`` (the block's own way, e.g. CoAtNet's pool +
+    projection in ``transformer``), ``'conv'`` (``down_kernel`` x
+    ``down_kernel`` strided conv + ``down_norm``; bias only without a norm),
+    ``'pool_proj'`` (average pool + 1x1 conv), ``'patch_merge'`` (Swin: each
+    stride x stride patch concatenated, ``down_norm``, linear without bias) or
+    ``'max_pool'`` (``down_kernel`` max pool; the width is left to the
+    blocks). The blocks then run at stride 1.
     """
 
     block: str
@@ -287,8 +326,16 @@ class StageSpec:
     pos_embed: bool | None = None
     cls_token: bool | None = None
     axis: str | None = None
+    downsample: str | None = None
+    down_kernel: int | None = None
+    down_norm: str | None = None
 
     def __post_init__(self) -> None:
+        if self.downsample == "block":  # the default, written as None (arch_id unchanged)
+            object.__setattr__(self, "downsample", None)
+        for name, default in DOWNSAMPLERS.get(self.downsample or "", {}).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
         schema = BLOCK_SCHEMAS.get(self.block)
         if schema is None:
             return  # validate() reports the unknown block with its position
@@ -445,8 +492,8 @@ class ArchSpec:
                 errs.append(f"stem.widths={list(st.widths)}: a patchify stem has one width")
             if st.kernel < 1:
                 errs.append(f"stem.kernel={st.kernel} must be >= 1")
-            if st.norm not in NORMS:
-                errs.append(f"stem.norm={st.norm!r} is not one of {list(NORMS)}")
+            if st.norm not in CONV_NORMS:
+                errs.append(f"stem.norm={st.norm!r} is not one of {list(CONV_NORMS)}")
             if st.act not in ACTS:
                 errs.append(f"stem.act={st.act!r} is not one of {list(ACTS)}")
             if st.proj < 0:
@@ -456,7 +503,8 @@ class ArchSpec:
         in_ch = self.stem.out_channels
         for i, s in enumerate(self.stages):
             errs.extend(_stage_problems(i, s, self.dims, last=i == len(self.stages) - 1))
-            if (s.pos_embed or s.cls_token) and in_ch and in_ch != s.width:
+            if (s.pos_embed or s.cls_token) and in_ch and in_ch != s.width and (
+                    s.downsample in (None, "max_pool")):
                 # Tokens and position embedding are added before the first block.
                 errs.append(f"stages[{i}].width={s.width} must equal its input width {in_ch} "
                             f"when pos_embed/cls_token is set")
@@ -798,8 +846,10 @@ def _stage_problems(i: int, s: StageSpec, dims: int, last: bool) -> list[str]:
         errs.append(f"{p}.se_ratio={s.se_ratio} must be in [0, 1)")
     if s.layer_scale is not None and s.layer_scale < 0:
         errs.append(f"{p}.layer_scale={s.layer_scale} must be >= 0 (0 switches it off)")
-    if s.norm is not None and s.norm not in NORMS:
-        errs.append(f"{p}.norm={s.norm!r} is not one of {list(NORMS)}")
+    norms = CONV_NORMS if s.block == "resnet" else NORMS
+    if s.norm is not None and s.norm not in norms:
+        errs.append(f"{p}.norm={s.norm!r} is not one of {list(norms)}")
+    errs.extend(_downsample_problems(p, s))
     if s.act is not None and s.act not in ACTS:
         errs.append(f"{p}.act={s.act!r} is not one of {list(ACTS)}")
     if s.window is not None and s.window < 1:
@@ -829,6 +879,28 @@ def _stage_problems(i: int, s: StageSpec, dims: int, last: bool) -> list[str]:
     if s.cls_token and s.attention == "rel":
         errs.append(f"{p}.cls_token=true needs attention='global' (relative bias has no "
                     f"position for the class token)")
+    return errs
+
+
+def _downsample_problems(p: str, s: StageSpec) -> list[str]:
+    if s.downsample is None:
+        return [f"{p}.{name}={getattr(s, name)!r} needs a downsample (it is not 'block')"
+                for name in ("down_kernel", "down_norm") if getattr(s, name) is not None]
+    if s.downsample not in DOWNSAMPLERS:
+        return [f"{p}.downsample={s.downsample!r} is not one of {list(DOWNSAMPLE_KINDS)}"]
+    errs = []
+    takes = DOWNSAMPLERS[s.downsample]
+    for name in ("down_kernel", "down_norm"):
+        if name not in takes and getattr(s, name) is not None:
+            errs.append(f"{p}.{name}={getattr(s, name)!r} is not a parameter of downsample "
+                        f"{s.downsample!r} (it takes {sorted(takes) or 'none'})")
+    if s.block == "cvt":
+        errs.append(f"{p}.downsample={s.downsample!r}: block 'cvt' embeds its input itself")
+    if s.down_kernel is not None and (s.down_kernel < 1 or s.down_kernel % 2 == 0):
+        errs.append(f"{p}.down_kernel={s.down_kernel} must be odd and >= 1 (the output is "
+                    f"ceil(n / stride))")
+    if s.down_norm is not None and s.down_norm not in NORMS:
+        errs.append(f"{p}.down_norm={s.down_norm!r} is not one of {list(NORMS)}")
     return errs
 
 

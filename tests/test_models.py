@@ -31,8 +31,9 @@ def test_named_architecture_matches_published_size(name):
     params, macs = named.counted
     assert abs(params / 1e6 - named.params_m) <= 0.02 * named.params_m, (
         f"{name}: {params / 1e6:.2f} M params vs published {named.params_m}")
-    assert abs(macs / 1e9 - named.gmacs) <= 0.10 * named.gmacs, (
-        f"{name}: {macs / 1e9:.3f} GMACs vs published {named.gmacs}")
+    if named.gmacs:  # some papers publish no MAC count at this resolution
+        assert abs(macs / 1e9 - named.gmacs) <= 0.10 * named.gmacs, (
+            f"{name}: {macs / 1e9:.3f} GMACs vs published {named.gmacs}")
 
 
 def test_list_models_filters_with_wildcards():

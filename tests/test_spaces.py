@@ -381,8 +381,8 @@ def test_budget_and_attention_grid_constraints(tmp_path):
 # ---- errors ---------------------------------------------------------------------
 
 BAD_FILES = {
-    "unknown block": ("stages: [{block: resnet, depth: 1, width: 8}]", "stages[0].block",
-                      "unknown block 'resnet'"),
+    "unknown block": ("stages: [{block: densenet, depth: 1, width: 8}]", "stages[0].block",
+                      "unknown block 'densenet'"),
     "bad range": ("stages: [{block: mbconv, depth: {int: [4, 2]}, width: 8}]",
                   "stages[0].depth.int", "low > high"),
     "dangling branch": (("stages: [{block: {choice: [mbconv]}, depth: 1, width: 8, "

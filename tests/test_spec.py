@@ -81,8 +81,8 @@ def test_validation_names_field_and_value(change, message):
 
 
 def test_unknown_block_and_bad_depth():
-    spec = ArchSpec(stem=StemSpec(), stages=(StageSpec("resnet", depth=1, width=8),))
-    with pytest.raises(SpecError, match=r"stages\[0\].block='resnet' is not a known block"):
+    spec = ArchSpec(stem=StemSpec(), stages=(StageSpec("densenet", depth=1, width=8),))
+    with pytest.raises(SpecError, match=r"stages\[0\].block='densenet' is not a known block"):
         spec.validate()
     spec = ArchSpec(stem=StemSpec(), stages=(StageSpec("mbconv", depth=0, width=8),))
     with pytest.raises(SpecError, match=r"stages\[0\].depth=0 must be >= 1"):

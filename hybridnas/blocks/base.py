@@ -17,9 +17,13 @@ A block class may define ``downsample(in_ch, stage, dims)`` returning a
 module that runs once at the start of the stage (ConvNeXt's LN + 2x2 conv,
 LeViT's shrink attention); the blocks then all run at the stage's width and
 stride 1. Otherwise the first block takes ``in_ch`` and the stage stride.
+A stage that names a downsampler (``StageSpec.downsample``, see
+``blocks.downsample``) runs that first; it takes the stride, and the block's
+own ``downsample`` only sees what width change is left.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import torch
@@ -27,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import BLOCK_SCHEMAS, StageSpec
+from .downsample import build_downsampler, downsampler_width
 from .layers import to_nchw, to_nhwc
 
 __all__ = ["Block", "BLOCKS", "register_block", "Stage"]
@@ -70,9 +75,25 @@ class Block(nn.Module):
 
 
 def _convert(x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+    # Contiguous in the new layout: a permuted view would stay permuted through
+    # every residual add, and each linear on it would copy (or fall back to
+    # one small matmul per row).
     if src == dst:
         return x
-    return to_nhwc(x) if dst == "nhwc" else to_nchw(x)
+    return (to_nhwc(x) if dst == "nhwc" else to_nchw(x)).contiguous()
+
+
+class _Chain(nn.Module):
+    """A named downsampler followed by the block's own (layouts converted)."""
+
+    def __init__(self, first: nn.Module, second: nn.Module):
+        super().__init__()
+        self.first, self.second = first, second
+        self.in_layout = getattr(first, "layout", "nchw")
+        self.layout = getattr(second, "layout", "nchw")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(_convert(self.first(x), self.in_layout, self.layout))
 
 
 class Stage(nn.Module):
@@ -85,10 +106,17 @@ class Stage(nn.Module):
         self.spec = spec
         self.out_channels = spec.width
         stride = spec.stride
-        down = cls.downsample(in_ch, spec, dims)
+        named = build_downsampler(in_ch, spec, dims)
+        if named is not None:
+            in_ch, stride = downsampler_width(in_ch, spec), 1
+            down = cls.downsample(in_ch, dataclasses.replace(spec, stride=1), dims)
+            down = named if down is None else _Chain(named, down)
+        else:
+            down = cls.downsample(in_ch, spec, dims)
         self.down = down if down is not None else nn.Identity()
         self.down_layout = getattr(down, "layout", "nchw")
-        if down is not None:
+        self.down_in_layout = getattr(down, "in_layout", self.down_layout)
+        if down is not None and down is not named:
             in_ch, stride = spec.width, 1
         blocks = []
         for j in range(spec.depth):
@@ -137,7 +165,7 @@ class Stage(nn.Module):
         return tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.down(_convert(x, "nchw", self.down_layout))
+        x = self.down(_convert(x, "nchw", self.down_in_layout))
         layout = self.down_layout
         if self.use_tokens:
             x = _convert(x, layout, "nchw")

@@ -4,22 +4,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, LayerNorm2d, SqueezeExcite, avg_pool, conv_nd, layer_scale,
-                     make_act, make_norm2d)
-
-
-def pooled_projection(in_ch: int, out_ch: int, stride: int, dims: int) -> nn.Module:
-    """Shortcut for a block that changes stride or width: average pool, then a
-    1x1 conv with bias (CoAtNet's ``Proj(Pool(x))``)."""
-    layers: list[nn.Module] = []
-    if stride > 1:
-        layers.append(avg_pool(dims, stride))
-    if in_ch != out_ch:
-        layers.append(conv_nd(dims)(in_ch, out_ch, 1))
-    return nn.Sequential(*layers) if layers else nn.Identity()
+from .layers import (DropPath, LayerNorm2d, SqueezeExcite, bn_tensors, conv_nd, fold_conv_bn,
+                     inference_cached, layer_scale, make_act, make_norm2d, plain_inference,
+                     pooled_projection)
 
 
 class PatchMerge(nn.Module):
@@ -80,9 +71,24 @@ class MBConv(Block):
         self.se = SqueezeExcite(mid, stage.se_ratio) if stage.se_ratio else nn.Identity()
         self.conv3 = conv(mid, out, 1, bias=True)
         self.drop_path = DropPath(drop_path)
+        self._folded: dict = {}
+
+    def _fold(self) -> tuple[torch.Tensor, ...]:
+        return fold_conv_bn(self.conv1, self.norm1, self.pre_norm) + fold_conv_bn(self.conv2,
+                                                                                  self.norm2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
+        if not self.training and plain_inference() and isinstance(self.norm1, _BatchNorm) \
+                and isinstance(self.pre_norm, _BatchNorm):
+            # Inference: the three BatchNorms fold into the two convs.
+            params = (self.conv1.weight, self.conv2.weight, *bn_tensors(self.pre_norm),
+                      *bn_tensors(self.norm1), *bn_tensors(self.norm2))
+            w1, b1, w2, b2 = inference_cached(self._folded, (str(x.device), x.dtype), params,
+                                              self._fold)
+            x = self.act1(self.conv1._conv_forward(x, w1, b1))
+            x = self.act2(self.conv2._conv_forward(x, w2, b2))
+            return shortcut + self.drop_path(self.conv3(self.se(x)))
         x = self.act1(self.norm1(self.conv1(self.pre_norm(x))))
         x = self.act2(self.norm2(self.conv2(x)))
         x = self.conv3(self.se(x))

@@ -44,8 +44,15 @@ class LayerNorm2d(nn.LayerNorm):
         return x.movedim(-1, 1)
 
 
+#: GroupNorm groups of ``norm='gn'`` (BiT / timm ResNetV2), fewer when the
+#: channel count is not a multiple.
+GN_GROUPS = 32
+
+
 def make_norm2d(name: str, channels: int, dims: int = 2) -> nn.Module:
     """Norm for channels-first tensors (NCHW, or NCL when dims=1)."""
+    if name == "gn":
+        return nn.GroupNorm(math.gcd(GN_GROUPS, channels), channels, eps=1e-5)
     if name == "bn":
         return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
     if name == "ln":
@@ -167,6 +174,90 @@ def forward_cached(cache: dict, key, make) -> torch.Tensor:
     return value
 
 
+def plain_inference() -> bool:
+    """Eager forward without autograd (eval/benchmark/serving), where a tensor
+    that depends only on parameters can be kept between calls. Not while
+    tracing or compiling (export must see the computation)."""
+    return (not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
+
+
+def inference_cached(cache: dict, key, params: tuple[torch.Tensor, ...], make) -> torch.Tensor:
+    """``make()``, kept in ``cache[key]`` during plain inference until one of
+    ``params`` changes (in-place updates bump a tensor's version: optimizer
+    steps, ``load_state_dict``). Attention-bias tables gathered per call and
+    BN-folded weights use it, so inference pays for them once."""
+    if not plain_inference():
+        return make()
+    stamp = tuple((id(p), p._version) for p in params)
+    hit = cache.get(key)
+    if hit is not None and hit[0] == stamp:
+        return hit[1]
+    value = make()
+    cache[key] = (stamp, value)
+    return value
+
+
+def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with ``bn(x) == x * scale + shift`` in eval mode."""
+    scale = bn.running_var.add(bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def bn_tensors(bn: nn.Module) -> tuple[torch.Tensor, ...]:
+    """The tensors an eval-mode BatchNorm depends on (for ``inference_cached``)."""
+    return tuple(t for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None)
+
+
+def fold_conv_bn(conv: nn.Module, bn: nn.Module,
+                 pre: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of one conv equal to ``bn(conv(pre(x)))`` in eval mode,
+    ``pre`` an optional BatchNorm before a 1x1 (ungrouped) conv."""
+    w = conv.weight
+    b = conv.bias if conv.bias is not None else w.new_zeros(w.shape[0])
+    if pre is not None:
+        s0, t0 = bn_scale_shift(pre)
+        b = b + (w.flatten(1) * t0).sum(1)
+        w = w * s0.view(1, -1, *([1] * (w.ndim - 2)))
+    s, t = bn_scale_shift(bn)
+    return w * s.view(-1, *([1] * (w.ndim - 1))), b * s + t
+
+
+#: Keys up to which a biased attention is written out on the CPU: there,
+#: matmul + softmax beats SDPA's masked math path for small maps (LeViT
+#: stages, windows); SDPA wins on longer sequences and on accelerators.
+CPU_EXPLICIT_MAX_KEYS = 256
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) inputs.
+
+    ``bias`` broadcasts against (B, heads, N, M), or has a leading dim G
+    that divides B, for batches laid out as (B / G) x G groups (the windows
+    of a map: one bias per window, shared across the batch).
+    """
+    grouped = bias is not None and bias.ndim == 4 and bias.shape[0] not in (1, q.shape[0])
+    if bias is not None and q.device.type == "cpu" and k.shape[-2] <= CPU_EXPLICIT_MAX_KEYS:
+        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        if grouped:
+            g = bias.shape[0]
+            logits = (logits.view(-1, g, *logits.shape[1:]) + bias).view(logits.shape)
+        else:
+            logits = logits + bias
+        return logits.softmax(-1) @ v
+    if grouped:
+        g = bias.shape[0]
+        bias = bias.unsqueeze(0).expand(q.shape[0] // g, *bias.shape).reshape(
+            q.shape[0], *bias.shape[1:])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+
+
 class RelPosBias(nn.Module):
     """CoAtNet/Swin relative position bias with a table sized for a ``window``.
 
@@ -184,6 +275,7 @@ class RelPosBias(nn.Module):
         self.table = nn.Parameter(torch.zeros(heads, 2 * wh - 1, 2 * ww - 1))
         nn.init.trunc_normal_(self.table, std=0.02)
         self._index_cache: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._bias_cache: dict[tuple, tuple] = {}
 
     def _index(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         return forward_cached(self._index_cache, (h, w, str(device)),
@@ -199,6 +291,10 @@ class RelPosBias(nn.Module):
 
     def forward(self, h: int, w: int) -> torch.Tensor:
         """Bias of shape (heads, h*w, h*w) for an h x w grid."""
+        return inference_cached(self._bias_cache, (h, w, str(self.table.device), self.table.dtype),
+                                (self.table,), lambda: self._bias(h, w))
+
+    def _bias(self, h: int, w: int) -> torch.Tensor:
         wh, ww = self.window
         table = self.table
         th, tw = 2 * h - 1, 2 * w - 1
@@ -225,8 +321,14 @@ class OffsetBias(nn.Module):
         self.resolution = resolution
         self.table = nn.Parameter(torch.zeros(heads, resolution * resolution))
         self._index_cache: dict[tuple, torch.Tensor] = {}
+        self._bias_cache: dict[tuple, tuple] = {}
 
     def forward(self, h: int, w: int, q_stride: int = 1) -> torch.Tensor:
+        key = (h, w, q_stride, str(self.table.device), self.table.dtype)
+        return inference_cached(self._bias_cache, key, (self.table,),
+                                lambda: self._bias(h, w, q_stride))
+
+    def _bias(self, h: int, w: int, q_stride: int) -> torch.Tensor:
         idx = forward_cached(self._index_cache, (h, w, q_stride, str(self.table.device)),
                              lambda: self._make_index(h, w, q_stride, self.table.device))
         return self.table[:, idx]
@@ -244,9 +346,10 @@ class OffsetBias(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention on channels-last tokens (B, N, C) using
-    ``scaled_dot_product_attention``; ``bias`` (heads, N, N) is added to the
-    logits when given. Projects ``dim`` to ``out_dim`` (default ``dim``)."""
+    """Multi-head self-attention on channels-last tokens (B, N, C) (``attend``);
+    ``bias`` (heads, N, N), or (G, heads, N, N) for a batch of G windows per
+    image, is added to the logits when given. Projects ``dim`` to ``out_dim``
+    (default ``dim``)."""
 
     def __init__(self, dim: int, heads: int, out_dim: int | None = None,
                  attn_dim: int | None = None, qkv_bias: bool = True):
@@ -274,7 +377,7 @@ class Attention(nn.Module):
             # decomposition, and the head-merging reshape below then fails to
             # export. Contiguous inputs keep the two consistent.
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = attend(q, k, v, attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
@@ -285,6 +388,40 @@ def trunc_normal_init(module: nn.Module) -> None:
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class _WeightStandardised:
+    """Convolution with weight standardisation (zero mean, unit variance per
+    output filter; Qiao et al. 2019), as BiT and the R50+ViT hybrid pair with
+    GroupNorm. Same parameters as the plain conv."""
+
+    eps = 1e-6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = F.batch_norm(w.reshape(1, w.shape[0], -1), None, None, training=True, momentum=0.0,
+                         eps=self.eps).reshape_as(w)
+        return self._conv_forward(x, w, self.bias)
+
+
+class StdConv2d(_WeightStandardised, nn.Conv2d):
+    pass
+
+
+class StdConv1d(_WeightStandardised, nn.Conv1d):
+    pass
+
+
+def make_conv(dims: int, in_ch: int, out_ch: int, kernel: int, stride: int = 1,
+              groups: int = 1, bias: bool = False, norm: str = "bn") -> nn.Module:
+    """``kernel`` x ``kernel`` conv with 'same'-style padding (output ceil(n /
+    stride) for odd kernels), weight-standardised when ``norm='gn'``."""
+    if norm == "gn":
+        klass = StdConv2d if dims == 2 else StdConv1d
+    else:
+        klass = conv_nd(dims)
+    return klass(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, groups=groups,
+                 bias=bias)
 
 
 def conv_out(n: int, stride: int) -> int:
@@ -300,6 +437,17 @@ def avg_pool(dims: int, stride: int) -> nn.Module:
     """Stride-``stride`` average pooling whose output size is ceil(n / stride)."""
     pool = nn.AvgPool2d if dims == 2 else nn.AvgPool1d
     return pool(kernel_size=stride, stride=stride, ceil_mode=True, count_include_pad=False)
+
+
+def pooled_projection(in_ch: int, out_ch: int, stride: int, dims: int) -> nn.Module:
+    """Shortcut for a block that changes stride or width: average pool, then a
+    1x1 conv with bias (CoAtNet's ``Proj(Pool(x))``)."""
+    layers: list[nn.Module] = []
+    if stride > 1:
+        layers.append(avg_pool(dims, stride))
+    if in_ch != out_ch:
+        layers.append(conv_nd(dims)(in_ch, out_ch, 1))
+    return nn.Sequential(*layers) if layers else nn.Identity()
 
 
 def partition(x: torch.Tensor, window: int, grid: bool = False):

@@ -21,21 +21,45 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, OffsetBias, make_act, make_norm_last
+from .layers import (DropPath, OffsetBias, attend, inference_cached, make_act, make_norm_last,
+                     plain_inference)
 
-__all__ = ["LeViTBlock", "OffsetAttention", "ShrinkBlock", "bn_linear"]
+__all__ = ["BNLinear", "LeViTBlock", "OffsetAttention", "ShrinkBlock", "bn_linear"]
 
 #: LeViT's shrink attention: values 4x the key width, MLP 2x.
 SHRINK_VALUE_RATIO = 4.0
 SHRINK_MLP_RATIO = 2.0
 
 
-def bn_linear(in_dim: int, out_dim: int, bn_weight: float = 1.0) -> nn.Sequential:
+class BNLinear(nn.Sequential):
+    """Linear (no bias) then BatchNorm over the last dim. In plain inference
+    the norm is folded into the linear (one matmul with bias), the folded
+    weights kept until a parameter or statistic changes."""
+
+    def __init__(self, in_dim: int, out_dim: int, bn_weight: float = 1.0):
+        norm = make_norm_last("bn", out_dim)
+        nn.init.constant_(norm.weight, bn_weight)
+        super().__init__(nn.Linear(in_dim, out_dim, bias=False), norm)
+        self._folded: dict = {}
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        lin, bn = self[0], self[1]
+        scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
+        return lin.weight * scale[:, None], bn.bias - bn.running_mean * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bn = self[1]
+        if self.training or bn.running_mean is None or not plain_inference():
+            return super().forward(x)
+        params = (self[0].weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        w, b = inference_cached(self._folded, (str(x.device), x.dtype), params, self._fold)
+        return F.linear(x, w, b)
+
+
+def bn_linear(in_dim: int, out_dim: int, bn_weight: float = 1.0) -> BNLinear:
     """Linear (no bias) + BatchNorm over the last dim. ``bn_weight=0`` makes a
     residual branch start as zero (LeViT initialises its branch outputs so)."""
-    norm = make_norm_last("bn", out_dim)
-    nn.init.constant_(norm.weight, bn_weight)
-    return nn.Sequential(nn.Linear(in_dim, out_dim, bias=False), norm)
+    return BNLinear(in_dim, out_dim, bn_weight)
 
 
 class OffsetAttention(nn.Module):
@@ -83,11 +107,11 @@ class OffsetAttention(nn.Module):
             qh, qw = h, w
         else:
             k, v = self._heads(self.kv(x)).split([kd, vd], dim=-1)
-            xq = x[:, ::self.q_stride, ::self.q_stride]
+            xq = x[:, ::self.q_stride, ::self.q_stride].contiguous()
             qh, qw = xq.shape[1], xq.shape[2]
             q = self._heads(self.q(xq))
         bias = self.bias(h, w, self.q_stride).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = attend(q, k, v, bias)
         out = out.transpose(1, 2).reshape(b, qh, qw, self.heads * vd)
         return self.proj(self.act(out))
 

@@ -25,12 +25,14 @@ __all__ = ["MaxViTBlock", "PartitionAttention"]
 
 class PartitionAttention(nn.Module):
     """Pre-norm window (``grid=False``) or grid (``grid=True``) attention with
-    a relative position bias, then a pre-norm FFN; channels-last maps in/out."""
+    a relative position bias, then a pre-norm FFN; channels-last maps in/out.
+    ``shift`` > 0 shifts the windows (Swin)."""
 
-    def __init__(self, dim: int, stage: StageSpec, grid: bool, drop_path: float = 0.0):
+    def __init__(self, dim: int, stage: StageSpec, grid: bool, drop_path: float = 0.0,
+                 shift: int = 0):
         super().__init__()
         self.norm1 = make_norm_last(stage.norm, dim)
-        self.mixer = TokenMixer(dim, stage.heads, window=stage.window, grid=grid)
+        self.mixer = TokenMixer(dim, stage.heads, window=stage.window, grid=grid, shift=shift)
         self.ls1 = layer_scale(dim, stage.layer_scale)
         self.norm2 = make_norm_last(stage.norm, dim)
         self.mlp = Mlp(dim, int(round(dim * stage.mlp_ratio)), act=stage.act)

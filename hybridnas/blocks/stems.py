@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..spec import StemSpec
-from .layers import conv_nd, make_act, make_norm2d
+from .layers import conv_nd, make_act, make_conv, make_norm2d
 
 
 def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
@@ -20,8 +20,9 @@ def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
     prev = in_chans
     last = len(spec.widths) - 1
     for j, (width, stride) in enumerate(zip(spec.widths, spec.strides)):
-        layers.append(conv(prev, width, spec.kernel, stride=stride, padding=spec.kernel // 2,
-                           bias=spec.bias))
+        # norm='gn': weight-standardised convs (the R50 stem of the R50+ViT hybrid)
+        layers.append(make_conv(dims, prev, width, spec.kernel, stride, bias=spec.bias,
+                                norm=spec.norm))
         if j < last or spec.last_norm:
             layers.append(make_norm2d(spec.norm, width, dims))
         if j < last or spec.last_act:

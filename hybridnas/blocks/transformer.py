@@ -3,13 +3,43 @@ ViT global attention) and the interleaved conv-attention block."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
 from .conv import patch_downsample
-from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, layer_scale,
-                     make_norm_last, partition, unpartition)
+from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, forward_cached,
+                     inference_cached, layer_scale, make_norm_last, partition, unpartition)
+
+#: Logit added where shifted windows must not attend (Swin's value: finite, so
+#: a row that is all padding still has a defined softmax).
+SHIFT_MASK_VALUE = -100.0
+
+
+def shifted_window_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int,
+                        device: torch.device) -> torch.Tensor:
+    """Additive mask (nW, N, N) for Swin's shifted windows on an h x w map
+    (padded to multiples of wh x ww, rolled by (-sh, -sw)): a query attends
+    only to keys of its own pre-shift region that are not padding."""
+    hp, wp = h + (-h) % wh, w + (-w) % ww
+    region = torch.zeros(hp, wp, device=device)
+    rows = (slice(0, -wh), slice(-wh, -sh), slice(-sh, None)) if sh else (slice(None),)
+    cols = (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)) if sw else (slice(None),)
+    n = 0
+    for r in rows:
+        for c in cols:
+            region[r, c] = n
+            n += 1
+    valid = torch.zeros(hp, wp, device=device)
+    valid[:h, :w] = 1.0
+    valid = torch.roll(valid, (-sh, -sw), (0, 1))
+    nh, nw = hp // wh, wp // ww
+    grid = torch.stack([region, valid], -1)
+    win = grid.view(nh, wh, nw, ww, 2).permute(0, 2, 1, 3, 4).reshape(nh * nw, wh * ww, 2)
+    region_w, valid_w = win[..., 0], win[..., 1]
+    blocked = (region_w[:, :, None] != region_w[:, None, :]) | (valid_w[:, None, :] == 0)
+    return blocked.float() * SHIFT_MASK_VALUE
 
 
 def grid_size(x: torch.Tensor) -> tuple[int, int]:
@@ -26,11 +56,14 @@ class TokenMixer(nn.Module):
     grid, so masking and bias handling live in one place."""
 
     def __init__(self, dim: int, heads: int, out_dim: int | None = None, rel_window: int = 0,
-                 window: int = 0, dims: int = 2, grid: bool = False):
+                 window: int = 0, dims: int = 2, grid: bool = False, shift: int = 0):
         super().__init__()
         self.attn = Attention(dim, heads, out_dim=out_dim, attn_dim=out_dim or dim)
         self.window = window
         self.grid = grid
+        self.shift = shift  # Swin: windows shifted by this many cells (masked), 0 for none
+        self._mask_cache: dict[tuple, torch.Tensor] = {}
+        self._bias_cache: dict[tuple, tuple] = {}
         self.dims = dims
         table = rel_window if not window else window
         self.rel = None
@@ -41,7 +74,9 @@ class TokenMixer(nn.Module):
         shape = x.shape
         if x.ndim == 3 and self.dims == 1 and self.rel is not None:
             x = x.unsqueeze(1)  # (B, L, C) -> (B, 1, L, C): a 1 x L grid
-        if x.ndim == 4 and self.window:
+        if x.ndim == 4 and self.window and self.shift and max(x.shape[1:3]) > self.window:
+            y = self._shifted(x)
+        elif x.ndim == 4 and self.window:
             win, mask, info = partition(x, self.window, grid=self.grid)
             bias = self.rel(info[4], info[5]) if self.rel is not None else None
             y = unpartition(self.attn(win, bias, mask), info)
@@ -55,6 +90,33 @@ class TokenMixer(nn.Module):
             y = self.attn(x.reshape(b, -1, c), bias)
             y = y.reshape(*x.shape[:-1], -1)
         return y.reshape(*shape[:-1], -1)
+
+    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
+        """Swin's shifted-window attention: roll by -shift (per axis, only
+        where the map is larger than the window), attend within windows under
+        the region/padding mask, roll back."""
+        b, h, w, _ = x.shape
+        wh, ww = min(self.window, h), min(self.window, w)
+        sh = self.shift if h > self.window else 0
+        sw = self.shift if w > self.window else 0
+        ph, pw = (-h) % wh, (-w) % ww
+        if ph or pw:
+            x = F.pad(x, (0, 0, 0, pw, 0, ph))
+        x = torch.roll(x, (-sh, -sw), (1, 2))
+        nh, nw = x.shape[1] // wh, x.shape[2] // ww
+        win = x.view(b, nh, wh, nw, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(b * nh * nw,
+                                                                              wh * ww, -1)
+        mask = forward_cached(self._mask_cache, (h, w, str(x.device)),
+                              lambda: shifted_window_mask(h, w, wh, ww, sh, sw, x.device))
+        bias = mask[:, None]  # (nW, 1, N, N); one per window, shared by the batch
+        if self.rel is not None:
+            rel = self.rel
+            bias = inference_cached(self._bias_cache, (h, w, str(x.device), rel.table.dtype),
+                                    (rel.table,), lambda: mask[:, None] + rel(wh, ww)[None])
+        y = self.attn(win, bias)
+        y = y.view(b, nh, nw, wh, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, nh * wh, nw * ww, -1)
+        y = torch.roll(y, (sh, sw), (1, 2))
+        return y[:, :h, :w] if (ph or pw) else y
 
 
 @register_block("transformer")

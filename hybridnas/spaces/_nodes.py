@@ -30,6 +30,8 @@ from ..spec import (
     ATTENTION_KINDS,
     BLOCK_PARAM_FIELDS,
     BLOCK_SCHEMAS,
+    CONV_NORMS,
+    DOWNSAMPLE_KINDS,
     HEAD_POOLS,
     NORMS,
     STEM_KINDS,
@@ -458,8 +460,9 @@ _FIELD_TYPES = {
     "head": {f.name: str(f.type) for f in dataclasses.fields(HeadSpec)},
 }
 _ENUMS = {
-    ("stem", "kind"): STEM_KINDS, ("stem", "norm"): NORMS, ("stem", "act"): ACTS,
-    ("stage", "block"): tuple(BLOCK_SCHEMAS), ("stage", "norm"): NORMS, ("stage", "act"): ACTS,
+    ("stem", "kind"): STEM_KINDS, ("stem", "norm"): CONV_NORMS, ("stem", "act"): ACTS,
+    ("stage", "block"): tuple(BLOCK_SCHEMAS), ("stage", "norm"): CONV_NORMS, ("stage", "act"): ACTS,
+    ("stage", "downsample"): DOWNSAMPLE_KINDS, ("stage", "down_norm"): NORMS,
     ("stage", "attention"): ATTENTION_KINDS,
     ("stage", "axis"): tuple(getattr(_spec, "AXES", ())) or None,
     ("head", "pool"): HEAD_POOLS, ("head", "norm"): NORMS, ("head", "hidden_act"): ACTS,
@@ -467,7 +470,7 @@ _ENUMS = {
 # Smallest legal value of integer fields (levit stages may have depth 0).
 _MIN_INT = {"depth": 0, "width": 1, "widths": 1, "stride": 1, "strides": 1, "kernel": 1,
             "heads": 1, "head_dim": 1, "window": 1, "key_dim": 1, "kv_stride": 1,
-            "attn_blocks": 0, "proj": 0, "hidden": 0, "outputs": 0}
+            "attn_blocks": 0, "proj": 0, "hidden": 0, "outputs": 0, "down_kernel": 1}
 
 
 class Parser:

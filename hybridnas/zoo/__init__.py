@@ -48,7 +48,8 @@ def register(name: str, spec: ArchSpec, params_m: float | None = None, gmacs: fl
 
 
 def _load_families() -> None:
-    from . import coatnet, convnext, cvt, efficientformer, levit, maxvit, seed, temporal, vit  # noqa: F401
+    from . import (coatnet, convnext, cvt, efficientformer, levit, maxvit, seed, swin,  # noqa: F401
+                   temporal, vit)
 
 
 def get_named(name: str) -> NamedArch:

@@ -6,10 +6,9 @@
 - ``coatnet_style`` (Pattern 2): the seed's ``CoAtNetStyle`` -- two conv
   stages (3x3 conv-BN-GELU, 64 then 128 channels, each stride 2), then
   transformer stages of 6 x 256 and 2 x 512 channels with global attention
-  and 64-channel heads. The seed downsamples into each transformer stage with
-  a 3x3 stride-2 conv + BN; here the transformer block's own CoAtNet
-  downsampling (pool + 1x1 projection) is used, so the parameter count is
-  that of the spec, not of the seed's code.
+  and 64-channel heads, each entered through a 3x3 stride-2 conv + BN
+  (``downsample='conv'``). Same parameters as the seed's module; the one
+  difference is LayerNorm's eps (1e-6 here, PyTorch's 1e-5 in the seed).
 - ``interleaved_s`` (Pattern 3): a four-stage stack of the seed's
   ``ConvTransformerBlock`` (depthwise 7x7 over the token grid, global
   attention, FFN) behind a two-conv stem.
@@ -36,13 +35,15 @@ register(
         stem=StemSpec(kind="conv", widths=(64, 64, 128, 128), strides=(2, 1, 2, 1), norm="bn",
                       act="gelu"),
         stages=(
-            StageSpec("transformer", depth=6, width=256, stride=2, head_dim=64, attention="global"),
-            StageSpec("transformer", depth=2, width=512, stride=2, head_dim=64, attention="global"),
+            StageSpec("transformer", depth=6, width=256, stride=2, head_dim=64, attention="global",
+                      downsample="conv", down_kernel=3, down_norm="bn"),
+            StageSpec("transformer", depth=2, width=512, stride=2, head_dim=64, attention="global",
+                      downsample="conv", down_kernel=3, down_norm="bn"),
         ),
         head=HeadSpec(pool="avg", norm="none"),
     ),
     note="seed Pattern 2 (CoAtNetStyle)",
-    counted=(11_489_192, 8_018_649_344),
+    counted=(13_292_968, 8_582_928_640),
 )
 
 register(
