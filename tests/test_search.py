@@ -303,6 +303,10 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     df = hybridnas.load_run(run)
     assert len(df) == 4 and df.trial_id.tolist() == list(range(4))
     assert set(df.status) <= {"COMPLETE", "EARLY_STOPPED"}
+    # early stopping ran through MOASHA, the default scheduler (2 epochs, a rung at 1)
+    from hybridnas.rundir import RunDir
+
+    assert RunDir(run).read_config()["scheduler"] == "moasha"
     # the reference ran first, under its name
     assert df.loc[df.trial_id == 0, "reference"].item() == "tiny_coatnet"
     assert (df.params > 0).all() and (df.macs > 0).all() and (df.latency_ms > 0).all()
