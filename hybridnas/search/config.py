@@ -46,6 +46,7 @@ class SearchConfig:
     weight_decay: float = 0.05
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
+    grad_clip: float | None = 1.0
     max_batches_per_epoch: int | None = None
     max_val_batches: int | None = None
     amp: bool = False

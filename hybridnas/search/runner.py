@@ -238,6 +238,7 @@ def _run(s: _Session) -> SearchResult:
         inject_failure=tuple(int(t) for t in cfg.inject_failure or ()),
         train=TrainSettings(batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
+                            grad_clip=cfg.grad_clip,
                             amp=cfg.amp, max_batches_per_epoch=cfg.max_batches_per_epoch,
                             max_val_batches=cfg.max_val_batches, seed=cfg.seed),
         latency=latency,

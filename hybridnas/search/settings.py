@@ -30,6 +30,7 @@ class TrainSettings:
     weight_decay: float = _C.weight_decay
     warmup_epochs: int = _C.warmup_epochs
     label_smoothing: float = _C.label_smoothing
+    grad_clip: float | None = _C.grad_clip
     amp: bool = _C.amp
     max_batches_per_epoch: int | None = _C.max_batches_per_epoch
     max_val_batches: int | None = _C.max_val_batches
