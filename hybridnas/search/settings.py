@@ -36,6 +36,11 @@ class TrainSettings:
     max_val_batches: int | None = _C.max_val_batches
     seed: int = _C.seed
 
+    @classmethod
+    def from_config(cls, cfg: SearchConfig) -> "TrainSettings":
+        """The recipe of a run's options."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
+
 
 @dataclass(frozen=True)
 class TrialLatency:
