@@ -15,6 +15,7 @@ result in the run (``fidelity.parquet`` and ``fidelity.json``, through
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -164,6 +165,7 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
                "seed": int(config.get("seed", 0)), "val_fraction": float(config.get("val_fraction", 0.1))}
     bundle = load_dataset(**data_kw)
     n_train = len(bundle.train)
+    space = []  # loaded once, only for trials with their own data decisions (temporal lookback)
     dev = resolve_device(device)
     by_id = trials.set_index("trial_id")
     old, _ = run.read_fidelity()
@@ -193,6 +195,14 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
         row = by_id.loc[tid]
         spec = ArchSpec.from_json(row["spec"])
         t0 = time.perf_counter()
+        params = json.loads(row["space_params"]) if isinstance(row["space_params"], str) else {}
+        if any(str(key).startswith("data.") for key in params):
+            if not space:
+                from .. import spaces
+
+                space.append(spaces.load(config["space"], resolution=config.get("resolution"),
+                                         **(config.get("space_options") or {})))
+            bundle = load_dataset(**{**data_kw, **space[0].data_params(params)})
         model = build_model(spec, num_classes=bundle.num_outputs, in_chans=int(bundle.input_shape[0]))
 
         def on_epoch(r, tid=tid, i=i) -> None:
