@@ -13,8 +13,11 @@ learning rate and gradient clipping; the search's default recipe
 Data: Fashion-MNIST when its files are installed (Debian's
 dataset-fashion-mnist), else scikit-learn's digits; the output says which.
 
-    python benchmarks/bench_recipe.py                 # 4 recipes x 5 archs x 2 seeds (~15 min, 2 CPU cores)
-    python benchmarks/bench_recipe.py --seeds 1 --sampled 1     # a quick look
+    python benchmarks/bench_recipe.py                 # 4 recipes x 5 archs x 2 seeds = 40 runs
+    python benchmarks/bench_recipe.py --seeds 1 --sampled 1 --recipes 1,0,2   # 12 runs
+
+One run takes 20-50 s on an idle 2-core CPU (1 thread), several minutes on
+a busy shared one; Ctrl-C prints the table of the runs that finished.
 """
 from __future__ import annotations
 
@@ -84,37 +87,43 @@ def main(argv=None) -> int:
 
     acc: dict[tuple[str, str], list[float]] = {}
     t_all = time.perf_counter()
-    for seed in range(args.seeds):
-        for arch, spec in archs.items():
-            for recipe in recipes:
-                warmup, smoothing, lr, clip = RECIPES[recipe]
-                model = build_model(spec, num_classes=bundle.num_outputs,
-                                    in_chans=int(bundle.input_shape[0]))
-                t0 = time.perf_counter()
-                r = fit(model, bundle, epochs=int(cfg["epochs"]), batch_size=int(cfg["batch_size"]),
-                        lr=lr, weight_decay=float(cfg.get("weight_decay", 0.05)),
-                        warmup_epochs=warmup, label_smoothing=smoothing, grad_clip=clip,
-                        device="cpu", max_val_batches=cfg.get("max_val_batches"), seed=seed)
-                value = r.best_metric if math.isfinite(r.best_metric) else chance
-                acc.setdefault((recipe, arch), []).append(value)
-                print(f"  seed {seed} {arch:14s} {recipe:38s} val_acc {value:.3f} "
-                      f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    try:
+        for seed in range(args.seeds):
+            for arch, spec in archs.items():
+                for recipe in recipes:
+                    warmup, smoothing, lr, clip = RECIPES[recipe]
+                    model = build_model(spec, num_classes=bundle.num_outputs,
+                                        in_chans=int(bundle.input_shape[0]))
+                    t0 = time.perf_counter()
+                    r = fit(model, bundle, epochs=int(cfg["epochs"]),
+                            batch_size=int(cfg["batch_size"]), lr=lr,
+                            weight_decay=float(cfg.get("weight_decay", 0.05)),
+                            warmup_epochs=warmup, label_smoothing=smoothing, grad_clip=clip,
+                            device="cpu", max_val_batches=cfg.get("max_val_batches"), seed=seed)
+                    value = r.best_metric if math.isfinite(r.best_metric) else chance
+                    acc.setdefault((recipe, arch), []).append(value)
+                    print(f"  seed {seed} {arch:14s} {recipe:38s} val_acc {value:.3f} "
+                          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    except KeyboardInterrupt:  # the table of the runs that finished
+        print("\ninterrupted: the table holds the finished runs only")
+    _table(acc, recipes, list(archs), chance, args.seeds, time.perf_counter() - t_all)
+    return 0
 
+
+def _table(acc, recipes, archs, chance, seeds, seconds) -> None:
     width = max(len(a) for a in archs) + 2
-    print(f"\nval accuracy, mean over {args.seeds} seed(s) [worst seed]; "
-          f"total {time.perf_counter() - t_all:.0f} s")
+    print(f"\nval accuracy, mean over up to {seeds} seed(s) [worst seed]; total {seconds:.0f} s")
     print(f"{'recipe':38s}" + "".join(f"{a:>{width + 8}s}" for a in archs)
           + f"{'mean':>8s}{'at chance':>11s}")
     for recipe in recipes:
         cells, everything = [], []
         for arch in archs:
-            v = acc[(recipe, arch)]
+            v = acc.get((recipe, arch), [])
             everything += v
-            cells.append(f"{statistics.mean(v):.3f} [{min(v):.3f}]".rjust(width + 8))
+            cells.append((f"{statistics.mean(v):.3f} [{min(v):.3f}]" if v else "-").rjust(width + 8))
         dead = sum(v < 1.5 * chance for v in everything)
-        print(f"{recipe:38s}" + "".join(cells) + f"{statistics.mean(everything):8.3f}"
-              f"{dead:>6d}/{len(everything)}")
-    return 0
+        mean = f"{statistics.mean(everything):8.3f}" if everything else f"{'-':>8s}"
+        print(f"{recipe:38s}" + "".join(cells) + mean + f"{dead:>6d}/{len(everything)}")
 
 
 if __name__ == "__main__":
