@@ -361,8 +361,7 @@ def test_third_objective_front_follows_the_run(hand_run):
 
 
 def test_fidelity_info_from_a_fake_fidelity_parquet(hand_run, tmp_path):
-    from hybridnas.dashboard._data import get_fidelity_info, load_runs
-    from hybridnas.dashboard._draw import plot_fidelity
+    from hybridnas.dashboard import get_fidelity_info, load_runs, plot_fidelity
     from hybridnas.rundir import RunDir
 
     assert len(get_fidelity_info(load_runs([hand_run]))["points"]) == 0
