@@ -68,3 +68,19 @@ def test_quickstart_recipe_trains_every_reference(name, monkeypatch):
         last = _trial(cfg, spec, seed, monkeypatch)
         assert last["status"] == "COMPLETE", last["error"]
         assert last["metric"] > 2 * chance, (name, seed, last["metric"])
+
+
+def test_recipe_options_are_checked_and_reach_the_trial():
+    from hybridnas.errors import UserError
+    from hybridnas.search.config import SearchConfig
+    from hybridnas.search.settings import TrainSettings
+
+    cfg = _quickstart()
+    train = TrainSettings.from_config(cfg)
+    assert (train.warmup_epochs, train.label_smoothing, train.grad_clip) == (
+        cfg.warmup_epochs, cfg.label_smoothing, cfg.grad_clip)
+    assert TrainSettings.from_config(SearchConfig(grad_clip=0.0, lr=0.01)).lr == 0.01
+    with pytest.raises(UserError, match="grad_clip=-1"):
+        SearchConfig(grad_clip=-1).check()
+    with pytest.raises(UserError, match="label_smoothing=1.5"):
+        SearchConfig.from_mapping({"label_smoothing": 1.5}, source="x.yaml")

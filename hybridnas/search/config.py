@@ -137,6 +137,10 @@ class SearchConfig:
             raise UserError(f"{source}: gpus_per_trial={self.gpus_per_trial} must be >= 0")
         if not isinstance(self.space_options, dict):
             raise UserError(f"{source}: space_options={self.space_options!r} must be a mapping")
+        if self.grad_clip is not None and float(self.grad_clip) < 0:
+            raise UserError(f"{source}: grad_clip={self.grad_clip} must be >= 0 (0: no clipping)")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise UserError(f"{source}: label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not 0.0 < float(self.val_fraction) < 1.0:
             raise UserError(f"{source}: val_fraction={self.val_fraction} must be in (0, 1)")
 
