@@ -145,6 +145,9 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
     from ..rundir import RunDir, run_objectives
     from ..spec import ArchSpec
     from ..training import fit, resolve_device
+    from .config import SearchConfig
+    from .runner import _data_kwargs
+    from .settings import TrainSettings
 
     if int(epochs) < 1:
         raise UserError(f"fidelity: --epochs {epochs} must be at least 1")
@@ -159,10 +162,10 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
     if not ids:
         raise UserError(f"{run.path}: no trial may enter the front (COMPLETE at full fidelity "
                         f"with every objective known), so there is nothing to retrain")
-    subset = int(subset) if subset is not None else config.get("subset")
-    data_kw = {"name": config.get("dataset"), "data_dir": config.get("data_dir"),
-               "resolution": config.get("resolution"), "subset": subset,
-               "seed": int(config.get("seed", 0)), "val_fraction": float(config.get("val_fraction", 0.1))}
+    # the run's options (a key a later version added takes its default)
+    cfg = SearchConfig(**{k: v for k, v in config.items() if k in SearchConfig.__dataclass_fields__})
+    recipe = TrainSettings.from_config(cfg)
+    data_kw = {**_data_kwargs(cfg), "subset": int(subset) if subset is not None else cfg.subset}
     bundle = load_dataset(**data_kw)
     n_train = len(bundle.train)
     space = []  # loaded once, only for trials with their own data decisions (temporal lookback)
@@ -182,7 +185,7 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
                                    [r["fidelity_metric"] for r in done], k=k, maximize=maximize[0])
         return {**agreement, "metric_name": config.get("metric_name", "metric"),
                 "maximize": bool(maximize[0]), "epochs": int(epochs), "subset": n_train,
-                "proxy_epochs": config.get("epochs"), "proxy_subset": config.get("subset"),
+                "proxy_epochs": cfg.epochs, "proxy_subset": cfg.subset,
                 "selection": "front" if front else f"sample {int(sample)} (seed {seed})",
                 "trial_ids": [int(r["trial_id"]) for r in done],
                 "device_seconds": float(sum(r["device_seconds"] for r in done)),
@@ -200,8 +203,8 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
             if not space:
                 from .. import spaces
 
-                space.append(spaces.load(config["space"], resolution=config.get("resolution"),
-                                         **(config.get("space_options") or {})))
+                space.append(spaces.load(cfg.space, resolution=cfg.resolution,
+                                         **(cfg.space_options or {})))
             bundle = load_dataset(**{**data_kw, **space[0].data_params(params)})
         model = build_model(spec, num_classes=bundle.num_outputs, in_chans=int(bundle.input_shape[0]))
 
@@ -210,13 +213,10 @@ def retrain(run_dir: str | os.PathLike, *, epochs: int, sample: int | None = Non
                 log(f"[fidelity] trial {tid} ({i}/{len(ids)}) epoch {r.epoch}/{r.max_epochs}: "
                     f"{r.metric:.4f} (proxy {float(row['metric']):.4f}, {r.seconds:.0f} s)")
 
-        result = fit(model, bundle, epochs=int(epochs), batch_size=int(config.get("batch_size", 128)),
-                     lr=float(config.get("lr", 1e-3)), weight_decay=float(config.get("weight_decay", 0.05)),
-                     warmup_epochs=config.get("warmup_epochs", 0),
-                     label_smoothing=float(config.get("label_smoothing", 0.0)),
-                     grad_clip=config.get("grad_clip", 1.0), device=dev,
-                     amp=bool(config.get("amp", False)), on_epoch=on_epoch,
-                     seed=int(config.get("seed", 0)) + tid)
+        result = fit(model, bundle, epochs=int(epochs), batch_size=recipe.batch_size, lr=recipe.lr,
+                     weight_decay=recipe.weight_decay, warmup_epochs=recipe.warmup_epochs,
+                     label_smoothing=recipe.label_smoothing, grad_clip=recipe.grad_clip,
+                     device=dev, amp=recipe.amp, on_epoch=on_epoch, seed=recipe.seed + tid)
         rows[tid] = {"trial_id": tid, "arch_id": spec.arch_id, "proxy_metric": float(row["metric"]),
                      "fidelity_metric": float(result.best_metric),
                      "epochs": int(epochs), "subset": n_train,
