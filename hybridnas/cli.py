@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "hybridnas.models_cli",
     "hybridnas.spaces.cli",
     "hybridnas.search.cli",
+    "hybridnas.search.fidelity_cli",
     "hybridnas.latency.cli",
     "hybridnas.export.cli",
     "hybridnas.training_cli",

@@ -9,6 +9,7 @@ Layout (the manual: docs/CONTRACTS.md)::
     results/<run-name>/
       config.yaml  study.db  trials.parquet  trials.csv  pareto.csv  summary.json
       checkpoints/trial_<id>/  partial/trial_<id>/  logs/search.log  dashboard.html
+      fidelity.parquet  fidelity.json     (``hybridnas fidelity``: proxy vs longer training)
 
 The trials table is rewritten atomically (temp file + rename) after every
 trial event, so a ``kill -9`` of the search loses at most the trials that
@@ -43,7 +44,8 @@ class RunWriteError(UserError):
 __all__ = ["RunDir", "load_run", "TrialsFallbackWarning", "RunWriteError", "empty_row", "rows_to_frame", "normalise_trials",
            "COLUMNS", "Column", "TRIAL_COLUMNS", "STATUSES", "FIDELITIES",
            "OBJECTIVE_COLUMNS", "DEFAULT_OBJECTIVES", "objective_columns", "run_objectives",
-           "LIMIT_OPTIONS", "front_limits", "front_eligible", "front_of", "front_summary", "make_summary"]
+           "LIMIT_OPTIONS", "front_limits", "front_eligible", "front_of", "front_summary", "make_summary",
+           "FIDELITY_COLUMNS"]
 
 STATUSES = ("COMPLETE", "EARLY_STOPPED", "FAILED", "REJECTED", "RUNNING")
 #: How a trial's ``metric`` was obtained: trained at the proxy setting
@@ -77,6 +79,15 @@ COLUMNS: dict[str, Column] = {
     "error": Column("str"), "reference": Column("str"), "checkpoint": Column("str"),
     "started_at": Column("str"), "finished_at": Column("str"),
     "fidelity": Column("str", "proxy"), "standalone_metric": Column("float", _NAN),
+}
+#: Columns of fidelity.parquet: one row per trial retrained at a higher
+#: fidelity (``proxy_metric``: its ``metric`` in the trials table;
+#: ``fidelity_metric``: the best validation metric of the retraining, which
+#: ran ``epochs`` epochs on ``subset`` training images in ``device_seconds``).
+FIDELITY_COLUMNS: dict[str, Column] = {
+    "trial_id": Column("int", -1), "arch_id": Column("str"), "proxy_metric": Column("float", _NAN),
+    "fidelity_metric": Column("float", _NAN), "epochs": Column("int", 0),
+    "subset": Column("int", 0), "device_seconds": Column("float", 0.0),
 }
 #: Column name -> kind.
 TRIAL_COLUMNS: dict[str, str] = {name: col.kind for name, col in COLUMNS.items()}
@@ -306,6 +317,8 @@ class RunDir:
     partial = property(lambda self: self.path / "partial")
     logs = property(lambda self: self.path / "logs")
     log_file = property(lambda self: self.path / "logs" / "search.log")
+    fidelity_parquet = property(lambda self: self.path / "fidelity.parquet")
+    fidelity_json = property(lambda self: self.path / "fidelity.json")
 
     @property
     def trials_file(self) -> Path | None:
@@ -409,6 +422,45 @@ class RunDir:
             return {}
         data = parse_json(read_text(self.summary), str(self.summary))
         return data if isinstance(data, dict) else {}
+
+    # proxy fidelity ------------------------------------------------------------
+    def write_fidelity(self, rows: Iterable[dict[str, Any]], summary: dict[str, Any]):
+        """Write fidelity.parquet (``FIDELITY_COLUMNS``, sorted by trial id)
+        and fidelity.json (``summary``), each atomically; returns the table."""
+        import pandas as pd
+
+        df = pd.DataFrame(sorted(rows, key=lambda r: r["trial_id"]), columns=list(FIDELITY_COLUMNS))
+        for col, spec in FIDELITY_COLUMNS.items():
+            if spec.kind in ("int", "float"):
+                df[col] = pd.to_numeric(df[col], errors="coerce").astype(
+                    "float64" if spec.kind == "float" else "int64")
+            else:
+                df[col] = df[col].astype(object).where(df[col].notna(), None).astype(_string_dtype())
+        write_atomic(self.fidelity_parquet, lambda p: df.to_parquet(p, index=False))
+        write_atomic(self.fidelity_json,
+                     lambda p: p.write_text(json.dumps(summary, indent=2, default=str)))
+        return df
+
+    def read_fidelity(self):
+        """(fidelity table, its summary dict), or (None, {}) when the run has
+        none; every ``FIDELITY_COLUMNS`` column is there (defaults filled)."""
+        import pandas as pd
+
+        if not self.fidelity_parquet.exists():
+            return None, {}
+        try:
+            df = pd.read_parquet(self.fidelity_parquet)
+        except Exception as e:  # noqa: BLE001 - a damaged or foreign file: name it
+            raise UserError(f"{self.fidelity_parquet}: cannot read it "
+                            f"({type(e).__name__}: {str(e)[:200]})") from None
+        for col, spec in FIDELITY_COLUMNS.items():
+            if col not in df.columns:
+                df[col] = spec.default
+        summary: dict[str, Any] = {}
+        if self.fidelity_json.exists():
+            data = parse_json(read_text(self.fidelity_json), str(self.fidelity_json))
+            summary = data if isinstance(data, dict) else {}
+        return df, summary
 
     def read_trials(self):
         """The trials table (``load_run``); UserError if the folder is not a run."""

@@ -358,3 +358,26 @@ def test_third_objective_front_follows_the_run(hand_run):
     assert info["curve"].hypervolume.iloc[-1] == pytest.approx(
         hypervolume(final, [True, False, False], ref))
     assert info["curve"].front_size.tolist() == [1, 2, 2, 3, 3]
+
+
+def test_fidelity_info_from_a_fake_fidelity_parquet(hand_run, tmp_path):
+    from hybridnas.dashboard import get_fidelity_info, load_runs, plot_fidelity
+    from hybridnas.rundir import RunDir
+
+    assert len(get_fidelity_info(load_runs([hand_run]))["points"]) == 0
+    ids = [int(t) for t in load_runs([hand_run])[0].trials["trial_id"][:4]]
+    proxy, full = [0.5, 0.6, 0.7, 0.8], [0.55, 0.75, 0.7, 0.9]  # one of six pairs swapped
+    RunDir(hand_run).write_fidelity(
+        [{"trial_id": t, "arch_id": "", "proxy_metric": p, "fidelity_metric": f, "epochs": 8,
+          "subset": 6000, "device_seconds": 1.0} for t, p, f in zip(ids, proxy, full)],
+        {"maximize": True, "proxy_epochs": 2, "k": 2})
+    info = get_fidelity_info(load_runs([hand_run]))
+    assert info["points"]["trial_id"].tolist() == ids
+    assert info["points"]["fidelity"].tolist() == full
+    (stats,) = info["stats"].to_dict("records")
+    assert stats["kendall_tau"] == pytest.approx(4 / 6) and stats["top_k_overlap"] == 0.5
+    assert stats["epochs"] == 8 and stats["proxy_epochs"] == 2
+    fig = plot_fidelity(info)
+    assert "0.67" in fig.layout.title.text
+    page = render_dashboard([hand_run], tmp_path / "d.html", importance=False).read_text()
+    assert "Proxy fidelity: Kendall" in page

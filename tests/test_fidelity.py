@@ -82,3 +82,61 @@ def test_select_trials_needs_one_way():
         select_trials(df, sample=2, front=True)
     with pytest.raises(UserError):
         select_trials(df, sample=0)
+
+
+# ---------------------------------------------------------------------------
+# hybridnas fidelity on a real run (the session's tiny search)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def run_copy(tiny_search_run, tmp_path):
+    """A private copy of the tiny real run: retraining writes into it."""
+    import shutil
+
+    return shutil.copytree(tiny_search_run, tmp_path / "run")
+
+
+def test_retrain_writes_fidelity_and_reuses_rows(run_copy):
+    import json
+
+    from hybridnas.rundir import RunDir, front_eligible, load_run
+    from hybridnas.search.fidelity import retrain
+
+    lines: list[str] = []
+    out = retrain(run_copy, sample=3, epochs=3, seed=1, log=lines.append)
+    run = RunDir(run_copy)
+    df, summary = run.read_fidelity()
+    trials = load_run(run_copy)
+    eligible = set(trials[front_eligible(trials)]["trial_id"])
+    assert len(df) == 3 and set(df["trial_id"]) <= eligible
+    assert (df["epochs"] == 3).all() and (df["subset"] == 200).all()
+    assert df["fidelity_metric"].between(0.0, 1.0).all() and (df["device_seconds"] > 0).all()
+    proxy = trials.set_index("trial_id").loc[df["trial_id"], "metric"].to_numpy()
+    assert df["proxy_metric"].to_numpy() == pytest.approx(proxy)
+    # the summary is the rank agreement of the two stored columns
+    expected = rank_agreement(df["proxy_metric"], df["fidelity_metric"])
+    assert summary["n"] == 3 and summary["complete"] is True
+    for key in ("kendall_tau", "spearman", "top_k_overlap"):
+        assert summary[key] == pytest.approx(expected[key], nan_ok=True)
+    assert out["trial_ids"] == sorted(df["trial_id"]) == summary["trial_ids"]
+    assert json.loads(run.fidelity_json.read_text())["epochs"] == 3
+    assert sum(line.startswith("[fidelity] trial") for line in lines) == 3 * 3  # per epoch
+    # the same setting again: nothing is retrained, the rows are kept
+    again: list[str] = []
+    retrain(run_copy, sample=3, epochs=3, seed=1, log=again.append)
+    assert not any(line.startswith("[fidelity] trial") for line in again)
+    assert run.read_fidelity()[0]["fidelity_metric"].tolist() == df["fidelity_metric"].tolist()
+
+
+def test_fidelity_command(run_copy, capsys):
+    from hybridnas.cli import main
+    from hybridnas.rundir import RunDir
+
+    assert main(["fidelity", str(run_copy), "--front", "--epochs", "1"]) == 0
+    assert "Kendall tau" in capsys.readouterr().out
+    df, summary = RunDir(run_copy).read_fidelity()
+    assert len(df) == summary["n"] >= 1 and summary["selection"] == "front"
+    # bad input: one clear line, exit 2
+    assert main(["fidelity", str(run_copy / "nope"), "--front", "--epochs", "1"]) == 2
+    assert main(["fidelity", str(run_copy), "--sample", "0", "--epochs", "1"]) == 2
+    assert "--sample 0" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from ._data import (
     arch_summary,
     front_mask,
     get_block_usage_info,
+    get_fidelity_info,
     get_front_info,
     get_hypervolume_info,
     get_importance_info,
@@ -32,6 +33,7 @@ from ._data import (
 )
 from ._draw import (
     plot_block_usage,
+    plot_fidelity,
     plot_front,
     plot_hypervolume,
     plot_importance,
@@ -46,6 +48,7 @@ __all__ = [
     "Run", "load_run_dir", "load_runs", "arch_summary", "front_mask",
     "get_front_info", "get_hypervolume_info", "get_block_usage_info", "get_importance_info",
     "get_learning_curves_info", "get_latency_prediction_info", "get_trials_table",
+    "get_fidelity_info", "plot_fidelity",
     "plot_front", "plot_hypervolume", "plot_block_usage", "plot_importance",
     "plot_learning_curves", "plot_latency_prediction",
     "build_html", "render_dashboard", "write_dashboard", "serve",

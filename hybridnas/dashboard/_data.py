@@ -34,6 +34,7 @@ __all__ = [
     "get_importance_info",
     "get_learning_curves_info",
     "get_latency_prediction_info",
+    "get_fidelity_info",
     "get_trials_table",
 ]
 
@@ -54,6 +55,9 @@ class Run:
     trials: pd.DataFrame
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    #: fidelity.parquet (``hybridnas fidelity``) and its summary, when the run has one
+    fidelity: pd.DataFrame | None = None
+    fidelity_summary: dict = field(default_factory=dict)
 
     @property
     def limits(self) -> dict[str, float]:
@@ -115,8 +119,10 @@ def load_run_dir(path: str | os.PathLike, *, allow_empty: bool = False) -> Run:
         raise UserError(f"{path}: not a run directory (no trials.parquet or trials.csv)")
     run = rundir.RunDir(path)
     config, summary = run.read_config(required=False), run.read_summary()
+    fidelity, fidelity_summary = run.read_fidelity()
     name = str(config.get("name") or config.get("run_name") or path.resolve().name)
-    return Run(name=name, path=path, trials=_read_trials(path), config=config, summary=summary)
+    return Run(name=name, path=path, trials=_read_trials(path), config=config, summary=summary,
+               fidelity=fidelity, fidelity_summary=fidelity_summary)
 
 
 def load_runs(paths: Sequence[str | os.PathLike], *, allow_empty: bool = False) -> list[Run]:
@@ -567,6 +573,46 @@ def get_latency_prediction_info(runs: Sequence[Run]) -> dict[str, Any]:
         mape = float(abs(pts["predicted"].iloc[0] - pts["measured"].iloc[0])
                      / pts["measured"].iloc[0] * 100)
     return {"points": pts, "mape": mape, "spearman": spearman}
+
+
+# --------------------------------------------------------------------------
+# Proxy fidelity (hybridnas fidelity)
+# --------------------------------------------------------------------------
+
+def get_fidelity_info(runs: Sequence[Run]) -> dict[str, Any]:
+    """The proxy metric against the retrained one, for runs with a fidelity.parquet.
+
+    Returns ``{"points": DataFrame(run, trial_id, pattern, proxy, fidelity),
+    "stats": DataFrame(run, n, kendall_tau, spearman, k, top_k_overlap,
+    epochs, subset, proxy_epochs), "metric_name": str}``; the rank statistics
+    are computed from the points (``hybridnas.search.fidelity.rank_agreement``).
+    Both frames are empty when no run has been retrained.
+    """
+    from ..search.fidelity import rank_agreement
+
+    rows, stats = [], []
+    for run in runs:
+        f = run.fidelity
+        if f is None or not len(f):
+            continue
+        patterns = dict(zip(run.trials["trial_id"], run.trials["pattern"]))
+        pts = f[np.isfinite(pd.to_numeric(f["proxy_metric"], errors="coerce"))
+                & np.isfinite(pd.to_numeric(f["fidelity_metric"], errors="coerce"))]
+        for r in pts.itertuples(index=False):
+            rows.append({"run": run.name, "trial_id": int(r.trial_id),
+                         "pattern": patterns.get(int(r.trial_id)) or "?",
+                         "proxy": float(r.proxy_metric), "fidelity": float(r.fidelity_metric)})
+        maximize = bool(run.fidelity_summary.get("maximize", True))
+        agree = rank_agreement(pts["proxy_metric"].to_numpy(float),
+                               pts["fidelity_metric"].to_numpy(float),
+                               k=run.fidelity_summary.get("k"), maximize=maximize)
+        stats.append({"run": run.name, **agree, "epochs": int(f["epochs"].max()),
+                      "subset": int(f["subset"].max()),
+                      "proxy_epochs": run.fidelity_summary.get("proxy_epochs")})
+    points = pd.DataFrame(rows, columns=["run", "trial_id", "pattern", "proxy", "fidelity"])
+    stats_df = pd.DataFrame(stats, columns=["run", "n", "kendall_tau", "spearman", "k",
+                                            "top_k_overlap", "epochs", "subset", "proxy_epochs"])
+    return {"points": points, "stats": stats_df, "metric_name": _metric_name(runs)}
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ __all__ = [
     "plot_importance",
     "plot_learning_curves",
     "plot_latency_prediction",
+    "plot_fidelity",
 ]
 
 _PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -275,6 +276,20 @@ def plot_learning_curves(curves: pd.DataFrame, metric_name: str = "metric"):
     return fig
 
 
+def _scatter_per_run(fig, pts: pd.DataFrame, x: str, y: str, hover: str) -> None:
+    """One marker trace per run of ``pts`` (columns run, trial_id, pattern,
+    ``x``, ``y``); ``hover`` follows the trial id and pattern."""
+    import plotly.graph_objects as go
+
+    for i, (run, grp) in enumerate(pts.groupby("run", sort=False)):
+        fig.add_trace(go.Scatter(
+            x=grp[x], y=grp[y], mode="markers", name=str(run),
+            marker=dict(size=7, color=_PALETTE[i % len(_PALETTE)],
+                        symbol=_RUN_SYMBOLS[i % len(_RUN_SYMBOLS)]),
+            customdata=np.stack([grp["trial_id"], grp["pattern"]], axis=1),
+            hovertemplate=f"trial %{{customdata[0]}} (%{{customdata[1]}})<br>{hover}<extra></extra>"))
+
+
 def plot_latency_prediction(info: dict[str, Any]):
     """Predicted against measured latency, with the y = x line and MAPE / rank
     correlation in the title."""
@@ -282,14 +297,8 @@ def plot_latency_prediction(info: dict[str, Any]):
 
     pts: pd.DataFrame = info["points"]
     fig = go.Figure()
-    for i, (run, grp) in enumerate(pts.groupby("run", sort=False)):
-        fig.add_trace(go.Scatter(
-            x=grp["measured"], y=grp["predicted"], mode="markers", name=str(run),
-            marker=dict(size=7, color=_PALETTE[i % len(_PALETTE)],
-                        symbol=_RUN_SYMBOLS[i % len(_RUN_SYMBOLS)]),
-            customdata=np.stack([grp["trial_id"], grp["pattern"]], axis=1),
-            hovertemplate="trial %{customdata[0]} (%{customdata[1]})<br>measured %{x:.3g} ms"
-                          "<br>predicted %{y:.3g} ms<extra></extra>"))
+    _scatter_per_run(fig, pts, "measured", "predicted",
+                     "measured %{x:.3g} ms<br>predicted %{y:.3g} ms")
     if len(pts):
         lo = float(min(pts["measured"].min(), pts["predicted"].min()))
         hi = float(max(pts["measured"].max(), pts["predicted"].max()))
@@ -304,4 +313,31 @@ def plot_latency_prediction(info: dict[str, Any]):
             xaxis_title="measured latency (ms)", yaxis_title="predicted latency (ms)")
     if not len(pts):
         _empty(fig, "no trial has both a predicted and a measured latency")
+    return fig
+
+
+def plot_fidelity(info: dict[str, Any]):
+    """Proxy metric against the retrained (higher-fidelity) metric, one marker
+    per retrained trial, with Kendall tau in the title."""
+    import plotly.graph_objects as go
+
+    pts: pd.DataFrame = info["points"]
+    stats: pd.DataFrame = info["stats"]
+    name = info.get("metric_name", "metric")
+    fig = go.Figure()
+    _scatter_per_run(fig, pts, "proxy", "fidelity", "proxy %{x:.4f}<br>retrained %{y:.4f}")
+
+    def fmt(v: Any) -> str:
+        return f"{v:.2f}" if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
+
+    taus = [f"{r.run}: " if len(stats) > 1 else "" for r in stats.itertuples()]
+    title = "Proxy fidelity" + (": Kendall τ " + ", ".join(
+        f"{p}{fmt(r.kendall_tau)}" for p, r in zip(taus, stats.itertuples())) if len(stats) else "")
+    sub = "; ".join(f"{r.n} trials, proxy {r.proxy_epochs} epochs vs {r.epochs} epochs on "
+                    f"{r.subset} images, Spearman {fmt(r.spearman)}, top-{r.k} overlap "
+                    f"{fmt(r.top_k_overlap)}" for r in stats.itertuples())
+    _layout(fig, title, subtitle=sub, xaxis_title=f"{name} (search proxy)",
+            yaxis_title=f"{name} (retrained)")
+    if not len(pts):
+        _empty(fig, "no trial retrained yet (hybridnas fidelity RUN --sample K --epochs E)")
     return fig

@@ -196,6 +196,10 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
     if len(latency["points"]):
         sections.append('<div class="panel">' + _fig_html(
             _draw.plot_latency_prediction(latency), "latency") + "</div>")
+    fidelity = _data.get_fidelity_info(runs)
+    if len(fidelity["points"]):
+        sections.append('<div class="panel">' + _fig_html(
+            _draw.plot_fidelity(fidelity), "fidelity") + "</div>")
     if importance:
         for i, run in enumerate(runs):
             try:

@@ -71,8 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=S, help="(default: 128)")
     g.add_argument("--lr", type=float, default=S, help="peak learning rate (default: 2e-3)")
     g.add_argument("--weight-decay", type=float, default=S, help="(default: 0.05)")
-    g.add_argument("--warmup-epochs", type=int, default=S, help="(default: 0)")
-    g.add_argument("--label-smoothing", type=float, default=S, help="(default: 0)")
+    g.add_argument("--warmup-epochs", type=int, default=S, help="(default: 1)")
+    g.add_argument("--label-smoothing", type=float, default=S, help="(default: 0.1)")
+    g.add_argument("--grad-clip", type=float, default=S, metavar="NORM",
+                   help="clip the gradient norm at NORM, 0 for none (default: 1)")
     g.add_argument("--max-batches-per-epoch", type=int, default=S, help="cap batches per epoch")
     g.add_argument("--max-val-batches", type=int, default=S, help="validate on the first N "
                    "batches of the validation split (the same images for every trial)")

@@ -46,8 +46,11 @@ class SearchConfig:
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.05
-    warmup_epochs: int = 0
-    label_smoothing: float = 0.0
+    # warm-up and label smoothing keep attention-heavy proxies from collapsing
+    # to chance in a few epochs (measured: benchmarks/bench_recipe.py, README)
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    grad_clip: float | None = 1.0
     max_batches_per_epoch: int | None = None
     max_val_batches: int | None = None
     amp: bool = False
@@ -203,6 +206,7 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "lr": ((0.0,), None),
     "weight_decay": (0.0, None),
     "warmup_epochs": (0, None),
+    "grad_clip": (0.0, None),
     "max_batches_per_epoch": (1, None),
     "max_val_batches": (1, None),
     "population_size": (1, 1 << 20),

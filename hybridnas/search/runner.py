@@ -329,10 +329,7 @@ def _run(s: _Session) -> SearchResult:
         metric_name=task.metric_name, maximize=bool(task.maximize), gpus_per_trial=gpus,
         threads=threads, run_dir=str(run.path.resolve()), keep_checkpoints=cfg.keep_checkpoints,
         inject_failure=tuple(int(t) for t in cfg.inject_failure or ()),
-        train=TrainSettings(batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            warmup_epochs=cfg.warmup_epochs, label_smoothing=cfg.label_smoothing,
-                            amp=cfg.amp, max_batches_per_epoch=cfg.max_batches_per_epoch,
-                            max_val_batches=cfg.max_val_batches, seed=cfg.seed),
+        train=TrainSettings.from_config(cfg),
         latency=latency,
     )
     searcher = ArchSearcher(space, resolution, recorder, settings, metrics, modes, sampler,

@@ -30,10 +30,16 @@ class TrainSettings:
     weight_decay: float = _C.weight_decay
     warmup_epochs: int = _C.warmup_epochs
     label_smoothing: float = _C.label_smoothing
+    grad_clip: float | None = _C.grad_clip
     amp: bool = _C.amp
     max_batches_per_epoch: int | None = _C.max_batches_per_epoch
     max_val_batches: int | None = _C.max_val_batches
     seed: int = _C.seed
+
+    @classmethod
+    def from_config(cls, cfg: SearchConfig) -> "TrainSettings":
+        """The recipe of a run's options."""
+        return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass(frozen=True)

@@ -301,7 +301,7 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         t = settings.train
         fit(model, bundle, epochs=max_epochs, batch_size=t.batch_size, lr=t.lr,
             weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
-            label_smoothing=t.label_smoothing, device=device, amp=t.amp,
+            label_smoothing=t.label_smoothing, grad_clip=t.grad_clip, device=device, amp=t.amp,
             on_epoch=on_epoch, on_batch=ProgressLine(_print_line, prefix=f"[trial {trial_id}] "),
             max_batches_per_epoch=t.max_batches_per_epoch,
             max_val_batches=t.max_val_batches, seed=t.seed + trial_id,
