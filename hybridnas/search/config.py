@@ -18,11 +18,12 @@ __all__ = ["SearchConfig", "parse_duration", "OBJECTIVES", "SAMPLERS", "IDENTITY
 OBJECTIVES = ("latency", "params", "macs")
 SAMPLERS = ("nsga2", "tpe", "random")
 SCHEDULERS = ("asha", "none")
+STRATEGIES = ("trials", "oneshot")
 KEEP = ("all", "pareto", "none")
 
 #: Options that define what a run searches; --resume refuses to change them.
 IDENTITY_FIELDS = ("space", "dataset", "resolution", "subset", "objectives", "epochs",
-                   "space_options", "seed", "val_fraction")
+                   "space_options", "seed", "val_fraction", "strategy")
 
 
 @dataclass
@@ -57,6 +58,13 @@ class SearchConfig:
     asha_reduction_factor: int = 2
     seed: int = 0
     with_references: bool = False
+    # one-shot strategy (--strategy oneshot): supernet, then inherited-weight ranking
+    strategy: str = "trials"
+    supernet_epochs: int = 10
+    sandwich_random: int = 2
+    supernet_workers: int = 1
+    retrain_top: int = 3
+    retrain_epochs: int = 3
     # budget
     budget_gpu_hours: float | None = None
     budget_trials: int | None = None
@@ -113,6 +121,15 @@ class SearchConfig:
                 raise UserError(f"{source}: objectives={o!r} is not one of {list(OBJECTIVES)}")
         if self.sampler not in SAMPLERS:
             raise UserError(f"{source}: sampler={self.sampler!r} is not one of {list(SAMPLERS)}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"{source}: strategy={self.strategy!r} is not one of {list(STRATEGIES)}")
+        for name in ("supernet_epochs", "supernet_workers"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"{source}: {name}={getattr(self, name)} must be >= 1")
+        if self.retrain_top < 0 or self.retrain_epochs < 1 or self.sandwich_random < 0:
+            raise UserError(f"{source}: retrain_top={self.retrain_top} must be >= 0, "
+                            f"retrain_epochs={self.retrain_epochs} >= 1, "
+                            f"sandwich_random={self.sandwich_random} >= 0")
         if self.scheduler not in SCHEDULERS:
             raise UserError(f"{source}: scheduler={self.scheduler!r} is not one of {list(SCHEDULERS)}")
         if self.keep_checkpoints not in KEEP:

@@ -37,7 +37,7 @@ TRIAL_COLUMNS = {
     "predicted_latency_ms": "float", "metric": "float", "metric_name": "str", "curve": "str",
     "epochs": "int", "max_epochs": "int", "full_fidelity": "bool", "device_seconds": "float",
     "accelerator": "str", "error": "str", "reference": "str", "checkpoint": "str",
-    "started_at": "str", "finished_at": "str",
+    "started_at": "str", "finished_at": "str", "fidelity": "str", "standalone_metric": "float",
 }
 
 #: Objective name -> (trials column, maximise?).
@@ -50,7 +50,8 @@ def empty_row(trial_id: int) -> dict[str, Any]:
     row.update(trial_id=int(trial_id), status="RUNNING", params=0, macs=0, epochs=0,
                max_epochs=0, full_fidelity=False, device_seconds=0.0,
                latency_ms=math.nan, latency_p10_ms=math.nan, latency_p90_ms=math.nan,
-               predicted_latency_ms=math.nan, metric=math.nan, curve="[]")
+               predicted_latency_ms=math.nan, metric=math.nan, curve="[]", fidelity="proxy",
+               standalone_metric=math.nan)
     return row
 
 

@@ -105,6 +105,27 @@ def _data_kwargs(cfg: SearchConfig) -> dict[str, Any]:
             "subset": cfg.subset, "seed": cfg.seed, "val_fraction": cfg.val_fraction}
 
 
+def load_bundle(cfg: SearchConfig, stream) -> tuple[Any, dict[str, Any]]:
+    """The run's dataset and its load_dataset arguments; with
+    ``dataset_fallback`` a missing dataset is replaced (said on ``stream``)."""
+    from ..data import load_dataset
+
+    data_kw = _data_kwargs(cfg)
+    try:
+        return load_dataset(**data_kw), data_kw
+    except UserError as e:
+        if not cfg.dataset_fallback or cfg.dataset_fallback == cfg.dataset:
+            raise
+        # e.g. the quickstart without Debian's Fashion-MNIST: say so, then go on.
+        print(f"[search] {e}\n[search] falling back to dataset {cfg.dataset_fallback!r} "
+              f"(dataset_fallback); install the data above to search on {cfg.dataset!r}",
+              file=stream, flush=True)
+        cfg.dataset = cfg.dataset_fallback
+        cfg.data_dir = None
+        data_kw = _data_kwargs(cfg)
+        return load_dataset(**data_kw), data_kw
+
+
 def _resume_config(run: RunDir, overrides: dict[str, Any]) -> tuple[SearchConfig, dict]:
     saved = run.read_config()
     known = set(SearchConfig.__dataclass_fields__)
@@ -183,22 +204,7 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
 
     # The dataset first: it fixes the resolution, channels, outputs and metric,
     # and a missing dataset should fail before Ray starts.
-    from ..data import load_dataset
-
-    data_kw = _data_kwargs(cfg)
-    try:
-        bundle = load_dataset(**data_kw)
-    except UserError as e:
-        if not cfg.dataset_fallback or cfg.dataset_fallback == cfg.dataset:
-            raise
-        # e.g. the quickstart without Debian's Fashion-MNIST: say so, then go on.
-        print(f"[search] {e}\n[search] falling back to dataset {cfg.dataset_fallback!r} "
-              f"(dataset_fallback); install the data above to search on {cfg.dataset!r}",
-              file=stream, flush=True)
-        cfg.dataset = cfg.dataset_fallback
-        cfg.data_dir = None
-        data_kw = _data_kwargs(cfg)
-        bundle = load_dataset(**data_kw)
+    bundle, data_kw = load_bundle(cfg, stream)
     task = bundle.task
     input_shape = tuple(int(x) for x in bundle.input_shape)
     # The last axis: image side, sequence length, or a (features, assets, time) panel's lookback.
