@@ -181,6 +181,10 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     """
     import optuna
 
+    if resume is None and cfg is not None and cfg.strategy == "oneshot":
+        from ..supernet.search import run_oneshot
+
+        return run_oneshot(cfg, stream=stream)
     stream = stream or sys.stdout
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
