@@ -117,21 +117,6 @@ def main() -> None:
         with torch.no_grad():
             diffs.append(max_abs_diff(net.activate(s)(x), net.extract(s)(x)))
 
-    standalone, proxy = [], []
-    proxy_s = 0.0
-    for i, s in enumerate(specs):
-        for epochs, out in ((args.standalone_epochs, standalone), (args.proxy_epochs, proxy)):
-            torch.manual_seed(args.seed)
-            model = build_model(s, num_classes=n, in_chans=c)
-            t0 = time.perf_counter()
-            out.append(fit(model, bundle, epochs=epochs, batch_size=args.batch_size,
-                           device="cpu", seed=args.seed, eval_batch_size=250,
-                           max_val_batches=val_batches).final_metrics[bundle.task.metric_name])
-            if out is proxy:
-                proxy_s += time.perf_counter() - t0
-        print(f"  arch {i + 1}/{len(specs)} {s.pattern}: inherited {inherited[i]:.3f}, "
-              f"proxy {proxy[i]:.3f}, standalone {standalone[i]:.3f}", flush=True)
-
     # (c) step times: the supernet's sandwich step vs a standalone step of its largest
     def step_time(fn, repeats: int = 5) -> float:
         fn()
@@ -160,6 +145,31 @@ def main() -> None:
 
     t_super, t_large = step_time(supernet_step), step_time(largest_step)
 
+    print("\n(c) throughput:")
+    print(f"    subnets evaluated per device-minute: {len(specs) / eval_s * 60:.1f} "
+          f"({val_batches * 250} val images, BN recalibration on {settings.bn_batches} batches "
+          f"of {settings.bn_batch_size})")
+    print(f"    supernet step {t_super * 1e3:.0f} ms ({len(subnets)} subnets) / largest "
+          f"standalone step {t_large * 1e3:.0f} ms = {t_super / t_large:.2f}; per subnet "
+          f"{t_super / t_large / len(subnets):.2f}")
+    print(f"\n(d) extraction: max abs diff {max(diffs):.2e} over {len(diffs)} architectures",
+          flush=True)
+
+    standalone, proxy = [], []
+    proxy_s = 0.0
+    for i, s in enumerate(specs):
+        for epochs, out in ((args.standalone_epochs, standalone), (args.proxy_epochs, proxy)):
+            torch.manual_seed(args.seed)
+            model = build_model(s, num_classes=n, in_chans=c)
+            t0 = time.perf_counter()
+            out.append(fit(model, bundle, epochs=epochs, batch_size=args.batch_size,
+                           device="cpu", seed=args.seed, eval_batch_size=250,
+                           max_val_batches=val_batches).final_metrics[bundle.task.metric_name])
+            if out is proxy:
+                proxy_s += time.perf_counter() - t0
+        print(f"  arch {i + 1}/{len(specs)} {s.pattern}: inherited {inherited[i]:.3f}, "
+              f"proxy {proxy[i]:.3f}, standalone {standalone[i]:.3f}", flush=True)
+
     print("\n(a) rank fidelity vs standalone accuracy "
           f"({args.standalone_epochs} epochs on {len(bundle.train)} images):")
     for label, values in (("one-shot, inherited weights", inherited),
@@ -167,15 +177,8 @@ def main() -> None:
         tau, rho, top = _rank_stats(values, standalone)
         print(f"    {label:<34} Kendall tau {tau:6.3f}   Spearman {rho:6.3f}   top-5 {top:.2f}")
     print(f"    standalone accuracy range {min(standalone):.3f}-{max(standalone):.3f}")
-    print("\n(c) throughput:")
-    print(f"    subnets evaluated per device-minute: {len(specs) / eval_s * 60:.1f} "
-          f"({val_batches * 250} val images, BN recalibration on {settings.bn_batches} batches "
-          f"of {settings.bn_batch_size}); multi-trial {args.proxy_epochs}-epoch proxy: "
-          f"{len(specs) / proxy_s * 60:.2f} architectures per device-minute")
-    print(f"    supernet step {t_super * 1e3:.0f} ms ({len(subnets)} subnets) / largest "
-          f"standalone step {t_large * 1e3:.0f} ms = {t_super / t_large:.2f}; per subnet "
-          f"{t_super / t_large / len(subnets):.2f}")
-    print(f"\n(d) extraction: max abs diff {max(diffs):.2e} over {len(diffs)} architectures")
+    print(f"    multi-trial {args.proxy_epochs}-epoch proxy: {len(specs) / proxy_s * 60:.2f} "
+          f"architectures per device-minute")
 
 
 if __name__ == "__main__":
