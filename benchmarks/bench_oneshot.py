@@ -15,7 +15,7 @@ Prints side by side:
       architecture above and the space's named architectures.
 
     python benchmarks/bench_oneshot.py                       # the size in the README
-    python benchmarks/bench_oneshot.py --archs 30 --standalone-epochs 6 --subset 6000
+    python benchmarks/bench_oneshot.py --supernet-epochs 30 --standalone-epochs 10 --subset 6000
 
 The sizes are arguments; the output starts with the sizes it ran.
 """
@@ -46,12 +46,12 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=16)
     p.add_argument("--width-mult", type=float, default=0.125)
     p.add_argument("--depth-mult", type=float, default=0.25)
-    p.add_argument("--subset", type=int, default=1500, help="training images")
-    p.add_argument("--val-images", type=int, default=1000,
+    p.add_argument("--subset", type=int, default=384, help="training images")
+    p.add_argument("--val-images", type=int, default=500,
                    help="validate every architecture on the first N validation images")
     p.add_argument("--archs", type=int, default=30)
-    p.add_argument("--supernet-epochs", type=int, default=6)
-    p.add_argument("--standalone-epochs", type=int, default=6)
+    p.add_argument("--supernet-epochs", type=int, default=4)
+    p.add_argument("--standalone-epochs", type=int, default=4)
     p.add_argument("--proxy-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--random-subnets", type=int, default=2)
