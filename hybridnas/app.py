@@ -23,10 +23,32 @@ def search_hooks() -> SearchHooks:
                        write_dashboard=write_dashboard)
 
 
-def run_search(*args: Any, **kwargs: Any):
-    """``hybridnas.search.run_search`` with checkpoints and the dashboard
-    (``hooks`` defaults to ``search_hooks()``); same arguments and result."""
+def run_search(cfg=None, resume=None, **kwargs: Any):
+    """A search of any strategy: ``hybridnas.search.run_search`` (multi-trial,
+    ``strategy: trials``) with checkpoints and the dashboard (``hooks``
+    defaults to ``search_hooks()``), or the one-shot supernet search
+    (``strategy: oneshot``, ``hybridnas.supernet.search.run_oneshot``). A
+    resumed run keeps the strategy it was started with. Same arguments and
+    result as ``hybridnas.search.run_search``."""
+    if _strategy(cfg, resume) == "oneshot":
+        from .supernet.search import run_oneshot
+
+        kwargs.pop("hooks", None)  # the one-shot search saves and draws by itself
+        kwargs.pop("space", None)
+        return run_oneshot(cfg, resume=resume, **kwargs)
     from .search import run_search as _run
 
     kwargs.setdefault("hooks", search_hooks())
-    return _run(*args, **kwargs)
+    return _run(cfg, resume=resume, **kwargs)
+
+
+def _strategy(cfg, resume) -> str:
+    if resume is not None:
+        from .errors import UserError
+        from .rundir import RunDir
+
+        try:
+            return str(RunDir(resume).read_config().get("strategy") or "trials")
+        except UserError:
+            return "trials"  # the multi-trial resume names what is wrong
+    return str(getattr(cfg, "strategy", None) or "trials")

@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "search":
         # the search reaches export and dashboard only through these callbacks
-        from .app import search_hooks
+        from .app import run_search, search_hooks
 
         args.hooks = search_hooks()
+        args.run_search = run_search  # picks the strategy (trials or oneshot)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

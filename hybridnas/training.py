@@ -39,7 +39,7 @@ from .training_progress import BatchProgress
 __all__ = [
     "fit", "evaluate", "EpochResult", "FitResult", "TrainingError", "NonFiniteLoss",
     "OutOfMemory", "resolve_device", "iterate_batches", "default_eval_batch_size",
-    "steps_per_epoch", "CHECKPOINT_NAME",
+    "steps_per_epoch", "CHECKPOINT_NAME", "param_groups", "lr_lambda",
 ]
 
 CHECKPOINT_NAME = "last.pt"
@@ -261,7 +261,7 @@ def default_eval_batch_size(batch_size: int) -> int:
     return max(int(batch_size), 256)
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on weight matrices/kernels only, as in timm: decaying
     norms, biases, position tables and tokens only hurts."""
     decay, no_decay = [], []
@@ -278,7 +278,7 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [g for g in groups if g["params"]]
 
 
-def _lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
+def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> Callable[[int], float]:
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
@@ -343,10 +343,10 @@ def fit(model: nn.Module, bundle, epochs: int = 10, batch_size: int = 128, lr: f
     total_steps = steps * epochs
     warmup_steps = min(int(round(warmup_epochs * steps)), max(total_steps - 1, 0))
 
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999),
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999),
                                   **({"fused": True} if device.type == "cuda" else {}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(max(warmup_steps, 1) if warmup_steps else 0, total_steps, min_lr_ratio))
+        optimizer, lr_lambda(max(warmup_steps, 1) if warmup_steps else 0, total_steps, min_lr_ratio))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     history: list[EpochResult] = []

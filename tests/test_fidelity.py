@@ -44,7 +44,7 @@ def test_top_k_overlap_follows_the_direction():
 
 
 def _table():
-    from hybridnas.search.run import empty_row, rows_to_frame
+    from hybridnas.rundir import empty_row, rows_to_frame
 
     rows = []
     spec = [  # (status, full fidelity, metric, latency)

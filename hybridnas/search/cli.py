@@ -96,6 +96,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--asha-reduction-factor", type=int, default=S, help="(default: 2)")
     g.add_argument("--seed", type=int, default=S, help="(default: 0)")
 
+    g = p.add_argument_group("one-shot search (--strategy oneshot)")
+    g.add_argument("--strategy", choices=("trials", "oneshot"), default=S,
+                   help="trials: train every architecture (default); oneshot: train one "
+                   "weight-sharing supernet, rank subnets with its weights, retrain the best")
+    g.add_argument("--supernet-epochs", type=int, default=S, help="(default: 10)")
+    g.add_argument("--sandwich-random", type=int, default=S, metavar="N",
+                   help="random subnets per step besides largest and smallest (default: 2)")
+    g.add_argument("--supernet-workers", type=int, default=S, metavar="N",
+                   help="data-parallel Ray Train workers, one per GPU (default: 1, in-process)")
+    g.add_argument("--retrain-top", type=int, default=S, metavar="K",
+                   help="retrain the best K subnets of the front standalone (default: 3)")
+    g.add_argument("--retrain-epochs", type=int, default=S, metavar="E", help="(default: 3)")
+
     g = p.add_argument_group("budget (no new trial starts once one is reached)")
     g.add_argument("--budget-gpu-hours", type=float, default=S, metavar="H",
                    help="accelerator-hours x accelerators per trial, latency measurement "
@@ -156,6 +169,8 @@ def _run(args: argparse.Namespace) -> int:
     overrides, config_path, resume = options_from_args(args)
     hooks = getattr(args, "hooks", None)  # checkpoints and dashboard, from hybridnas.cli
     dry_run = bool(getattr(args, "dry_run", False))
+    # the app layer picks the strategy (search must not import the supernet)
+    run_search = getattr(args, "run_search", None) or run_search
     if resume:
         if config_path:
             raise UserError("--resume takes the run's own config.yaml; drop --config")

@@ -21,11 +21,12 @@ __all__ = ["SearchConfig", "parse_duration", "OBJECTIVES", "SAMPLERS", "IDENTITY
 OBJECTIVES = ("latency", "params", "macs")
 SAMPLERS = ("nsga2", "tpe", "random")
 SCHEDULERS = ("moasha", "asha", "none")
+STRATEGIES = ("trials", "oneshot")
 KEEP = ("all", "pareto", "none")
 
 #: Options that define what a run searches; --resume refuses to change them.
 IDENTITY_FIELDS = ("space", "dataset", "resolution", "subset", "objectives", "epochs",
-                   "space_options", "seed", "val_fraction")
+                   "space_options", "seed", "val_fraction", "strategy")
 
 
 @dataclass
@@ -63,6 +64,13 @@ class SearchConfig:
     asha_reduction_factor: int = 2
     seed: int = 0
     with_references: bool = False
+    # one-shot strategy (--strategy oneshot): supernet, then inherited-weight ranking
+    strategy: str = "trials"
+    supernet_epochs: int = 10
+    sandwich_random: int = 2
+    supernet_workers: int = 1
+    retrain_top: int = 3
+    retrain_epochs: int = 3
     # budget
     budget_gpu_hours: float | None = None
     budget_trials: int | None = None
@@ -127,6 +135,7 @@ class SearchConfig:
             if o not in OBJECTIVES:
                 raise UserError(f"{source}: objectives={short_repr(o)} is not one of {list(OBJECTIVES)}")
         for name, allowed in (("sampler", SAMPLERS), ("scheduler", SCHEDULERS),
+                              ("strategy", STRATEGIES),
                               ("keep_checkpoints", KEEP)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{source}: {name}={short_repr(getattr(self, name))} is not one of "
@@ -215,6 +224,11 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "seed": (0, 2**32 - 1),
     "budget_gpu_hours": ((0.0,), None),
     "budget_trials": (1, None),
+    "supernet_epochs": (1, 100_000),
+    "supernet_workers": (1, 4096),
+    "sandwich_random": (0, 64),
+    "retrain_top": (0, 10_000),
+    "retrain_epochs": (1, 100_000),
     "max_latency_ms": ((0.0,), None),
     "cpus_per_trial": ((0.0,), None),
     "gpus_per_trial": (0.0, None),

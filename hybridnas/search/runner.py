@@ -72,7 +72,7 @@ class SearchResult:
         return load_run(self.run_dir)
 
 
-def _load_space(cfg: SearchConfig, resolution):
+def load_space(cfg: SearchConfig, resolution):
     from .. import spaces
 
     return spaces.load(cfg.space, resolution=resolution, **(cfg.space_options or {}))
@@ -81,6 +81,27 @@ def _load_space(cfg: SearchConfig, resolution):
 def _data_kwargs(cfg: SearchConfig) -> dict[str, Any]:
     return {"name": cfg.dataset, "data_dir": cfg.data_dir, "resolution": cfg.resolution,
             "subset": cfg.subset, "seed": cfg.seed, "val_fraction": cfg.val_fraction}
+
+
+def load_bundle(cfg: SearchConfig, stream) -> tuple[Any, dict[str, Any]]:
+    """The run's dataset and its load_dataset arguments; with
+    ``dataset_fallback`` a missing dataset is replaced (said on ``stream``)."""
+    from ..data import load_dataset
+
+    data_kw = _data_kwargs(cfg)
+    try:
+        return load_dataset(**data_kw), data_kw
+    except UserError as e:
+        if not cfg.dataset_fallback or cfg.dataset_fallback == cfg.dataset:
+            raise
+        # e.g. the quickstart without Debian's Fashion-MNIST: say so, then go on.
+        print(f"[search] {e}\n[search] falling back to dataset {cfg.dataset_fallback!r} "
+              f"(dataset_fallback); install the data above to search on {cfg.dataset!r}",
+              file=stream, flush=True)
+        cfg.dataset = cfg.dataset_fallback
+        cfg.data_dir = None
+        data_kw = _data_kwargs(cfg)
+        return load_dataset(**data_kw), data_kw
 
 
 def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None = None,
@@ -103,6 +124,9 @@ def run_search(cfg: SearchConfig | None = None, resume: str | os.PathLike | None
     """
     import optuna
 
+    if resume is None and cfg is not None and cfg.strategy != "trials":
+        raise UserError(f"strategy={cfg.strategy!r}: hybridnas.search.run_search runs the "
+                        f"multi-trial strategy; use hybridnas.run_search for every strategy")
     stream = stream or sys.stdout
     hooks = hooks or SearchHooks()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -171,27 +195,12 @@ def _locked_search(cfg, run: RunDir, resume, overrides, stream, space,
 
     # The dataset first: it fixes the resolution, channels, outputs and metric,
     # and a missing dataset should fail before Ray starts.
-    from ..data import load_dataset
-
-    data_kw = _data_kwargs(cfg)
-    try:
-        bundle = load_dataset(**data_kw)
-    except UserError as e:
-        if not cfg.dataset_fallback or cfg.dataset_fallback == cfg.dataset:
-            raise
-        # e.g. the quickstart without Debian's Fashion-MNIST: say so, then go on.
-        print(f"[search] {e}\n[search] falling back to dataset {cfg.dataset_fallback!r} "
-              f"(dataset_fallback); install the data above to search on {cfg.dataset!r}",
-              file=stream, flush=True)
-        cfg.dataset = cfg.dataset_fallback
-        cfg.data_dir = None
-        data_kw = _data_kwargs(cfg)
-        bundle = load_dataset(**data_kw)
+    bundle, data_kw = load_bundle(cfg, stream)
     task = bundle.task
     input_shape = tuple(int(x) for x in bundle.input_shape)
     # The last axis: image side, sequence length, or a (features, assets, time) panel's lookback.
     resolution = input_shape[-1] if len(input_shape) >= 2 else None
-    space = space if space is not None else _load_space(cfg, resolution)
+    space = space if space is not None else load_space(cfg, resolution)
     columns, maximize = objective_columns(task.maximize, cfg.objectives)
     if dry_run:
         return _dry_run(cfg, run, space, bundle, resolution, elapsed_before, stream)

@@ -1,0 +1,125 @@
+"""The supernet: every point of a space is a subnet, and the extracted
+network computes exactly what the supernet computes for it."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from hybridnas.errors import UserError
+from hybridnas.supernet import Supernet, max_abs_diff
+
+SPACES = ("stagewise", "interleaved", "vit_stem")
+# Small proxy: 16 px, an eighth of the widths, a quarter of the depths.
+PROXY = dict(resolution=16, num_classes=10, in_chans=1, width_mult=0.125, depth_mult=0.25)
+
+
+@pytest.fixture(scope="module", params=SPACES)
+def supernet(request):
+    torch.manual_seed(0)
+    return Supernet(request.param, **PROXY)
+
+
+def _check(net: Supernet, spec, x: torch.Tensor) -> float:
+    """Max |supernet(x) - extract(spec)(x)| in eval mode after recalibration."""
+    net.recalibrate_bn(spec, [torch.randn_like(x), x])
+    net.eval()
+    with torch.no_grad():
+        y = net.activate(spec)(x)
+        model = net.extract(spec)
+        return max_abs_diff(y, model(x))
+
+
+def _sampled(net: Supernet, n: int, first_seed: int = 0) -> list:
+    specs = [net.largest, net.smallest] + [net.sample(first_seed + i) for i in range(n)]
+    assert len({s.arch_id for s in specs}) > 0.8 * len(specs)
+    return specs
+
+
+def test_extracted_equals_active_forward(supernet):
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert max(_check(supernet, s, x) for s in _sampled(supernet, 10)) <= 1e-5
+
+
+@pytest.mark.slow
+def test_extracted_equals_active_forward_for_50_samples(supernet):
+    x = torch.randn(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert max(_check(supernet, s, x) for s in _sampled(supernet, 50, 1000)) <= 1e-5
+
+
+def test_named_architectures_are_subnets(supernet):
+    refs = supernet.space.references(16)
+    assert refs, "every shipped 2-D space names reference architectures"
+    x = torch.randn(2, 1, 16, 16)
+    for name, spec in refs.items():
+        assert supernet.space.contains(spec), name
+        assert _check(supernet, spec, x) <= 1e-5, name
+
+
+def test_subnets_share_weights_and_slices_are_views(supernet):
+    # A weight update of the shared tensors changes the extracted subnet:
+    # the subnet holds views of the supernet's tensors, not copies.
+    spec = supernet.smallest
+    before = supernet.extract(spec).state_dict()
+    with torch.no_grad():
+        for p in supernet.weights.values():
+            p.add_(0.5)
+    after = supernet.extract(spec).state_dict()
+    with torch.no_grad():
+        for p in supernet.weights.values():
+            p.sub_(0.5)
+    changed = [k for k in before if before[k].is_floating_point() and
+               not torch.equal(before[k], after[k])]
+    assert changed
+
+
+def test_gradients_reach_only_the_active_branch():
+    net = Supernet("interleaved", **PROXY)
+    net.train()
+    spec = net.smallest
+    net.activate(spec)(torch.randn(2, 1, 16, 16)).sum().backward()
+    used = {k for k, p in net.weights.items() if p.grad is not None}
+    assert used and len(used) < len(net.weights)
+    deepest_block = max(int(k.split("/")[4]) for k in net.weights.keys()
+                        if k.startswith("stages/2/") and "/blocks/" in k)
+    assert not any(k.startswith("stages/2/") and f"/blocks/{deepest_block}/" in k for k in used)
+
+
+def test_kernel_is_the_centre_of_the_largest_kernel():
+    # Without the learned transform a 3x3 depthwise kernel is the centre of
+    # the shared 7x7 one (Once-for-All's elastic kernel).
+    net = Supernet("interleaved", kernel_transform=False, **PROXY)
+    spec = net.space.sample(3)
+    stage = spec.stages[0]
+    spec = spec.replace(stages=(dataclasses.replace(stage, kernel=3), *spec.stages[1:]))
+    model = net.extract(spec)
+    shared = net.weights["stages/0/interleaved/blocks/0/dwconv/weight"]
+    k = shared.shape[-1]
+    off = (k - 3) // 2
+    got = model.stages[0].blocks[0].dwconv.weight
+    assert torch.equal(got, shared[:got.shape[0], :, off:off + 3, off:off + 3].detach())
+
+
+def test_hybrid_zoo_is_refused_with_the_reason():
+    with pytest.raises(UserError, match="levit.*previous stage"):
+        Supernet("hybrid_zoo", **PROXY)
+
+
+def test_spec_outside_the_supernet_is_refused():
+    net = Supernet("interleaved", **PROXY)
+    spec = net.largest
+    st = spec.stages[0]
+    wider = dataclasses.replace(st, width=st.width * 4, head_dim=st.width * 4 // st.heads)
+    wide = spec.replace(stages=(wider, *spec.stages[1:]))
+    with pytest.raises(UserError, match="needs tensor"):
+        net.activate(wide)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPACES)
+def test_extraction_at_a_larger_proxy(name):
+    net = Supernet(name, resolution=32, num_classes=10, in_chans=3, width_mult=0.25)
+    x = torch.randn(2, 3, 32, 32)
+    specs = _sampled(net, 50, 100) + list(net.space.references(32).values())
+    assert max(_check(net, s, x) for s in specs) <= 1e-5
