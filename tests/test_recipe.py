@@ -58,6 +58,7 @@ def _references(cfg) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("name", list(_references(_quickstart())))
 def test_quickstart_recipe_trains_every_reference(name, monkeypatch):
     pytest.importorskip("ray")

@@ -146,7 +146,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> tuple[dict, str | None, str | None]:
     """(explicit option overrides, --config path, --resume path)."""
-    skip = {"command", "func", "config", "resume", "hooks", "dry_run"}
+    skip = {"command", "func", "config", "resume", "hooks", "run_search", "dry_run"}
     overrides = {k: v for k, v in vars(args).items() if k not in skip}
     if "space_options" in overrides:
         overrides["space_options"] = dict(overrides["space_options"])
