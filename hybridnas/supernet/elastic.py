@@ -202,14 +202,19 @@ def shared_key(spec, name: str, stem: nn.Module | None = None) -> str:
     parts = name.split(".")
     if parts[0] == "stages":
         i = int(parts[1])
-        return stage_key(i, spec.stages[i].block, ".".join(parts[2:]))
+        return stage_key(i, spec.stages[i].block, ".".join(parts[2:]), spec.stages[i].downsample)
     if parts[0] == "stem":
         assert stem is not None, "stem tensors need the built stem"
         return stem_key(spec.stem, stem_roles(spec.stem, stem), ".".join(parts[1:]))
     return head_key(spec.head, name)
 
 
-def stage_key(index: int, block: str, local: str) -> str:
+def stage_key(index: int, block: str, local: str, downsample: str | None = None) -> str:
+    """``stages.<i>.<block>.<local>``; a stage-start downsampler other than the
+    block's own gets a branch of its own (``down_conv.``, ``down_pool_proj.``),
+    since different downsamplers hold different tensors under one name."""
+    if downsample and local.startswith("down."):
+        local = f"down_{downsample}.{local[len('down.'):]}"
     return f"stages.{index}.{block}.{local}"
 
 

@@ -19,6 +19,7 @@ name, a spec that needs more than the supernet holds.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -111,6 +112,14 @@ def _probe_specs(space, samples: int, seed: int) -> Iterator[ArchSpec]:
         spec = _decode(space, {d.label: d.draw(rng) for d in dims})
         if spec is not None:
             yield spec
+    # points drawn as proposals are (valid by construction): they reach
+    # combinations the independent draws above rarely decode to, such as an
+    # attention stage early with the attention stages it must be followed by
+    for _ in range(samples):
+        try:
+            yield space.sample(rng)
+        except UserError:  # a space whose constraints no draw satisfies
+            break
     for spec in space.references(space.resolution).values():
         yield spec
 
@@ -183,7 +192,8 @@ class _Part:
                 if name.startswith("blocks.") and not repeat and \
                         int(name.split(".")[1]) >= self.spec.depth:
                     continue
-                yield stage_key(self.index, self.spec.block, name), t, is_param, conv, repeat
+                yield (stage_key(self.index, self.spec.block, name, self.spec.downsample), t,
+                       is_param, conv, repeat)
 
     def expand(self, key: str, depth: int) -> list[str]:
         """Keys of blocks 1 .. depth-1 for a ``repeat`` key of block 1."""
@@ -269,6 +279,8 @@ def space_layout(space, num_classes: int, in_chans: int, samples: int = 48,
     found: dict[_Part, None] = {}
     depth: dict[tuple[int, str], int] = {}  # (stage, block) -> deepest
     widths_in: dict[int, set[int]] = {}  # stage -> every input width it gets
+    downs: dict[int, set[tuple]] = {}  # stage -> every stage-start downsampler it takes
+    widths_at: dict[int, set[int]] = {}  # stage -> every width it takes
     for spec in [largest, smallest, *_probe_specs(space, samples, seed)]:
         for part in _parts(spec, in_chans):
             found[part] = None
@@ -276,6 +288,10 @@ def space_layout(space, num_classes: int, in_chans: int, samples: int = 48,
                 at = (part.index, part.spec.block)
                 depth[at] = max(depth.get(at, 0), part.spec.depth)
                 widths_in.setdefault(part.index, set()).add(part.in_ch)
+                st = part.spec
+                downs.setdefault(part.index, set()).add((st.downsample, st.down_kernel,
+                                                         st.down_norm))
+                widths_at.setdefault(part.index, set()).add(st.width)
     # A stage's only tie to the rest of the network is its input width (it
     # decides, e.g., whether the first block has a projection shortcut): so
     # every stage probed is also built at every input width its stage gets.
@@ -284,8 +300,27 @@ def space_layout(space, num_classes: int, in_chans: int, samples: int = 48,
         if part.kind != "stage":
             parts[part] = None
             continue
-        for c in sorted(widths_in[part.index]):
-            parts[dataclasses.replace(part, in_ch=c)] = None
+        # ... and with every downsampler its stage takes (a separate decision,
+        # so samples need not pair each block with each downsampler)
+        # and at every width its stage takes (widths are decided apart from the
+        # block's other choices, so samples need not pair them all)
+        for (ds, kernel, norm), width in itertools.product(
+                sorted(downs[part.index], key=repr), sorted(widths_at[part.index])):
+            try:
+                st = dataclasses.replace(part.spec, downsample=ds, down_kernel=kernel,
+                                         down_norm=norm, width=width)
+            except (ValueError, TypeError):  # not a downsampler or width this block takes
+                continue
+            for c in sorted(widths_in[part.index]):
+                variant = dataclasses.replace(part, spec=st, in_ch=c)
+                if variant in found or st == part.spec:
+                    parts[variant] = None
+                    continue
+                try:
+                    _part_shapes(variant, num_classes, in_chans)
+                except Exception:  # noqa: BLE001 - a combination the block cannot build
+                    continue
+                parts[variant] = None
     params: dict[str, tuple[int, ...]] = {}
     buffers: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
     kernels: dict[str, set[int]] = {}
