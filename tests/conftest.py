@@ -54,7 +54,7 @@ def tiny_search_run(tmp_path_factory):
     try:
         cfg = SearchConfig(space="tiny", dataset="digits", resolution=8, subset=200, epochs=2,
                            batch_size=64, latency_repeats=5, max_concurrent=2,
-                           dashboard_every=2, budget_trials=6, with_references=True,
+                           dashboard_every=2, budget_trials=6, with_references=True, scheduler="none",
                            keep_checkpoints="pareto", name="tiny_real",
                            results_dir=str(tmp_path_factory.mktemp("tiny_search")))
         return run_search(cfg, space=TinySpace(), stream=None).run_dir
