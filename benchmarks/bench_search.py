@@ -36,7 +36,7 @@ trial's tail) plus its device budget / 2 (two trials at once), whatever the
 load: a loaded machine buys fewer trials with the same budget, not a longer
 run. At the default 1 device-minute a search takes ~45-52 s, a seed's
 reference run ~25-37 s, so the default (b) grid (45 searches, 5 reference
-runs) takes ~40-42 min; --quick (b) ~2 min, with (a) ~4 min.
+runs) takes ~40-42 min; --quick ~4 min ((b) alone 2-3.5 min by load).
 """
 from __future__ import annotations
 
