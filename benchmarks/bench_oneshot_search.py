@@ -28,8 +28,9 @@ pilot epoch (one supernet built and trained for one epoch at 1 thread, not
 counted) sets ``supernet_epochs`` to ``--supernet-share`` of the budget
 (cached in the same JSON file); ``--supernet-epochs N`` skips the pilot.
 
-    python benchmarks/bench_oneshot_search.py            # 3 seeds x 3 strategies
-    python benchmarks/bench_oneshot_search.py --quick    # 1 seed, 1 device-minute each
+    python benchmarks/bench_oneshot_search.py            # 3 seeds x 3 strategies, 3 device-min
+                                                         # each: ~30-35 min on 2 idle CPU cores
+    python benchmarks/bench_oneshot_search.py --quick    # 1 seed, 1 device-min each: ~5-6 min
     python benchmarks/bench_oneshot_search.py --resume-from results/bench_oneshot_search.csv
 
 The raw table (one row per retrained front member, or one per run with an
