@@ -166,3 +166,9 @@ def test_cli_max_shown_zero_draws_every_trial(oneshot_run, tmp_path, capsys):
     assert cli_main(["dashboard", str(oneshot_run), "--out", str(out), "--no-importance",
                      "--max-shown", "50"]) == 0
     assert COUNT_LINE.search(out.read_text())
+
+
+def test_thinned_multi_trial_page_counts_trials(tmp_path):
+    run = write_example_run(tmp_path / "many", n_trials=150, seed=7, study=False)
+    page = build_html(load_runs([run]), importance=False, max_shown=60)
+    assert "showing 60 of 150 trials; front and retrained drawn in full" in page

@@ -132,7 +132,9 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
             customdata=_hover(refs), hovertemplate=tmpl))
     sub = "hover a point for its architecture, params, MACs and fidelity"
     if info.get("n_shown", len(pts)) < info.get("n_points", len(pts)):
-        sub = thinned_note(info["n_shown"], info["n_points"]) + "; " + sub
+        oneshot = (info["points"]["fidelity_kind"] == "inherited").any()
+        sub = (thinned_note(info["n_shown"], info["n_points"], "subnets" if oneshot else "trials")
+               + "; " + sub)
     _layout(fig, "Pareto front: " + info["metric_name"] + " vs " + info["x_label"], height=520,
             subtitle=sub,
             xaxis_title=info["x_label"],
@@ -148,9 +150,9 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
     return fig
 
 
-def thinned_note(shown: int, total: int) -> str:
-    """The line a thinned figure or table carries."""
-    return (f"showing {shown:,} of {total:,} subnets; front and retrained drawn in full, "
+def thinned_note(shown: int, total: int, noun: str = "trials") -> str:
+    """The line a thinned figure or table carries (``noun``: "subnets" for a one-shot run)."""
+    return (f"showing {shown:,} of {total:,} {noun}; front and retrained drawn in full, "
             "the rest a stable sample")
 
 

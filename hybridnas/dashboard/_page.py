@@ -186,8 +186,9 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
     n_trials = sum(len(r.trials) for r in runs)
     metric_name = front["metric_name"]
     oneshot = bool(len(front["points"])) and (front["points"]["fidelity_kind"] == "inherited").any()
-    thinned = (f'<div class="note thinned">{html.escape(_draw.thinned_note(len(table), n_trials))}'
-               "; every row is in trials.parquet.</div>" if len(table) < n_trials else "")
+    note = _draw.thinned_note(len(table), n_trials, "subnets" if oneshot else "trials")
+    thinned = (f'<div class="note thinned">{html.escape(note)}; every row is in '
+               "trials.parquet.</div>" if len(table) < n_trials else "")
 
     sections = [
         ('<div class="panel">' + _fig_html(_draw.plot_front(front, log_x=log_x), "front")
