@@ -70,6 +70,14 @@ def test_thinned_page_keeps_front_retrained_and_says_so(oneshot_run):
     assert drawn == set(pts.loc[pts.shown, "trial_id"])
     assert re.search(COUNT_LINE, fig.layout.title.subtitle.text)
 
+    # panels with fewer points than the limit draw them all
+    from hybridnas.dashboard import get_latency_prediction_info, get_learning_curves_info
+
+    latency = get_latency_prediction_info(runs, max_shown=80)["points"]
+    assert 0 < len(latency) < 80 and latency.shown.all()
+    curves = get_learning_curves_info(runs, max_shown=80)
+    assert set(curves.trial_id) == set(pts.trial_id[pts.standalone_metric.notna()])
+
     page = build_html(runs, importance=False, max_shown=80)
     note = page.split('<div class="note thinned">')[-1].split("</div>")[0]
     shown, total = (int(v.replace(",", "")) for v in COUNT_LINE.search(note).groups())
@@ -79,6 +87,21 @@ def test_thinned_page_keeps_front_retrained_and_says_so(oneshot_run):
     kept = set(runs[0].trials.trial_id[shown_mask(runs[0], run_objectives(runs, choose_x(runs)),
                                                   80)])
     assert rows == kept and set(pts.loc[must, "trial_id"]) <= rows
+
+
+def test_oneshot_subnets_without_measured_latency_stand_at_the_prediction(oneshot_run):
+    """Like the search, the synthetic run measures latency near the front only."""
+    run = load_run_dir(oneshot_run)
+    t = run.trials.set_index("trial_id")
+    pts = get_front_info([run])["points"].set_index("trial_id")
+    assert len(pts) == int((t.status == "COMPLETE").sum())
+    predicted = t.loc[pts.index, "latency_ms"].isna()
+    assert 0 < predicted.sum() < len(pts)
+    np.testing.assert_allclose(pts.x[predicted], t.loc[pts.index[predicted], "predicted_latency_ms"])
+    np.testing.assert_allclose(pts.x[~predicted], t.loc[pts.index[~predicted], "latency_ms"])
+    assert not pts.on_front[predicted].any() and pts.on_front[~predicted].any()
+    assert pts.fidelity[predicted].str.endswith("latency predicted").all()
+    assert not pts.fidelity[~predicted].str.contains("predicted").any()
 
 
 def test_thinning_is_stable_and_fills_the_limit(oneshot_run):

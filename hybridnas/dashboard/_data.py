@@ -334,7 +334,10 @@ def get_front_info(runs: Sequence[Run], x: str | None = None,
     objective), fidelity_kind (proxy | inherited | standalone),
     standalone_metric (a one-shot subnet retrained on its own; NaN if not)
     and shown (drawn: every point unless the runs hold more than
-    ``max_shown`` trials, see ``shown_mask``), sorted by run then x.
+    ``max_shown`` trials, see ``shown_mask``), sorted by run then x. A
+    one-shot subnet whose latency was not measured (only those near the
+    front are) stands at its predicted latency when x is latency_ms, its
+    fidelity text saying so; it is never on the front.
     """
     x = x or choose_x(runs)
     objectives = run_objectives(runs, x)
@@ -345,15 +348,23 @@ def get_front_info(runs: Sequence[Run], x: str | None = None,
         on_front = front_mask(t, objectives=objectives, limits=run.limits)
         on_line = front_mask(t, x, limits=run.limits)
         shown = shown_mask(run, objectives, limit)
-        has = (np.isfinite(t["metric"]) & np.isfinite(t[x])).to_numpy()
+        cost = t[x].to_numpy(dtype=float)
+        predicted = np.zeros(len(t), dtype=bool)
+        if x == "latency_ms":  # one-shot: latency is measured near the front only
+            predicted = ((t["fidelity"] == "inherited").to_numpy() & ~np.isfinite(cost)
+                         & np.isfinite(t["predicted_latency_ms"].to_numpy(dtype=float)))
+            cost = np.where(predicted, t["predicted_latency_ms"].to_numpy(dtype=float), cost)
+        has = np.isfinite(t["metric"].to_numpy(dtype=float)) & np.isfinite(cost)
         s = t[has]
+        fidelity = _fidelity_text(s)
+        fidelity = [f + "; latency predicted" if p else f for f, p in zip(fidelity, predicted[has])]
         frames.append(pd.DataFrame({
             "run": run.name, "trial_id": s["trial_id"].astype(int).to_numpy(),
             "status": s["status"].to_numpy(),
             "pattern": [p or "?" for p in s["pattern"]],
-            "metric": s["metric"].to_numpy(dtype=float), "x": s[x].to_numpy(dtype=float),
+            "metric": s["metric"].to_numpy(dtype=float), "x": cost[has],
             "params": s["params"].to_numpy(), "macs": s["macs"].to_numpy(),
-            "latency_ms": s["latency_ms"].to_numpy(), "fidelity": _fidelity_text(s),
+            "latency_ms": s["latency_ms"].to_numpy(), "fidelity": fidelity,
             "full_fidelity": s["full_fidelity"].to_numpy(dtype=bool),
             "summary": [arch_summary(v) if keep else "" for v, keep in
                         zip(s["spec"], shown[has])],
@@ -707,17 +718,19 @@ def get_learning_curves_info(runs: Sequence[Run], max_shown: int | None = None,
 
     Columns: run, trial_id, status, early_stopped, pattern, epoch (1-based),
     value. ``early_stopped`` is True for EARLY_STOPPED trials and for any
-    trial that ended below full fidelity. With ``max_shown``, only the
-    trials ``shown_mask`` keeps (the front figure's, cost axis ``x``).
+    trial that ended below full fidelity. With ``max_shown`` and more
+    trials with a curve than that in a run, only the trials ``shown_mask``
+    keeps (the front figure's, cost axis ``x``).
     """
     objectives = run_objectives(runs, x or choose_x(runs)) if max_shown is not None else None
     limit = _limit_per_run(runs, max_shown)
     rows = []
     for run in runs:
         t = run.trials
-        if objectives is not None:
-            t = t[shown_mask(run, objectives, limit)]
-        for r in t.itertuples(index=False):
+        curves = (t["curve"].notna() & (t["curve"] != "[]")).to_numpy().copy()
+        if objectives is not None and curves.sum() > limit:
+            curves &= shown_mask(run, objectives, limit)  # else all (one-shot: the retrained)
+        for r in t[curves].itertuples(index=False):
             curve = _curve(r.curve)
             stopped = r.status == "EARLY_STOPPED" or (r.status == "COMPLETE" and not r.full_fidelity)
             for epoch, value in enumerate(curve, start=1):
@@ -739,8 +752,8 @@ def get_latency_prediction_info(runs: Sequence[Run], max_shown: int | None = Non
     Returns ``{"points": DataFrame(run, trial_id, pattern, predicted,
     measured, shown), "mape": mean absolute percentage error, "spearman":
     rank correlation}`` (NaN statistics when fewer than two points; both over
-    every point). ``shown``: drawn (``shown_mask`` with ``max_shown``, cost
-    axis ``x``; every point without).
+    every point). ``shown``: drawn (every point, unless a run has more than
+    ``max_shown``: then those ``shown_mask`` keeps, cost axis ``x``).
     """
     objectives = run_objectives(runs, x or choose_x(runs)) if max_shown is not None else None
     limit = _limit_per_run(runs, max_shown)
@@ -749,8 +762,8 @@ def get_latency_prediction_info(runs: Sequence[Run], max_shown: int | None = Non
     for run in runs:
         t = run.trials
         both = (np.isfinite(t["predicted_latency_ms"]) & np.isfinite(t["latency_ms"])).to_numpy()
-        shown = (shown_mask(run, objectives, limit) if objectives is not None
-                 else np.ones(len(t), dtype=bool))
+        shown = (shown_mask(run, objectives, limit)
+                 if objectives is not None and both.sum() > limit else np.ones(len(t), dtype=bool))
         s = t[both]
         frames.append(pd.DataFrame({
             "run": run.name, "trial_id": s["trial_id"].astype(int).to_numpy(),

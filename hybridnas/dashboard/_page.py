@@ -197,7 +197,8 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
            'reference architectures.'
          + (' One-shot run: circles score a subnet with weights inherited from the supernet; '
             'diamonds, joined to their circle by a dotted line, the same subnet retrained '
-            'standalone.' if oneshot else "") + '</div>' + thinned + '</div>'),
+            'standalone. Subnets whose latency was not measured stand at their predicted '
+            'latency.' if oneshot else "") + '</div>' + thinned + '</div>'),
         '<div class="grid">',
         '<div class="panel">' + _fig_html(_draw.plot_hypervolume(hv), "hypervolume") + "</div>",
         '<div class="panel">' + _fig_html(_draw.plot_block_usage(usage), "blocks") + "</div>",

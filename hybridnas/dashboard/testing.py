@@ -64,8 +64,10 @@ def example_trials(n_trials: int = 40, seed: int = 0, metric_name: str = "val_ac
 
     ``oneshot=True`` makes it look like ``--strategy oneshot``: every subnet
     scored once with inherited weights (fidelity "inherited", no epochs, no
-    curve; a few rejected), and the ``retrained`` best of its front trained
-    standalone (``standalone_metric``, epochs and curve of the retraining).
+    curve; a few rejected) and given a predicted latency, latency measured
+    only for those on the front of (metric, predicted latency), and the
+    ``retrained`` best of the front trained standalone (``standalone_metric``,
+    epochs and curve of the retraining).
     """
     if oneshot:
         return _oneshot_trials(example_trials(n_trials, seed, metric_name, accelerator,
@@ -162,6 +164,15 @@ def _oneshot_trials(trials: pd.DataFrame, seed: int, retrained: int) -> pd.DataF
     t["error"] = np.where(rejected, "stages[1]: attention before convolution", None)
     t["checkpoint"] = None
     t["val_loss"] = 1.5 * (1 - t["metric"])
+    # Latency is measured only for subnets on the front of (metric, predicted
+    # latency) when the search checked it (here: after a quarter, half, all).
+    norm = normalise_trials(t)
+    measured = np.zeros(n, dtype=bool)
+    for part in (n // 4, n // 2, n):
+        measured[:part] |= front_mask(norm.iloc[:part], "predicted_latency_ms")
+    for col in ("latency_ms", "latency_p10_ms", "latency_p90_ms"):
+        t[col] = t[col].where(measured)
+    t["latency_device"] = t["latency_device"].where(measured, None)
     on_front = front_mask(normalise_trials(t))
     best = t[on_front].sort_values("metric", ascending=False).index[:retrained]
     for i in best:
