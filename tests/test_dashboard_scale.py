@@ -195,3 +195,14 @@ def test_thinned_multi_trial_page_counts_trials(tmp_path):
     run = write_example_run(tmp_path / "many", n_trials=150, seed=7, study=False)
     page = build_html(load_runs([run]), importance=False, max_shown=60)
     assert "showing 60 of 150 trials; front and retrained drawn in full" in page
+
+
+def test_oneshot_run_with_a_study_fits_importance_on_the_study(tmp_path):
+    import optuna
+
+    run = load_run_dir(write_example_run(tmp_path / "os", n_trials=40, seed=8, oneshot=True))
+    fast = optuna.importance.FanovaImportanceEvaluator(n_trees=4, seed=0)
+    info = get_importance_info(run, evaluator=fast, min_trials=20, max_trials=200)
+    assert not info["sampled"] and info["note"] is None
+    assert info["n_trials"] == int((run.trials.status == "COMPLETE").sum())
+    assert set(info["importances"].objective) == {"val_accuracy", "latency_ms"}

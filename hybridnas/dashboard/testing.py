@@ -209,7 +209,9 @@ def _write_study(path: Path, name: str, trials: pd.DataFrame, metric_name: str) 
         if r.status not in state:
             continue
         params = json.loads(r.space_params)
-        values = [r.metric, r.latency_ms] if state[r.status] == optuna.trial.TrialState.COMPLETE \
+        # a one-shot search tells its study the predicted latency where none was measured
+        latency = r.latency_ms if math.isfinite(r.latency_ms) else r.predicted_latency_ms
+        values = [r.metric, latency] if state[r.status] == optuna.trial.TrialState.COMPLETE \
             else None
         frozen.append(optuna.trial.create_trial(
             params=params, distributions={k: dists[k] for k in params}, values=values,
