@@ -6,7 +6,8 @@ retrained standalone), prints side by side in one run:
   - ``hybridnas.rundir.load_run`` of trials.parquet,
   - figure data only (all ``get_*_info`` but importance, as the page draws them),
   - the live rewrite the search calls (``write_dashboard``: 16-tree fANOVA),
-  - the CLI page (``render_dashboard``: Optuna's default 64-tree fANOVA),
+  - the CLI page (``render_dashboard``: Optuna's default 64-tree fANOVA), and
+    ``hybridnas dashboard RUN`` as a new process (its imports included),
   - the page without importance, the page size, the trials the page draws, and
   - (when Debian's chromium is installed) the time until the page has drawn
     every plot in headless Chromium.
@@ -14,7 +15,8 @@ Targets: the live rewrite stays under ~10 % of a proxy trial (seconds at 500
 trials); at 20,000 evaluated subnets (issue 12 (e)) load_run, the live rewrite
 and the CLI page each under 10 s and the page under 10 MB.
 
-Runs above ``--study-max`` trials are written without study.db (writing
+Timings in this process follow one warm-up page (plotly, optuna and sklearn
+imported), as in a running search. Runs above ``--study-max`` trials are written without study.db (writing
 tens of thousands of Optuna trials to SQLite takes minutes): the page never
 opens the study of such a run, it fits importance on a sample of
 trials.parquet (``hybridnas.dashboard._data.IMPORTANCE_MAX_TRIALS``).
@@ -26,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +42,20 @@ def _timed(fn, repeats: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def _cpu(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``fn``, CPU of this process and its children:
+    on a shared machine wall time is CPU time stretched by everyone else's load."""
+    import resource
+
+    def used() -> float:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + kids.ru_utime + kids.ru_stime
+
+    c, t = used(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t, used() - c
 
 
 def main() -> None:
@@ -60,10 +78,18 @@ def main() -> None:
     from hybridnas.dashboard.testing import check_in_browser, write_example_run
 
     browser = None if args.no_browser else dash.find_browser()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start; "
+          "'cpu': CPU seconds of the same call")
     print(f"{'kind':>7} {'trials':>7} {'study':>5} {'load s':>7} {'data s':>7} {'live s':>7} "
-          f"{'cli s':>7} {'no-imp s':>8} {'page MB':>8} {'drawn':>6} {'browser s':>9}"
-          "  plots/errors")
+          f"{'cli s':>7} {'cli cpu':>7} {'cmd s':>7} {'cmd cpu':>7} {'no-imp s':>8} "
+          f"{'page MB':>8} {'drawn':>6} {'browser s':>9}  plots/errors")
+    command = [sys.executable, "-c",
+               "import sys; from hybridnas.cli import main; sys.exit(main(sys.argv[1:]))",
+               "dashboard"]
     with tempfile.TemporaryDirectory(prefix="bench_dash_") as tmp:
+        warm = write_example_run(Path(tmp) / "warm", n_trials=30, seed=0)
+        dash.write_dashboard(warm)
+        dash.render_dashboard(warm, Path(tmp) / "warm.html")
         for kind in args.kinds:
             for n in args.sizes:
                 study = n <= args.study_max
@@ -85,8 +111,11 @@ def main() -> None:
                 drawn = len(data_only())
                 t_live = _timed(lambda run=run: dash.write_dashboard(run))
                 out = Path(tmp) / f"cli_{kind}_{n}.html"
-                t_cli = _timed(lambda run=run, out=out: dash.render_dashboard(
+                t_cli, c_cli = _cpu(lambda run=run, out=out: dash.render_dashboard(
                     run, out, importance=optuna.importance.FanovaImportanceEvaluator(seed=0)))
+                t_cmd, c_cmd = _cpu(lambda run=run: subprocess.run(
+                    [*command, str(run), "--out", str(Path(tmp) / "cmd.html")], check=True,
+                    stdout=subprocess.DEVNULL))
                 t_noimp = _timed(lambda run=run: dash.render_dashboard(
                     run, Path(tmp) / "noimp.html", importance=False))
                 size_mb = os.path.getsize(out) / 1e6
@@ -97,7 +126,8 @@ def main() -> None:
                     t_browser = time.perf_counter() - t
                     status = f"{report['plots']} plots, {len(report['errors'])} errors"
                 print(f"{kind:>7} {n:>7} {'yes' if study else 'no':>5} {t_load:>7.2f} "
-                      f"{t_data:>7.2f} {t_live:>7.2f} {t_cli:>7.2f} {t_noimp:>8.2f} "
+                      f"{t_data:>7.2f} {t_live:>7.2f} {t_cli:>7.2f} {c_cli:>7.2f} {t_cmd:>7.2f} "
+                      f"{c_cmd:>7.2f} {t_noimp:>8.2f} "
                       f"{size_mb:>8.2f} {drawn:>6} {t_browser:>9.2f}  {status}", flush=True)
 
 
