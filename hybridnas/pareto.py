@@ -30,13 +30,19 @@ def _to_min(points: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
 def pareto_mask(points, maximize: Sequence[bool]) -> np.ndarray:
     """Boolean mask of the non-dominated rows (NaN rows are never on the front)."""
     pts = _to_min(points, maximize)
-    n = len(pts)
-    ok = ~np.isnan(pts).any(axis=1)
-    mask = np.zeros(n, dtype=bool)
-    for i in np.flatnonzero(ok):
-        other = pts[ok]
-        dominated = np.any(np.all(other <= pts[i], axis=1) & np.any(other < pts[i], axis=1))
-        mask[i] = not dominated
+    mask = np.zeros(len(pts), dtype=bool)
+    # Cull: the lexicographically smallest point left is never dominated;
+    # drop what it dominates and repeat. One pass per front point, so a run
+    # of tens of thousands of trials with a small front costs O(n * front).
+    left = np.flatnonzero(~np.isnan(pts).any(axis=1))
+    left = left[np.lexsort(pts[left].T[::-1])] if len(left) else left
+    while len(left):
+        best = pts[left[0]]
+        rest = pts[left]
+        dominated = np.all(rest >= best, axis=1) & np.any(rest > best, axis=1)
+        same = np.all(rest == best, axis=1)
+        mask[left[same]] = True
+        left = left[~dominated & ~same]
     return mask
 
 

@@ -55,6 +55,21 @@ def test_page_renders_without_errors(runs, tmp_path):
         assert max(ImageStat.Stat(img.convert("L")).stddev) > 20  # not a blank page
 
 
+def test_thinned_oneshot_page_renders(tmp_path):
+    """A one-shot run above the drawing limit: the sampled front, the
+    standalone diamonds and a thinned table draw without error."""
+    run = write_example_run(tmp_path / "oneshot", n_trials=400, seed=2, study=False,
+                            oneshot=True)
+    page = render_dashboard(run, tmp_path / "oneshot.html", importance=False, max_shown=150)
+    report = check_in_browser(page, browser=CHROMIUM)
+    assert report["errors"] == []
+    assert report["plots"] == page.read_text().count("Plotly.newPlot(")
+    text = page.read_text()
+    shown = int(text.split('<div class="note thinned">showing ')[1].split(" of ")[0])
+    assert report["rows"] == shown < 400
+    assert report["metric_sorted_desc"]
+
+
 def test_error_collection_can_fail(tmp_path):
     page = tmp_path / "broken.html"
     page.write_text("<!DOCTYPE html><html><head></head><body><p>x</p>"

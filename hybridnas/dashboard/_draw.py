@@ -72,6 +72,8 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
     import plotly.graph_objects as go
 
     pts: pd.DataFrame = info["points"]
+    if "shown" in pts.columns and len(pts) and not pts["shown"].all():
+        pts = pts[pts["shown"]]  # a thinned run: data.shown_mask chose what to draw
     fig = go.Figure()
     tmpl = _hover_template(info["metric_name"], info["x_label"])
     colours = colour_map(pts["pattern"]) if len(pts) else {}
@@ -115,6 +117,7 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
                 customdata=_hover(grp),
                 hovertemplate=tmpl))
             shown.add(pattern)
+    _add_standalone(fig, pts, info["metric_name"], info["x_label"])
     refs = pts[pts["reference"].notna()] if len(pts) else pts
     if len(refs):
         fig.add_trace(go.Scatter(
@@ -127,8 +130,13 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
             marker=dict(symbol="star", size=16, color="rgba(255,215,0,0.9)",
                         line=dict(color="#111111", width=1)),
             customdata=_hover(refs), hovertemplate=tmpl))
+    sub = "hover a point for its architecture, params, MACs and fidelity"
+    if info.get("n_shown", len(pts)) < info.get("n_points", len(pts)):
+        oneshot = (info["points"]["fidelity_kind"] == "inherited").any()
+        sub = (thinned_note(info["n_shown"], info["n_points"], "subnets" if oneshot else "trials")
+               + "; " + sub)
     _layout(fig, "Pareto front: " + info["metric_name"] + " vs " + info["x_label"], height=520,
-            subtitle="hover a point for its architecture, params, MACs and fidelity",
+            subtitle=sub,
             xaxis_title=info["x_label"],
             yaxis_title=info["metric_name"], legend_title_text="stage pattern")
     fig.update_xaxes(type="log" if log_x else "linear")
@@ -142,18 +150,69 @@ def plot_front(info: dict[str, Any], log_x: bool = False):
     return fig
 
 
+def thinned_note(shown: int, total: int, noun: str = "trials") -> str:
+    """The line a thinned figure or table carries (``noun``: "subnets" for a one-shot run)."""
+    return (f"showing {shown:,} of {total:,} {noun}; front and retrained drawn in full, "
+            "the rest a stable sample")
+
+
+def _add_standalone(fig, pts: pd.DataFrame, metric_name: str, x_label: str) -> None:
+    """One-shot runs: a legend entry for the inherited-weight points, and each
+    subnet retrained on its own as a second marker at its standalone metric,
+    joined to its inherited one by a thin line."""
+    import plotly.graph_objects as go
+
+    if not len(pts) or "fidelity_kind" not in pts.columns:
+        return
+    inherited = pts["fidelity_kind"] == "inherited"
+    if not inherited.any():
+        return
+    # legendrank < plotly's default 1000: these lead the (long) pattern legend
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="inherited weights "
+                             "(supernet)", legendrank=1,
+                             marker=dict(color="#888888", size=9, symbol="circle")))
+    alone = pts[np.isfinite(pts["standalone_metric"].to_numpy(dtype=float))]
+    if not len(alone):
+        return
+    n = len(alone)
+    xs = np.column_stack([alone["x"], alone["x"], np.full(n, np.nan)]).ravel()
+    ys = np.column_stack([alone["metric"], alone["standalone_metric"], np.full(n, np.nan)]).ravel()
+    fig.add_trace(go.Scatter(
+        x=[None if np.isnan(v) else float(v) for v in xs],
+        y=[None if np.isnan(v) else float(v) for v in ys], mode="lines",
+        name="inherited → standalone", legendgroup="standalone", legendrank=3,
+        line=dict(color="#444444", width=1, dash="dot"), hoverinfo="skip"))
+    fig.add_trace(go.Scatter(
+        x=alone["x"], y=alone["standalone_metric"], mode="markers",
+        name="standalone (retrained)", legendgroup="standalone", legendrank=2,
+        marker=dict(symbol="diamond", size=12, color="rgba(0,0,0,0)",
+                    line=dict(color="#111111", width=2)),
+        customdata=np.stack([alone["trial_id"].astype(int), alone["metric"],
+                             alone["pattern"], alone["fidelity"]], axis=1),
+        hovertemplate=("<b>trial %{customdata[0]}</b> (%{customdata[2]}) retrained standalone"
+                       f"<br>{metric_name} %{{y:.4f}} standalone, %{{customdata[1]:.4f}} "
+                       f"inherited<br>{x_label} %{{x:.4g}} | %{{customdata[3]}}<extra></extra>")))
+
+
 def _empty(fig, text: str) -> None:
     fig.add_annotation(text=text, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                        font=dict(size=14, color="#666666"))
 
 
-def plot_hypervolume(info: dict[str, Any]):
-    """Hypervolume of the front against device-hours spent, one line per run."""
+def plot_hypervolume(info: dict[str, Any], max_points: int = 2000):
+    """Hypervolume of the front against device-hours spent, one line per run
+    (a run of more than ``max_points`` finished trials marks only the trials
+    where the front changed, and its last)."""
     import plotly.graph_objects as go
 
     curve: pd.DataFrame = info["curve"]
     fig = go.Figure()
     for i, (run, grp) in enumerate(curve.groupby("run", sort=False)):
+        if len(grp) > max_points:  # a step line: only the steps and the end change it
+            hv, size = grp["hypervolume"].to_numpy(), grp["front_size"].to_numpy()
+            step = np.r_[True, (hv[1:] != hv[:-1]) | (size[1:] != size[:-1])]
+            step[-1] = True
+            grp = grp[step]
         fig.add_trace(go.Scatter(
             x=grp["budget_hours"], y=grp["hypervolume"], mode="lines+markers", line_shape="hv",
             name=run, marker=dict(size=5), line=dict(color=_PALETTE[i % len(_PALETTE)]),
@@ -220,7 +279,11 @@ def plot_importance(info: dict[str, Any], run_name: str = "", top: int = 15):
                                  marker_color=_PALETTE[i % len(_PALETTE)],
                                  hovertemplate="%{y}: %{x:.3f}<extra>" + str(obj) + "</extra>"))
     height = max(320, 60 + 22 * len(fig.data[0].y) * max(1, len(fig.data))) if fig.data else 320
-    sub = f"{info.get('n_trials', 0)} full-fidelity trials" + (f", {run_name}" if run_name else "")
+    sub = f"{info.get('n_trials', 0)} full-fidelity trials"
+    if info.get("sampled"):
+        sub = (f"fitted on a seeded sample of {info.get('n_trials', 0):,} of "
+               f"{info.get('n_eligible', 0):,} full-fidelity trials (trials.parquet)")
+    sub += f", {run_name}" if run_name else ""
     _layout(fig, "Parameter importance per objective", subtitle=sub, height=min(height, 900),
             barmode="group",
             xaxis_title="importance (fANOVA, sums to 1 per objective)")
@@ -297,7 +360,8 @@ def plot_latency_prediction(info: dict[str, Any]):
 
     pts: pd.DataFrame = info["points"]
     fig = go.Figure()
-    _scatter_per_run(fig, pts, "measured", "predicted",
+    drawn = pts[pts["shown"]] if "shown" in pts.columns else pts
+    _scatter_per_run(fig, drawn, "measured", "predicted",
                      "measured %{x:.3g} ms<br>predicted %{y:.3g} ms")
     if len(pts):
         lo = float(min(pts["measured"].min(), pts["predicted"].min()))
@@ -309,6 +373,8 @@ def plot_latency_prediction(info: dict[str, Any]):
         stats.append(f"MAPE {info['mape']:.1f}%")
     if math.isfinite(info.get("spearman", math.nan)):
         stats.append(f"Spearman {info['spearman']:.3f}")
+    if len(drawn) < len(pts):
+        stats.append(f"showing {len(drawn):,} of {len(pts):,}")
     _layout(fig, "Predicted vs measured latency", subtitle=", ".join(stats),
             xaxis_title="measured latency (ms)", yaxis_title="predicted latency (ms)")
     if not len(pts):
@@ -333,10 +399,17 @@ def plot_fidelity(info: dict[str, Any]):
     taus = [f"{r.run}: " if len(stats) > 1 else "" for r in stats.itertuples()]
     title = "Proxy fidelity" + (": Kendall τ " + ", ".join(
         f"{p}{fmt(r.kendall_tau)}" for p, r in zip(taus, stats.itertuples())) if len(stats) else "")
-    sub = "; ".join(f"{r.n} trials, proxy {r.proxy_epochs} epochs vs {r.epochs} epochs on "
-                    f"{r.subset} images, Spearman {fmt(r.spearman)}, top-{r.k} overlap "
+
+    def compared(r) -> str:
+        if getattr(r, "proxy_kind", "proxy") == "inherited":
+            return f"{r.n} subnets, inherited weights vs retrained standalone {r.epochs} epochs"
+        return f"{r.n} trials, proxy {r.proxy_epochs} epochs vs {r.epochs} epochs on {r.subset} images"
+
+    sub = "; ".join(f"{compared(r)}, Spearman {fmt(r.spearman)}, top-{r.k} overlap "
                     f"{fmt(r.top_k_overlap)}" for r in stats.itertuples())
-    _layout(fig, title, subtitle=sub, xaxis_title=f"{name} (search proxy)",
+    inherited = len(stats) and "proxy_kind" in stats and (stats["proxy_kind"] == "inherited").all()
+    _layout(fig, title, subtitle=sub,
+            xaxis_title=f"{name} ({'inherited weights' if inherited else 'search proxy'})",
             yaxis_title=f"{name} (retrained)")
     if not len(pts):
         _empty(fig, "no trial retrained yet (hybridnas fidelity RUN --sample K --epochs E)")

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: fANOVA on a handful of points ranks noise.
 IMPORTANCE_MIN_TRIALS = 20
 #: Table columns left out when no trial has a value (no latency predictor calibrated).
-_OPTIONAL_COLUMNS = ("predicted_latency_ms",)
+_OPTIONAL_COLUMNS = ("predicted_latency_ms", "standalone_metric")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
@@ -124,6 +124,8 @@ def table_html(table: pd.DataFrame) -> str:
     missing, optional columns only when some trial has a value."""
     table = table.drop(columns=[c for c in _OPTIONAL_COLUMNS
                                 if c in table.columns and table[c].isna().all()])
+    if "fidelity" in table.columns and table["fidelity"].isin(["proxy", None]).all():
+        table = table.drop(columns=["fidelity"])  # a multi-trial run: every metric a proxy
     cols = list(table.columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = []
@@ -169,24 +171,34 @@ def _cards(runs: Sequence[_data.Run], hv: dict[str, Any], x: str) -> str:
 
 def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: Any = True,
                x: str | None = None, title: str | None = None,
-               refresh_seconds: float | None = None) -> str:
+               refresh_seconds: float | None = None,
+               max_shown: int | None = _data.MAX_SHOWN) -> str:
     """The whole page as a string (see ``render_dashboard``)."""
     import plotly.offline
 
     x = x or _data.choose_x(runs)
-    front = _data.get_front_info(runs, x=x)
+    front = _data.get_front_info(runs, x=x, max_shown=max_shown)
     hv = _data.get_hypervolume_info(runs, x=x)
     usage = _data.get_block_usage_info(runs, x=x)
-    curves = _data.get_learning_curves_info(runs)
-    latency = _data.get_latency_prediction_info(runs)
-    table = _data.get_trials_table(runs, x=x)
+    curves = _data.get_learning_curves_info(runs, max_shown=max_shown, x=x)
+    latency = _data.get_latency_prediction_info(runs, max_shown=max_shown, x=x)
+    table = _data.get_trials_table(runs, x=x, max_shown=max_shown)
+    n_trials = sum(len(r.trials) for r in runs)
     metric_name = front["metric_name"]
+    oneshot = bool(len(front["points"])) and (front["points"]["fidelity_kind"] == "inherited").any()
+    note = _draw.thinned_note(len(table), n_trials, "subnets" if oneshot else "trials")
+    thinned = (f'<div class="note thinned">{html.escape(note)}; every row is in '
+               "trials.parquet.</div>" if len(table) < n_trials else "")
 
     sections = [
         ('<div class="panel">' + _fig_html(_draw.plot_front(front, log_x=log_x), "front")
          + '<div class="note">Lighter: every trial with a metric (open markers: low fidelity). '
            'Bold and joined: the front of full-fidelity COMPLETE trials. Stars: named '
-           'reference architectures.</div></div>'),
+           'reference architectures.'
+         + (' One-shot run: circles score a subnet with weights inherited from the supernet; '
+            'diamonds, joined to their circle by a dotted line, the same subnet retrained '
+            'standalone. Subnets whose latency was not measured stand at their predicted '
+            'latency.' if oneshot else "") + '</div>' + thinned + '</div>'),
         '<div class="grid">',
         '<div class="panel">' + _fig_html(_draw.plot_hypervolume(hv), "hypervolume") + "</div>",
         '<div class="panel">' + _fig_html(_draw.plot_block_usage(usage), "blocks") + "</div>",
@@ -205,7 +217,8 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
             try:
                 info = _data.get_importance_info(
                     run, evaluator=None if importance is True else importance,
-                    min_trials=IMPORTANCE_MIN_TRIALS)
+                    min_trials=IMPORTANCE_MIN_TRIALS,
+                    max_trials=None if max_shown is None else _data.IMPORTANCE_MAX_TRIALS)
             except Exception as e:  # a locked or foreign study must not cost the page
                 log.warning("parameter importance for %s failed: %s", run.name, e)
                 info = {"importances": pd.DataFrame(columns=["objective", "param", "importance"]),
@@ -229,7 +242,7 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
          f"{html.escape(front['x_label'])} | generated {now}</div></header><main>"),
         _cards(runs, hv, x),
         *sections,
-        f"<h2>Trials ({len(table)})</h2>",
+        f"<h2>Trials ({n_trials})</h2>", thinned,
         "<input class='filter' id='trial-filter' placeholder='filter rows (e.g. C-C-T-T, FAILED)'>",
         f"<div class='tablewrap'>{table_html(table)}</div>",
         f"</main><script>{_TABLE_JS}</script></body></html>",
@@ -239,7 +252,8 @@ def build_html(runs: Sequence[_data.Run], *, log_x: bool = False, importance: An
 def render_dashboard(run_dirs: str | os.PathLike | Sequence[str | os.PathLike],
                      out: str | os.PathLike | None = None, *, log_x: bool = False,
                      importance: Any = True, x: str | None = None, title: str | None = None,
-                     refresh_seconds: float | None = None, allow_empty: bool = False) -> Path:
+                     refresh_seconds: float | None = None, allow_empty: bool = False,
+                     max_shown: int | None = _data.MAX_SHOWN) -> Path:
     """Write the dashboard of one or several runs to ``out`` and return its path.
 
     ``run_dirs``: run directories (docs/CONTRACTS.md); several runs overlay
@@ -248,7 +262,10 @@ def render_dashboard(run_dirs: str | os.PathLike | Sequence[str | os.PathLike],
     ``importance=False`` skips Optuna's importance (the slowest part), an
     Optuna importance evaluator replaces the default fANOVA;
     ``x`` picks the cost axis (latency_ms, macs, params; default latency
-    when measured). Raises ``UserError`` for a missing or unreadable run.
+    when measured). ``max_shown``: a page of runs with more trials draws
+    that many (front, retrained, references and the best always among them;
+    the page says so) and fits importance on a sample; None draws all.
+    Raises ``UserError`` for a missing or unreadable run.
     """
     if isinstance(run_dirs, (str, os.PathLike)):
         run_dirs = [run_dirs]
@@ -259,7 +276,7 @@ def render_dashboard(run_dirs: str | os.PathLike | Sequence[str | os.PathLike],
         raise UserError(f"x={x!r} is not a cost column; choose one of {sorted(_data.X_LABELS)}")
     out = Path(out) if out is not None else default_output(list(run_dirs))
     text = build_html(runs, log_x=log_x, importance=importance, x=x, title=title,
-                      refresh_seconds=refresh_seconds)
+                      refresh_seconds=refresh_seconds, max_shown=max_shown)
     # A browser (or the live server) may read the file while we write it.
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -10,8 +10,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from ._page import default_output, render_dashboard
 
     out = Path(args.out) if args.out else default_output(args.runs)
+    max_shown = (_data.MAX_SHOWN if args.max_shown is None
+                 else args.max_shown if args.max_shown > 0 else None)
     kwargs = dict(log_x=args.log_x, importance=not args.no_importance, x=args.x,
-                  title=args.title)
+                  title=args.title, max_shown=max_shown)
     if args.serve:
         from ._serve import serve
 
@@ -23,7 +25,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         from ._png import write_front_png
 
         runs = _data.load_runs(args.runs)
-        png = write_front_png(_data.get_front_info(runs, x=args.x), path.with_suffix(".png"),
+        png = write_front_png(_data.get_front_info(runs, x=args.x, max_shown=max_shown),
+                              path.with_suffix(".png"),
                               log_x=args.log_x)
         print(f"wrote {png}")
     return 0
@@ -52,5 +55,10 @@ def register(sub) -> None:
                    help="cost axis of the front (default: latency when measured, else MACs)")
     p.add_argument("--no-importance", action="store_true",
                    help="skip Optuna parameter importance (the slowest part)")
+    p.add_argument("--max-shown", type=int, default=None, metavar="N",
+                   help="runs with more trials draw N of them (the front, retrained, references "
+                        "and best always, the rest a stable sample) and fit importance on a "
+                        "sample (default: hybridnas.dashboard._data.MAX_SHOWN; 0 draws every "
+                        "trial and fits importance on all)")
     p.add_argument("--title", help="page title")
     p.set_defaults(func=cmd_dashboard)

@@ -58,8 +58,20 @@ def _cost(spec: ArchSpec, resolution: int = 32) -> tuple[int, int]:
 
 
 def example_trials(n_trials: int = 40, seed: int = 0, metric_name: str = "val_accuracy",
-                   accelerator: str = "cuda:NVIDIA H100", references: bool = True) -> pd.DataFrame:
-    """The trials table of a synthetic run (contract columns plus ``val_loss``)."""
+                   accelerator: str = "cuda:NVIDIA H100", references: bool = True,
+                   oneshot: bool = False, retrained: int = 5) -> pd.DataFrame:
+    """The trials table of a synthetic run (contract columns plus ``val_loss``).
+
+    ``oneshot=True`` makes it look like ``--strategy oneshot``: every subnet
+    scored once with inherited weights (fidelity "inherited", no epochs, no
+    curve; a few rejected) and given a predicted latency, latency measured
+    only for those on the front of (metric, predicted latency), and the
+    ``retrained`` best of the front trained standalone (``standalone_metric``,
+    epochs and curve of the retraining).
+    """
+    if oneshot:
+        return _oneshot_trials(example_trials(n_trials, seed, metric_name, accelerator,
+                                              references), seed, retrained)
     rng = np.random.default_rng(seed)
     start = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
     worker_free = [start, start]  # two trial workers
@@ -127,6 +139,51 @@ def example_trials(n_trials: int = 40, seed: int = 0, metric_name: str = "val_ac
     return pd.DataFrame(rows)
 
 
+def _oneshot_trials(trials: pd.DataFrame, seed: int, retrained: int) -> pd.DataFrame:
+    """Turn a multi-trial synthetic table into a one-shot one (see ``example_trials``)."""
+    from ._data import front_mask, normalise_trials
+
+    rng = np.random.default_rng(seed + 1)
+    t = trials.copy()
+    n = len(t)
+    rejected = (t["status"] == "REJECTED").to_numpy()
+    final = np.array([json.loads(c)[-1] if json.loads(c) else math.nan for c in t["curve"]])
+    # Inherited weights rank subnets roughly, a few points below trained ones.
+    inherited = np.clip(np.nan_to_num(final, nan=0.6) - 0.05 + rng.normal(0, 0.02, n), 0.1, 0.95)
+    latency = t["predicted_latency_ms"].to_numpy(dtype=float)
+    latency = np.where(np.isfinite(latency), latency, 0.4 + rng.random(n))
+    t["status"] = np.where(rejected, "REJECTED", "COMPLETE")
+    t["metric"] = np.where(rejected, math.nan, inherited)
+    t["latency_ms"] = np.where(rejected, math.nan, latency)
+    t["latency_p10_ms"], t["latency_p90_ms"] = t["latency_ms"] * 0.95, t["latency_ms"] * 1.08
+    t["latency_device"] = np.where(rejected, None, "cpu:1thread")
+    t["predicted_latency_ms"] = latency * rng.lognormal(0, 0.1, n)
+    t["curve"], t["epochs"], t["max_epochs"] = "[]", 0, 0
+    t["full_fidelity"], t["fidelity"], t["standalone_metric"] = True, "inherited", math.nan
+    t["device_seconds"] = np.where(rejected, 0.0, 0.05 + 0.02 * rng.random(n))
+    t["error"] = np.where(rejected, "stages[1]: attention before convolution", None)
+    t["checkpoint"] = None
+    t["val_loss"] = 1.5 * (1 - t["metric"])
+    # Latency is measured only for subnets on the front of (metric, predicted
+    # latency) when the search checked it (here: after a quarter, half, all).
+    norm = normalise_trials(t)
+    measured = np.zeros(n, dtype=bool)
+    for part in (n // 4, n // 2, n):
+        measured[:part] |= front_mask(norm.iloc[:part], "predicted_latency_ms")
+    for col in ("latency_ms", "latency_p10_ms", "latency_p90_ms"):
+        t[col] = t[col].where(measured)
+    t["latency_device"] = t["latency_device"].where(measured, None)
+    on_front = front_mask(normalise_trials(t))
+    best = t[on_front].sort_values("metric", ascending=False).index[:retrained]
+    for i in best:
+        target = float(final[i]) if math.isfinite(final[i]) else float(t.at[i, "metric"]) + 0.05
+        curve = [round(target * (1 - 0.8 * math.exp(-e / 2.5)), 4) for e in range(1, _MAX_EPOCHS + 1)]
+        t.at[i, "standalone_metric"] = max(curve)
+        t.at[i, "curve"], t.at[i, "epochs"], t.at[i, "max_epochs"] = json.dumps(curve), 12, 12
+        t.at[i, "checkpoint"] = f"checkpoints/trial_{int(t.at[i, 'trial_id'])}"
+    return t
+
+
 def _write_study(path: Path, name: str, trials: pd.DataFrame, metric_name: str) -> None:
     import optuna
     from optuna.distributions import CategoricalDistribution, IntDistribution
@@ -152,7 +209,9 @@ def _write_study(path: Path, name: str, trials: pd.DataFrame, metric_name: str) 
         if r.status not in state:
             continue
         params = json.loads(r.space_params)
-        values = [r.metric, r.latency_ms] if state[r.status] == optuna.trial.TrialState.COMPLETE \
+        # a one-shot search tells its study the predicted latency where none was measured
+        latency = r.latency_ms if math.isfinite(r.latency_ms) else r.predicted_latency_ms
+        values = [r.metric, latency] if state[r.status] == optuna.trial.TrialState.COMPLETE \
             else None
         frozen.append(optuna.trial.create_trial(
             params=params, distributions={k: dists[k] for k in params}, values=values,
@@ -162,10 +221,12 @@ def _write_study(path: Path, name: str, trials: pd.DataFrame, metric_name: str) 
 
 def write_example_run(run_dir: str | os.PathLike, n_trials: int = 40, seed: int = 0,
                       study: bool = True, metric_name: str = "val_accuracy",
-                      references: bool = True) -> Path:
+                      references: bool = True, oneshot: bool = False,
+                      retrained: int = 5) -> Path:
     """Write a synthetic run directory (config.yaml, trials.parquet/.csv,
     pareto.csv, summary.json and, with ``study=True``, an Optuna study.db
-    whose study name is the directory name). Returns the directory."""
+    whose study name is the directory name). ``oneshot``/``retrained``: a
+    one-shot run's table (``example_trials``). Returns the directory."""
     import yaml
 
     from ..pareto import hypervolume
@@ -174,7 +235,8 @@ def write_example_run(run_dir: str | os.PathLike, n_trials: int = 40, seed: int 
     run_dir = Path(run_dir)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     name = run_dir.resolve().name
-    trials = example_trials(n_trials, seed, metric_name=metric_name, references=references)
+    trials = example_trials(n_trials, seed, metric_name=metric_name, references=references,
+                            oneshot=oneshot, retrained=retrained)
     table = trials
     table.to_parquet(run_dir / "trials.parquet", index=False)
     table.to_csv(run_dir / "trials.csv", index=False)
@@ -198,7 +260,8 @@ def write_example_run(run_dir: str | os.PathLike, n_trials: int = 40, seed: int 
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     config = {"run_name": name, "study_name": name, "space": "stagewise", "dataset": "digits", "resolution": 32,
               "objectives": ["latency"], "metric_name": metric_name,
-              "budget_gpu_hours": round(spent * 1.5, 4), "seed": seed}
+              "budget_gpu_hours": round(spent * 1.5, 4), "seed": seed,
+              "strategy": "oneshot" if oneshot else "trials"}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (run_dir / "logs" / "search.log").write_text("synthetic run written by "
                                                  "hybridnas.dashboard.testing\n")
