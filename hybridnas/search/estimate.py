@@ -215,11 +215,9 @@ def pick_architecture(space, resolution, input_shape, num_outputs: int, samples:
     """A typical architecture of ``space`` to time: the median by MACs of up
     to ``samples`` valid ones drawn at random (``space.suggest`` on an
     in-memory Optuna study, checked as the searcher checks them; counting
-    stops after ``max_seconds`` with what it has). Returns (spec,
-    description) or (None, why not)."""
+    stops after ``max_seconds`` with what it has; ``_size`` counts). Returns
+    (spec, description) or (None, why not)."""
     import optuna
-
-    from ..complexity import cost
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     shape = tuple(int(s) for s in input_shape)
@@ -232,16 +230,41 @@ def pick_architecture(space, resolution, input_shape, num_outputs: int, samples:
             check = getattr(space, "check", None)
             if not (check(spec) if check is not None else not spec.problems(resolution)):
                 continue
-            c = cost(spec, shape, num_classes=int(num_outputs), in_chans=shape[0])
+            macs, params = _size(spec, shape, int(num_outputs))
         except Exception:  # noqa: BLE001 - an invalid draw: the searcher rejects it too
             continue
-        found.append((c.macs, c.params, spec))
+        found.append((macs, params, spec))
     if not found:
         return None, f"no valid architecture in {samples * 40} draws of the space"
     found.sort(key=lambda f: f[0])
     macs, params, spec = found[len(found) // 2]
     return spec, (f"the median-MACs architecture of {len(found)} random samples of the space "
                   f"({spec.pattern}, {params / 1e6:.2f} M params, {macs / 1e6:.1f} M MACs)")
+
+
+def _size(spec, shape: tuple[int, ...], num_outputs: int) -> tuple[int, int]:
+    """(MACs, params) of ``spec`` for ranking samples: counted from shapes by
+    torch's ``FlopCounterMode`` on the meta device (no weights, no compute),
+    several times faster than ``hybridnas.complexity.cost``'s fvcore trace,
+    with the same params and the same MACs less the elementwise ops ``cost``
+    adds (activations, softmax); a network the meta device cannot run is
+    counted by ``cost``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..builder import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(spec, num_classes=num_outputs, in_chans=shape[0])
+            with FlopCounterMode(display=False) as counter:
+                model(torch.empty(1, *shape))
+        return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: trace it
+        from ..complexity import cost
+
+        c = cost(spec, shape, num_classes=num_outputs, in_chans=shape[0])
+        return c.macs, c.params
 
 
 class _Timed(Exception):
@@ -256,8 +279,8 @@ def time_trial_step(spec, bundle, *, device: str = "cpu", threads: int = 1,
     """Time ``spec`` as a trial would run it: build it, train it with
     ``hybridnas.training.fit`` (the trial's own loop and settings) for one
     warm-up batch and then up to ``batches`` timed ones (fewer once
-    ``max_seconds`` have passed), time one validation batch (after one
-    untimed) and one latency measurement (``latency``: the trial's
+    ``max_seconds`` have passed), time one validation batch (after a
+    warm-up on a few images) and one latency measurement (``latency``: the trial's
     ``TrialLatency``; None: the search defaults on the CPU). On CUDA the clock is read after a
     synchronisation. Raises what training raises (out of memory, ...)."""
     import torch
@@ -298,13 +321,16 @@ def time_trial_step(spec, bundle, *, device: str = "cpu", threads: int = 1,
         else:  # a one-batch epoch: the warm-up batch is all there is
             train_batch_s = (marks[0] if marks else time.perf_counter()) - started
         eval_bs = default_eval_batch_size(batch_size)
-        val_times = []
-        for _ in range(2):  # the first call in eval mode at this batch size warms up
-            t0 = time.perf_counter()
-            evaluate(model, bundle.val, bundle.task, device, batch_size=eval_bs, amp=amp,
-                     max_batches=1)
-            val_times.append(time.perf_counter() - t0)
-        val_batch_s = val_times[-1]
+        # eval mode warmed up on a few images (kernels, lazy inits), then one full batch
+        # timed; a full-size warm-up batch would double the cost for little difference
+        evaluate(model, bundle.val, bundle.task, device, batch_size=min(eval_bs, 8), amp=amp,
+                 max_batches=1)
+        t0 = time.perf_counter()
+        evaluate(model, bundle.val, bundle.task, device, batch_size=eval_bs, amp=amp,
+                 max_batches=1)
+        if cuda:
+            torch.cuda.synchronize()
+        val_batch_s = time.perf_counter() - t0
         probe = measure(model, device=lat.device, batch_size=lat.batch_size,
                         resolution=latency_resolution(shape, spec), in_chans=shape[0],
                         num_classes=int(bundle.num_outputs), threads=lat.threads, warmup=1,
@@ -435,7 +461,7 @@ class OneShotEstimate:
     unit: str
     epochs: int                # --supernet-epochs
     epochs_done: int           # finished before a resume
-    epochs_fit: int            # of the epochs left, those the budget pays for
+    epochs_fit: int            # of the epochs left, those the budget lets start
     steps_per_epoch: int
     val_batches: int
     workers: int
@@ -448,7 +474,7 @@ class OneShotEstimate:
     retrain_top: int
     retrain_epochs: int
     retrain_each_s: float
-    retrained: int             # of retrain_top, those the budget pays for
+    retrained: int             # of retrain_top, those the budget lets start
     device_s: float            # the whole run
     wall_s: float
     warnings: tuple[str, ...]
@@ -504,19 +530,26 @@ class OneShotEstimate:
 
 
 class _Allowance:
-    """What is left of the device budget and the time limit as phases spend it."""
+    """What is left of the device budget and the time limit as phases spend
+    it. As in the run, a step (an epoch, a subnet, a retraining) starts while
+    anything is left, so the last one started may overshoot."""
 
     def __init__(self, device_s: float | None, wall_s: float | None):
         self.device = math.inf if device_s is None else max(0.0, device_s)
         self.wall = math.inf if wall_s is None else max(0.0, wall_s)
 
+    @staticmethod
+    def _starts(left: float, each: float, n: int) -> int:
+        if not math.isfinite(left) or each <= 0:
+            return n
+        return math.ceil(left / each - 1e-9) if left > 0 else 0
+
     def take(self, n: int, device_each: float, wall_each: float,
              cap: str) -> tuple[int, str]:
-        """How many of ``n`` equal steps fit (each wholly paid for), spent;
-        and what bounds them: ``cap``, "device budget" or "time limit"."""
-        by_device = int(self.device // device_each) if 0 < device_each and \
-            math.isfinite(self.device) else n
-        by_wall = int(self.wall // wall_each) if 0 < wall_each and math.isfinite(self.wall) else n
+        """How many of ``n`` equal steps start, spent; and what bounds them:
+        ``cap``, "device budget" or "time limit"."""
+        by_device = self._starts(self.device, device_each, n)
+        by_wall = self._starts(self.wall, wall_each, n)
         k = max(0, min(n, by_device, by_wall))
         self.spend(k * device_each, k * wall_each)
         if k == n:
@@ -545,8 +578,9 @@ def estimate_oneshot(timing: OneShotTiming, *, epochs: int, steps_per_epoch: int
     ranking (at most ``max_subnets`` - ``subnets_done`` subnets) and the
     retraining of ``retrain_top`` subnets for ``retrain_epochs`` each. A
     phase is given what is left of ``budget_device_s`` - ``spent_device_s``
-    and ``time_limit_s`` - ``elapsed_s``, counting whole epochs, subnets and
-    retrainings only. Warns when the budget buys fewer supernet epochs than
+    and ``time_limit_s`` - ``elapsed_s``; an epoch, subnet or retraining
+    starts while anything is left (the run checks between them), so the
+    totals may pass the budget by one of them. Warns when the budget buys fewer supernet epochs than
     asked, fewer than ``MIN_SUBNETS`` subnets, fewer retrainings than
     ``retrain_top`` (then ``suggested_subnets`` is a ranking cap that leaves
     room for them, if one does), or an epoch takes more than ``SLOW_EPOCH_S``.
@@ -579,8 +613,8 @@ def estimate_oneshot(timing: OneShotTiming, *, epochs: int, steps_per_epoch: int
         if epochs_by == "device budget":
             hours = (budget_device_s or 0.0) / 3600.0
             warnings.append(f"--budget-gpu-hours {hours:g} buys {epochs_done + epochs_fit} of "
-                            f"{epochs} supernet epochs (~{epoch_s:.0f} device-s each); raise it "
-                            f"or lower --supernet-epochs")
+                            f"{epochs} supernet epochs (~{epoch_s:.0f} device-s each; none "
+                            f"starts once it is spent); raise it or lower --supernet-epochs")
         else:
             warnings.append(f"--time-limit {_fmt_s(time_limit_s or 0.0)} allows "
                             f"{epochs_done + epochs_fit} of {epochs} supernet epochs "

@@ -257,14 +257,21 @@ class _OneShot:
 
     # ---- phase 2 -----------------------------------------------------------
     def rank(self, net, predictor, service) -> None:
+        from ..search.storage import storage_for, storage_url_for
+
+        storage = storage_for(storage_url_for(self.cfg.storage or self.run.storage_url()))
+        try:
+            self._rank(storage, net, predictor, service)
+        finally:  # the study's connections close with the phase (SQLite: the WAL is folded in)
+            storage.engine.dispose()
+
+    def _rank(self, storage, net, predictor, service) -> None:
         import optuna
 
-        from ..search.storage import make_sampler, storage_for, storage_url_for
+        from ..search.storage import make_sampler
         from .train import bn_batches
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = storage_url_for(self.cfg.storage or self.run.storage_url())
-        storage = storage_for(url)
         study = optuna.create_study(storage=storage, study_name=self.name, load_if_exists=True,
                                     directions=["maximize" if m else "minimize"
                                                 for m in self.maximize])
