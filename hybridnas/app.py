@@ -24,21 +24,20 @@ def search_hooks() -> SearchHooks:
 
 
 def run_search(cfg=None, resume=None, **kwargs: Any):
-    """A search of any strategy: ``hybridnas.search.run_search`` (multi-trial,
-    ``strategy: trials``) with checkpoints and the dashboard (``hooks``
-    defaults to ``search_hooks()``), or the one-shot supernet search
-    (``strategy: oneshot``, ``hybridnas.supernet.search.run_oneshot``). A
-    resumed run keeps the strategy it was started with. Same arguments and
-    result as ``hybridnas.search.run_search``."""
+    """A search of any strategy, with checkpoints and the dashboard
+    (``hooks`` defaults to ``search_hooks()``): ``hybridnas.search.run_search``
+    (multi-trial, ``strategy: trials``) or the one-shot supernet search
+    (``strategy: oneshot``, ``hybridnas.supernet.search.run_oneshot``, which
+    takes no ``space`` object). A resumed run keeps the strategy it was
+    started with. Same arguments and result as ``hybridnas.search.run_search``."""
+    kwargs.setdefault("hooks", search_hooks())
     if _strategy(cfg, resume) == "oneshot":
         from .supernet.search import run_oneshot
 
-        kwargs.pop("hooks", None)  # the one-shot search saves and draws by itself
         kwargs.pop("space", None)
         return run_oneshot(cfg, resume=resume, **kwargs)
     from .search import run_search as _run
 
-    kwargs.setdefault("hooks", search_hooks())
     return _run(cfg, resume=resume, **kwargs)
 
 

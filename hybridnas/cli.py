@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         # the search reaches export and dashboard only through these callbacks
         from .app import run_search, search_hooks
 
-        args.hooks = search_hooks()
+        # (a dry run writes nothing: it spares their imports)
+        args.hooks = None if getattr(args, "dry_run", False) else search_hooks()
         args.run_search = run_search  # picks the strategy (trials or oneshot)
     try:
         return int(args.func(args) or 0)

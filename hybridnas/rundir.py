@@ -320,6 +320,22 @@ class RunDir:
     fidelity_parquet = property(lambda self: self.path / "fidelity.parquet")
     fidelity_json = property(lambda self: self.path / "fidelity.json")
 
+    def append_log(self, line: str) -> None:
+        """Append ``line`` to logs/search.log with a UTC timestamp. Any
+        process of the run may call it (the driver, a trial's worker on a
+        node that can write the run directory): one short ``O_APPEND`` write
+        per line. A log that cannot be written is skipped: the line is also
+        on the console, and the run's results do not depend on it."""
+        from datetime import datetime, timezone
+
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            with open(self.log_file, "a", encoding="utf-8") as f:
+                f.write(f"{stamp} {line}\n")
+        except OSError:
+            pass
+
     @property
     def trials_file(self) -> Path | None:
         """trials.parquet, else trials.csv, else None (no trial recorded yet)."""

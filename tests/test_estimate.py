@@ -144,3 +144,115 @@ def test_dry_run_of_a_resume_counts_what_the_run_spent_and_touches_nothing(tiny_
     assert result.estimate.trials == 2 and "2 trial(s) fit the trial budget" in out.getvalue()
     after = {p: p.stat().st_mtime_ns for p in tiny_search_run.rglob("*") if p.is_file()}
     assert after == before   # no study, table, log or lock written
+
+
+# ---------------------------------------------------------------------------
+# --strategy oneshot: supernet epochs, ranked subnets, retraining
+# ---------------------------------------------------------------------------
+
+def _oneshot_timing(calibration_s: float = 3.0):
+    from hybridnas.search.estimate import EvalTiming, OneShotTiming
+
+    return OneShotTiming(
+        device="cpu", supernet_params=240_000, subnets_per_step=4, step_s=0.5, steps_timed=3,
+        step_note="3 sandwich step(s) timed after a warm-up step",
+        largest=EvalTiming(bn_s=0.2, val_batch_s=0.1), smallest=EvalTiming(bn_s=0.1,
+                                                                           val_batch_s=0.05),
+        sampled=EvalTiming(bn_s=0.15, val_batch_s=0.05, propose_s=0.05), sampled_desc="two",
+        calibration_s=calibration_s, setup_s=2.0,
+        retrain=StepTiming(arch="C-T", device="cpu", train_batch_s=0.2, val_batch_s=0.1,
+                           latency_s=1.0, setup_s=0.5, batches_timed=3))
+
+
+ONESHOT = dict(epochs=4, steps_per_epoch=10, val_batches=2, max_subnets=200, retrain_top=2,
+               retrain_epochs=2, retrain_batches_per_epoch=10, retrain_val_batches=2)
+
+
+def test_oneshot_estimate_arithmetic_by_hand():
+    from hybridnas.search.estimate import estimate_oneshot
+
+    # epoch = 10 x 0.5 + (0.2 + 2 x 0.1) + (0.1 + 2 x 0.05) = 5.6 s; a subnet
+    # 0.05 + 0.15 + 2 x 0.05 = 0.3 s; a retraining 0.5 + 2 x (10 x 0.2 + 2 x 0.1) = 4.9 s
+    est = estimate_oneshot(_oneshot_timing(), budget_device_s=100.0, **ONESHOT)
+    assert est.epoch_s == pytest.approx(5.6) and est.subnet_s == pytest.approx(0.3)
+    assert est.retrain_each_s == pytest.approx(4.9)
+    assert est.subnets_per_device_minute == pytest.approx(200.0)
+    # 4 epochs (22.4) + calibration (3) leave 74.6: 248 subnets, capped at 200
+    # (60); the 14.6 left pays for both retrainings (9.8)
+    assert (est.epochs_fit, est.subnets, est.subnets_limited_by, est.retrained) == \
+        (4, 200, "--budget-trials 200", 2)
+    assert est.device_s == pytest.approx(95.2) and est.wall_s == pytest.approx(97.2)
+    assert est.warnings == ()
+    text = "\n".join(est.lines())
+    assert "supernet 0.24 M params; per supernet epoch 6 CPU device-s" in text
+    assert "10 sandwich steps x 500 ms (4 subnets each)" in text
+    assert "200 subnets per device-minute; 200 subnet(s) ranked (--budget-trials 200)" in text
+    assert "--retrain-top 2 x --retrain-epochs 2: 5 device-s per subnet; 2 of 2 fit" in text
+    # two data-parallel workers: half the steps' wall time, twice the device-seconds
+    two = estimate_oneshot(_oneshot_timing(), workers=2, **ONESHOT)
+    assert two.epoch_wall_s == pytest.approx(3.1) and two.epoch_s == pytest.approx(6.2)
+    # a resumed run: 3 epochs and 50 subnets done, 30 device-s spent; no calibration left
+    resumed = estimate_oneshot(_oneshot_timing(calibration_s=0.0), budget_device_s=100.0,
+                               spent_device_s=30.0, epochs_done=3, subnets_done=50, **ONESHOT)
+    assert (resumed.epochs_fit, resumed.subnets, resumed.retrained) == (1, 150, 2)
+
+
+def test_oneshot_estimate_names_the_knobs_when_the_budget_falls_short():
+    from hybridnas.search.estimate import MIN_SUBNETS, ONESHOT_KNOBS, estimate_oneshot
+
+    # 10.8 s: the second epoch starts with 5.2 s left and spends it all (as the run
+    # does: it checks the budget between epochs); no subnet, no retraining
+    short = estimate_oneshot(_oneshot_timing(), budget_device_s=10.8, **ONESHOT)
+    assert (short.epochs_fit, short.subnets, short.retrained) == (2, 0, 0)
+    assert "--budget-gpu-hours 0.003 buys 2 of 4 supernet epochs (~6 device-s each; none " \
+           "starts once it is spent); raise it or lower --supernet-epochs" in short.warnings
+    assert any("only 0 subnet(s) can be ranked" in w and f"aim for {MIN_SUBNETS}" in w
+               for w in short.warnings)
+    text = "\n".join(short.lines())
+    assert all(k in text for k in ONESHOT_KNOBS)
+    # the time limit, less the supernet's build (2 s), bounds it the same way
+    timed = estimate_oneshot(_oneshot_timing(), time_limit_s=12.0, **ONESHOT)
+    assert "--time-limit 12s allows 2 of 4 supernet epochs (~6s each); raise it or lower " \
+           "--supernet-epochs" in timed.warnings
+    # 36 s: the ranking takes what the supernet leaves (10.6 s: 36 subnets start) and
+    # retraining gets nothing; 2 subnets would leave room for both retrainings
+    greedy = estimate_oneshot(_oneshot_timing(), budget_device_s=36.0, **ONESHOT)
+    assert (greedy.subnets, greedy.subnets_limited_by, greedy.retrained) == \
+        (36, "device budget", 0)
+    assert any("ranking spends what is left of the device budget" in w for w in greedy.warnings)
+    assert greedy.suggested_subnets == 2
+    assert "--budget-trials 2 would leave the budget room to retrain" in "\n".join(greedy.lines())
+    # slow epochs are called out
+    slow = estimate_oneshot(_oneshot_timing(), **{**ONESHOT, "steps_per_epoch": 2000})
+    assert any("one supernet epoch takes ~16m41s here" in w for w in slow.warnings)
+
+
+def test_samples_are_ranked_by_a_count_that_agrees_with_cost():
+    """pick_architecture counts MACs from shapes on the meta device (fast):
+    the same params as hybridnas.complexity.cost (fvcore), MACs without the
+    elementwise ops cost adds (activations, softmax), so lower (by a fifth in
+    the tiny stand-in networks, ~1 % in a space's), and the same order."""
+    import optuna
+
+    from hybridnas import spaces
+    from hybridnas.complexity import cost
+    from hybridnas.search.estimate import _size
+
+    def counts(space, shape, n):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+        out = []
+        while len(out) < n:
+            spec = space.suggest(study.ask())
+            if getattr(space, "check", lambda s: True)(spec):
+                c = cost(spec, shape, num_classes=10, in_chans=shape[0])
+                out.append((_size(spec, shape, 10), (c.macs, c.params)))
+        return out
+
+    tiny = counts(TinySpace(), (1, 8, 8), 4)
+    for (macs, params), (full_macs, full_params) in tiny:
+        assert params == full_params and macs <= full_macs
+    order = sorted(range(4), key=lambda i: tiny[i][0][0])
+    assert order == sorted(range(4), key=lambda i: tiny[i][1][0])
+    stagewise = spaces.load("stagewise", resolution=28, width_mult=0.25)
+    for (macs, params), (full_macs, full_params) in counts(stagewise, (1, 28, 28), 1):
+        assert params == full_params and 0.97 * full_macs <= macs <= full_macs

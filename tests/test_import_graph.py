@@ -140,7 +140,10 @@ def test_the_checks_can_fail():
 #: Rooms that must never import another: data flows spec -> space -> search ->
 #: run directory -> export / dashboard, and plug-ins register themselves.
 FORBIDDEN = {
-    "hybridnas.search": {"hybridnas.export", "hybridnas.dashboard", "hybridnas.temporal"},
+    "hybridnas.search": {"hybridnas.export", "hybridnas.dashboard", "hybridnas.temporal",
+                         "hybridnas.supernet"},
+    # the one-shot search reaches export and dashboard through SearchHooks, as search does
+    "hybridnas.supernet": {"hybridnas.export", "hybridnas.dashboard", "hybridnas.temporal"},
     "hybridnas.rundir": {"hybridnas.search", "hybridnas.export", "hybridnas.dashboard"},
     "hybridnas.builder": {"hybridnas.temporal"},
     "hybridnas.data": {"hybridnas.temporal"},
@@ -152,3 +155,28 @@ def test_data_flows_one_way():
     bad = sorted({f"{_package(s)} -> {_package(d)}" for s, d, _ in _imports()
                   if _package(d) in FORBIDDEN.get(_package(s), ())})
     assert bad == []
+
+
+#: Private attributes of Optuna objects (``study._storage``, ``trial._trial_id``):
+#: they change between Optuna releases; ``study.tell(number, ...)``,
+#: ``study.get_trials`` and ``trial.number`` are the public routes.
+OPTUNA_PRIVATE = {"_storage", "_trial_id", "_study_id", "_cached_frozen_trial"}
+
+
+def _private_attribute_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of each ``x.<private Optuna attribute>`` in ``tree``,
+    ``self.<name>`` (a class's own attribute) excepted."""
+    return [(node.lineno, node.attr) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr in OPTUNA_PRIVATE
+            and not (isinstance(node.value, ast.Name) and node.value.id == "self")]
+
+
+def test_no_private_optuna_attributes():
+    bad = []
+    for name, path in _modules().items():
+        for line, attr in _private_attribute_uses(ast.parse(path.read_text(), str(path))):
+            bad.append(f"{name}:{line} uses .{attr}")
+    assert bad == []
+    # the check finds what it looks for
+    caught = ast.parse("study._storage.set_trial_state_values(t._trial_id, 1)\nself._storage = 1")
+    assert sorted(a for _, a in _private_attribute_uses(caught)) == ["_storage", "_trial_id"]

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from hybridnas.search.config import SearchConfig
+from hybridnas.app import search_hooks
 from hybridnas.rundir import load_run
+from hybridnas.search.config import SearchConfig
 from hybridnas.supernet.search import run_oneshot
 
 OPTIONS = dict(strategy="oneshot", space="interleaved",
@@ -28,7 +29,8 @@ OPTIONS = dict(strategy="oneshot", space="interleaved",
 def oneshot_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("oneshot")
     cfg = SearchConfig(results_dir=str(root), name="run", **OPTIONS)
-    result = run_oneshot(cfg, stream=open(os.devnull, "w"))
+    # checkpoints and the dashboard come through the hooks, as from the CLI
+    result = run_oneshot(cfg, stream=open(os.devnull, "w"), hooks=search_hooks())
     return result
 
 
@@ -44,20 +46,58 @@ def test_every_evaluated_subnet_is_a_row_with_inherited_fidelity(oneshot_run):
     assert json.loads((oneshot_run.run_dir / "summary.json").read_text())["strategy"] == "oneshot"
     front = df[df.latency_ms.notna()]
     assert len(front) >= 1 and front.checkpoint.notna().all()
+    assert (oneshot_run.run_dir / "dashboard.html").exists()
+    # the cost estimate came first, in the log too
+    log = (oneshot_run.run_dir / "logs" / "search.log").read_text()
+    assert log.index("estimate (strategy oneshot): supernet") < log.index("[supernet] epoch 1/1")
+    assert oneshot_run.estimate.epochs_fit == 1 and oneshot_run.estimate.subnets == 8
 
 
-def test_a_found_subnet_exports_and_loads(oneshot_run, tmp_path):
-    import torch
+def test_dry_run_of_a_resume_counts_what_the_run_did_and_touches_nothing(oneshot_run):
+    import io
 
-    import hybridnas
-    from hybridnas.export import export_run
+    run_dir = oneshot_run.run_dir
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    out = io.StringIO()
+    result = run_oneshot(resume=str(run_dir), overrides={"budget_trials": 12}, stream=out,
+                         dry_run=True)
+    est = result.estimate
+    # the supernet's one epoch is trained and 8 subnets ranked: 4 more, no calibration
+    assert (est.epochs_done, est.epochs_fit, est.subnets) == (1, 0, 4)
+    assert est.timing.calibration_s == 0.0 and est.retrain_each_s > 0
+    assert "4 subnet(s) ranked (--budget-trials 12)" in out.getvalue()
+    assert "--retrain-top 1 x --retrain-epochs 1" in out.getvalue()
+    after = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before   # no study, table, log or lock written
 
-    df = load_run(oneshot_run.run_dir)
-    tid = int(df[df.standalone_metric.notna()].trial_id.iloc[0])
-    export_run(str(oneshot_run.run_dir), trials=[tid], out=str(tmp_path),
-               formats=("spec", "pytorch"))
-    model = hybridnas.load(next(p for p in tmp_path.iterdir() if p.is_dir()))
-    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+def test_dry_run_from_the_command_line_creates_nothing(tmp_path, capsys):
+    """Digits at 8 px as in configs/oneshot_quickstart.yaml, with a budget
+    too small for the supernet: the estimate says so and names the knobs."""
+    import re
+
+    from hybridnas.cli import main
+
+    rc = main(["search", "--strategy", "oneshot", "--space", "interleaved",
+               "--space-option", "width_mult=0.125", "--space-option", "depth_mult=0.25",
+               "--dataset", "digits", "--resolution", "8", "--subset", "200",
+               "--batch-size", "16", "--max-batches-per-epoch", "6", "--supernet-epochs", "10",
+               "--sandwich-random", "1", "--budget-trials", "60", "--retrain-top", "0",
+               "--budget-gpu-hours", "0.001", "--results-dir", str(tmp_path / "r"),
+               "--name", "dry", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert re.search(r"estimate \(strategy oneshot\): supernet [\d.]+ M params; per supernet "
+                     r"epoch \d+ CPU device-s .* 6 sandwich steps x \d+ ms \(3 subnets each\)",
+                     out)
+    assert re.search(r"\d+ subnets per device-minute; \d+ subnet\(s\) ranked", out)
+    assert "--retrain-top" not in out   # nothing to retrain
+    # 3.6 device-s cannot pay for 10 epochs of 6 sandwich steps
+    assert re.search(r"warning: --budget-gpu-hours 0.001 buys \d of 10 supernet epochs "
+                     r"\(~\d+ device-s each; none starts once it is spent\); raise it or lower "
+                     r"--supernet-epochs", out)
+    assert "--sandwich-random N" in out and "dry run: nothing created or started" in out
+    assert not (tmp_path / "r").exists()
 
 
 def test_resume_rebuilds_rows_from_the_study(oneshot_run):
@@ -67,7 +107,7 @@ def test_resume_rebuilds_rows_from_the_study(oneshot_run):
     before = load_run(run_dir)
     for name in ("trials.parquet", "trials.csv"):
         (run_dir / name).unlink()
-    again = run_oneshot(resume=str(run_dir), stream=open(os.devnull, "w"))
+    again = run_oneshot(resume=str(run_dir), stream=open(os.devnull, "w"), hooks=search_hooks())
     after = load_run(again.run_dir)
     assert sorted(after.trial_id) == sorted(before.trial_id)
     assert (after.status == "COMPLETE").sum() == 8
@@ -99,3 +139,8 @@ def test_kill_during_supernet_training_then_resume(tmp_path):
     assert final["history"][:first["epoch"]] == first["history"]
     assert (load_run(result.run_dir).status == "COMPLETE").sum() == 3
     assert not math.isnan(load_run(result.run_dir).metric.max())
+    # run_oneshot alone (no hooks) writes the run directory only: checkpoints and
+    # the dashboard are the caller's (hybridnas.app) to hand in
+    assert load_run(result.run_dir).checkpoint.isna().all()
+    assert not (result.run_dir / "checkpoints").exists()
+    assert not (result.run_dir / "dashboard.html").exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 from search_standin import TinySpace  # tests/ is on the path: pytest's rootdir conftest
@@ -295,7 +296,9 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
 
     import hybridnas
 
-    res = _search(tmp_path, "e2e", budget_trials=4, with_references=True, keep_checkpoints="pareto")
+    # a progress line after every batch (but an epoch's last), to find in the log
+    res = _search(tmp_path, "e2e", budget_trials=4, with_references=True, keep_checkpoints="pareto",
+                  progress_every_s=0.0)
     run = res.run_dir
     for f in ("config.yaml", "study.db", "trials.parquet", "trials.csv", "pareto.csv",
               "summary.json", "logs/search.log"):
@@ -349,6 +352,13 @@ def test_tiny_search_end_to_end(ray_session, tmp_path, capsys):
     assert out.index("estimate (strategy trials)") < out.index("trial 0 (tiny_coatnet) started")
     assert "4 trial(s) fit the trial budget" in out and res.estimate.trials == 4
     assert any(", ETA " in line for line in out.splitlines() if "done (" in line)
+    # every trial's progress lines are in the run's log (written by its worker), not on
+    # the console without -v
+    log = (run / "logs" / "search.log").read_text()
+    for tid in df.trial_id:
+        assert re.search(rf"\[trial {tid}\] epoch 1/2: batch 1/\d+ \(\d+%\), \d+ img/s, "
+                         rf"epoch ETA", log), tid
+    assert "[trial 0] epoch 1/2: batch" not in out
 
 
 @pytest.fixture(scope="module")

@@ -41,9 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dashboard-every", type=int, default=S, metavar="N",
                    help="rewrite dashboard.html every N finished trials (default: 5)")
     g.add_argument("--dry-run", action="store_true", default=S,
-                   help="print the cost estimate (a timed training step of a sampled "
-                   "architecture, trials the budget buys, wall time) and exit: no run directory, "
-                   "study or trial is created (strategy 'trials')")
+                   help="print the cost estimate and exit: no run directory, study or trial "
+                   "is created (trials: a timed training step of a sampled architecture, trials "
+                   "the budget buys, wall time; oneshot: timed sandwich steps and subnet "
+                   "evaluations, supernet epochs and subnets the budget buys, retraining)")
+    g.add_argument("--progress-every", dest="progress_every_s", type=float, default=S,
+                   metavar="SECONDS", help="seconds between a trial's progress lines (batches, "
+                   "images/s, epoch ETA) in logs/search.log and, with -v, on the console "
+                   "(default: 10; 0: after every batch)")
     g.add_argument("-v", "--verbose", action="count", default=S,
                    help="more output (-v: per-epoch lines and worker logs; -vv: Ray's own)")
 

@@ -94,6 +94,7 @@ class SearchConfig:
     storage: str | None = None
     keep_checkpoints: str = "pareto"
     dashboard_every: int = 5
+    progress_every_s: float = 10.0  # seconds between a trial's progress lines
     verbose: int = 0
     # testing hook: trial ids (Optuna numbers) whose training raises on purpose
     inject_failure: list = field(default_factory=list)
@@ -238,6 +239,7 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "latency_repeats": (1, 1 << 20),
     "latency_threads": (1, None),
     "dashboard_every": (1, None),
+    "progress_every_s": (0.0, None),
     "verbose": (0, None),
 }
 

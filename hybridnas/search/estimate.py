@@ -9,10 +9,12 @@ the expected wall time (pure arithmetic). ``estimate_search`` does all three
 for a run.
 
 The result prints itself (``lines()``) and lists its ``warnings``. A strategy
-that spends its budget differently (a one-shot supernet) supplies its own
-object with the same two members (``CostEstimate``); the search prints
-whichever it gets, at the start of a run and for ``--dry-run``. Only the
-multi-trial strategy (``trials``) has one so far.
+that spends its budget differently supplies its own object with the same two
+members (``CostEstimate``); the search prints whichever it gets, at the start
+of a run and for ``--dry-run``. The one-shot strategy's is ``OneShotEstimate``:
+``estimate_oneshot`` turns a ``OneShotTiming`` (a few sandwich steps and
+subnet evaluations timed by ``hybridnas.supernet.estimate``, which builds the
+supernet this room may not import) into the cost of its three phases.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from typing import Any, Protocol
 
 __all__ = ["CostEstimate", "StepTiming", "TrialsEstimate", "estimate_trials",
            "pick_architecture", "time_trial_step", "estimate_search", "MIN_TRIALS",
-           "SLOW_EPOCH_S", "KNOBS"]
+           "SLOW_EPOCH_S", "KNOBS", "EvalTiming", "OneShotTiming", "OneShotEstimate",
+           "estimate_oneshot", "MIN_SUBNETS", "ONESHOT_KNOBS", "NoEstimate"]
 
 #: Fewer trials than this cannot make much of a front: the estimate says so.
 MIN_TRIALS = 5
@@ -34,6 +37,12 @@ KNOBS = ("--subset N (fewer training images)", "--resolution R (a smaller proxy 
          "--space-option width_mult=0.25 (narrower networks)",
          "--max-batches-per-epoch N", "--config configs/quickstart.yaml (a proxy sized "
          "for minutes on a CPU)")
+#: Fewer ranked subnets than this make a poor use of a trained supernet.
+MIN_SUBNETS = 20
+#: What makes a one-shot search cheaper, named when its estimate warns.
+ONESHOT_KNOBS = ("--subset N", "--max-batches-per-epoch N", "--resolution R",
+                 "--space-option width_mult=0.25", "--sandwich-random N",
+                 "--config configs/oneshot_quickstart.yaml (a proxy sized for minutes on a CPU)")
 
 
 class CostEstimate(Protocol):
@@ -206,11 +215,9 @@ def pick_architecture(space, resolution, input_shape, num_outputs: int, samples:
     """A typical architecture of ``space`` to time: the median by MACs of up
     to ``samples`` valid ones drawn at random (``space.suggest`` on an
     in-memory Optuna study, checked as the searcher checks them; counting
-    stops after ``max_seconds`` with what it has). Returns (spec,
-    description) or (None, why not)."""
+    stops after ``max_seconds`` with what it has; ``_size`` counts). Returns
+    (spec, description) or (None, why not)."""
     import optuna
-
-    from ..complexity import cost
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     shape = tuple(int(s) for s in input_shape)
@@ -223,16 +230,41 @@ def pick_architecture(space, resolution, input_shape, num_outputs: int, samples:
             check = getattr(space, "check", None)
             if not (check(spec) if check is not None else not spec.problems(resolution)):
                 continue
-            c = cost(spec, shape, num_classes=int(num_outputs), in_chans=shape[0])
+            macs, params = _size(spec, shape, int(num_outputs))
         except Exception:  # noqa: BLE001 - an invalid draw: the searcher rejects it too
             continue
-        found.append((c.macs, c.params, spec))
+        found.append((macs, params, spec))
     if not found:
         return None, f"no valid architecture in {samples * 40} draws of the space"
     found.sort(key=lambda f: f[0])
     macs, params, spec = found[len(found) // 2]
     return spec, (f"the median-MACs architecture of {len(found)} random samples of the space "
                   f"({spec.pattern}, {params / 1e6:.2f} M params, {macs / 1e6:.1f} M MACs)")
+
+
+def _size(spec, shape: tuple[int, ...], num_outputs: int) -> tuple[int, int]:
+    """(MACs, params) of ``spec`` for ranking samples: counted from shapes by
+    torch's ``FlopCounterMode`` on the meta device (no weights, no compute),
+    several times faster than ``hybridnas.complexity.cost``'s fvcore trace,
+    with the same params and the same MACs less the elementwise ops ``cost``
+    adds (activations, softmax); a network the meta device cannot run is
+    counted by ``cost``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..builder import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(spec, num_classes=num_outputs, in_chans=shape[0])
+            with FlopCounterMode(display=False) as counter:
+                model(torch.empty(1, *shape))
+        return counter.get_total_flops() // 2, sum(p.numel() for p in model.parameters())
+    except Exception:  # noqa: BLE001 - an op without a meta kernel: trace it
+        from ..complexity import cost
+
+        c = cost(spec, shape, num_classes=num_outputs, in_chans=shape[0])
+        return c.macs, c.params
 
 
 class _Timed(Exception):
@@ -247,8 +279,8 @@ def time_trial_step(spec, bundle, *, device: str = "cpu", threads: int = 1,
     """Time ``spec`` as a trial would run it: build it, train it with
     ``hybridnas.training.fit`` (the trial's own loop and settings) for one
     warm-up batch and then up to ``batches`` timed ones (fewer once
-    ``max_seconds`` have passed), time one validation batch (after one
-    untimed) and one latency measurement (``latency``: the trial's
+    ``max_seconds`` have passed), time one validation batch (after a
+    warm-up on a few images) and one latency measurement (``latency``: the trial's
     ``TrialLatency``; None: the search defaults on the CPU). On CUDA the clock is read after a
     synchronisation. Raises what training raises (out of memory, ...)."""
     import torch
@@ -289,13 +321,16 @@ def time_trial_step(spec, bundle, *, device: str = "cpu", threads: int = 1,
         else:  # a one-batch epoch: the warm-up batch is all there is
             train_batch_s = (marks[0] if marks else time.perf_counter()) - started
         eval_bs = default_eval_batch_size(batch_size)
-        val_times = []
-        for _ in range(2):  # the first call in eval mode at this batch size warms up
-            t0 = time.perf_counter()
-            evaluate(model, bundle.val, bundle.task, device, batch_size=eval_bs, amp=amp,
-                     max_batches=1)
-            val_times.append(time.perf_counter() - t0)
-        val_batch_s = val_times[-1]
+        # eval mode warmed up on a few images (kernels, lazy inits), then one full batch
+        # timed; a full-size warm-up batch would double the cost for little difference
+        evaluate(model, bundle.val, bundle.task, device, batch_size=min(eval_bs, 8), amp=amp,
+                 max_batches=1)
+        t0 = time.perf_counter()
+        evaluate(model, bundle.val, bundle.task, device, batch_size=eval_bs, amp=amp,
+                 max_batches=1)
+        if cuda:
+            torch.cuda.synchronize()
+        val_batch_s = time.perf_counter() - t0
         probe = measure(model, device=lat.device, batch_size=lat.batch_size,
                         resolution=latency_resolution(shape, spec), in_chans=shape[0],
                         num_classes=int(bundle.num_outputs), threads=lat.threads, warmup=1,
@@ -326,7 +361,7 @@ def estimate_search(cfg, space, bundle, resolution, *, gpus: float, concurrency:
     spec, describe = pick_architecture(space, resolution, bundle.input_shape,
                                        int(bundle.num_outputs), seed=cfg.seed)
     if spec is None:
-        return _NoEstimate(describe)
+        return NoEstimate(describe)
     device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
     threads = cfg.threads_per_trial or max(1, int(cfg.cpus_per_trial))
     try:
@@ -337,7 +372,7 @@ def estimate_search(cfg, space, bundle, resolution, *, gpus: float, concurrency:
                                  latency=latency, describe=describe, seed=cfg.seed)
     except Exception as e:  # noqa: BLE001 - say it: the same architecture would fail as a trial
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        return _NoEstimate(f"{describe} failed to train: {type(e).__name__}: {first}"[:400])
+        return NoEstimate(f"{describe} failed to train: {type(e).__name__}: {first}"[:400])
     eval_bs = default_eval_batch_size(cfg.batch_size)
     val_batches = math.ceil(len(bundle.val) / eval_bs)
     if cfg.max_val_batches:
@@ -355,7 +390,7 @@ def estimate_search(cfg, space, bundle, resolution, *, gpus: float, concurrency:
 
 
 @dataclass(frozen=True)
-class _NoEstimate:
+class NoEstimate:
     """No figures: why (no valid architecture drawn, the timed step failed)."""
 
     reason: str
@@ -366,3 +401,250 @@ class _NoEstimate:
 
     def lines(self) -> list[str]:
         return [f"warning: {w}" for w in self.warnings]
+
+
+# ---------------------------------------------------------------------------
+# The one-shot strategy: supernet training, inherited-weight ranking, retraining
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvalTiming:
+    """One subnet scored with inherited weights, in seconds: ``bn_s`` its
+    batch-norm recalibration (all of its batches), ``val_batch_s`` one
+    validation batch, ``propose_s`` its proposal (Optuna ask and tell, the
+    space's suggest and check)."""
+
+    bn_s: float
+    val_batch_s: float
+    propose_s: float = 0.0
+
+    def seconds(self, val_batches: int) -> float:
+        """One evaluation over ``val_batches`` validation batches."""
+        return self.propose_s + self.bn_s + int(val_batches) * self.val_batch_s
+
+
+@dataclass(frozen=True)
+class OneShotTiming:
+    """What a short timed run of a supernet measured, in seconds.
+
+    ``step_s``: one sandwich step (largest, smallest and ``subnets_per_step``
+    - 2 random subnets forward and backward, one optimiser step), from
+    ``steps_timed`` steps after a warm-up step (``step_note``: how);
+    ``largest``/``smallest``: their evaluation after every epoch;
+    ``sampled``: the mean evaluation of the ``sampled`` subnets (how the
+    ranking scores one); ``calibration_s``: calibrating the latency
+    predictor (0 when a table is given or the run has one); ``setup_s``:
+    building the supernet; ``retrain``: a sampled subnet trained standalone
+    (``time_trial_step``), or None when nothing is retrained."""
+
+    device: str
+    supernet_params: int
+    subnets_per_step: int
+    step_s: float
+    steps_timed: int
+    step_note: str
+    largest: EvalTiming
+    smallest: EvalTiming
+    sampled: EvalTiming
+    sampled_desc: str
+    calibration_s: float
+    setup_s: float
+    retrain: StepTiming | None = None
+
+
+@dataclass(frozen=True)
+class OneShotEstimate:
+    """The plan of a one-shot search (``estimate_oneshot`` fills it). Device
+    seconds are what ``--budget-gpu-hours`` counts; ``*_wall_s`` wall time."""
+
+    timing: OneShotTiming
+    unit: str
+    epochs: int                # --supernet-epochs
+    epochs_done: int           # finished before a resume
+    epochs_fit: int            # of the epochs left, those the budget lets start
+    steps_per_epoch: int
+    val_batches: int
+    workers: int
+    epoch_s: float             # device-s of one supernet epoch
+    epoch_wall_s: float
+    subnet_s: float            # device-s of one ranked subnet
+    subnets: int               # subnets the budget ranks
+    subnets_limited_by: str
+    max_subnets: int           # --budget-trials (or the default cap)
+    retrain_top: int
+    retrain_epochs: int
+    retrain_each_s: float
+    retrained: int             # of retrain_top, those the budget lets start
+    device_s: float            # the whole run
+    wall_s: float
+    warnings: tuple[str, ...]
+    suggested_subnets: int | None = None  # a --budget-trials that leaves room to retrain
+
+    @property
+    def subnets_per_device_minute(self) -> float:
+        return 60.0 / self.subnet_s if self.subnet_s > 0 else math.inf
+
+    def lines(self) -> list[str]:
+        t = self.timing
+        unit = "GPU" if self.unit == "gpu" else "CPU"
+        end_s = t.largest.seconds(self.val_batches) + t.smallest.seconds(self.val_batches)
+        left = self.epochs - self.epochs_done
+        done = f", {self.epochs_done} done before" if self.epochs_done else ""
+        workers = (f" on {self.workers} data-parallel workers (speed-up assumed linear)"
+                   if self.workers > 1 else "")
+        out = [
+            f"estimate (strategy oneshot): supernet {t.supernet_params / 1e6:.2f} M params; "
+            f"per supernet epoch {self.epoch_s:.0f} {unit} device-s (~{_fmt_s(self.epoch_wall_s)} "
+            f"wall{workers}: {self.steps_per_epoch} sandwich steps x {t.step_s * 1e3:.0f} ms "
+            f"({t.subnets_per_step} subnets each) + largest and smallest evaluated "
+            f"{end_s:.1f} s); supernet training {min(left, self.epochs_fit)} of {self.epochs} "
+            f"epoch(s){done}: {self.epochs_fit * self.epoch_s:.0f} device-s",
+            f"estimate: one subnet ranked {self.subnet_s * 1e3:.0f} ms (batch-norm recalibration "
+            f"{t.sampled.bn_s * 1e3:.0f} ms + validation {self.val_batches} x "
+            f"{t.sampled.val_batch_s * 1e3:.0f} ms + proposal {t.sampled.propose_s * 1e3:.0f} "
+            f"ms) = {self.subnets_per_device_minute:.0f} subnets per device-minute; "
+            f"{self.subnets} subnet(s) ranked ({self.subnets_limited_by})",
+        ]
+        if self.retrain_top > 0:
+            out.append(f"estimate: retraining --retrain-top {self.retrain_top} x --retrain-epochs "
+                       f"{self.retrain_epochs}: {self.retrain_each_s:.0f} device-s per subnet; "
+                       f"{self.retrained} of {self.retrain_top} fit, "
+                       f"{self.retrained * self.retrain_each_s:.0f} device-s")
+        out += [
+            f"estimate: whole run ~{self.device_s:.0f} {unit} device-s (latency calibration "
+            f"{t.calibration_s:.0f} s included), ~{_fmt_s(self.wall_s)} wall",
+            f"estimate timed on {t.device}: {t.step_note}; {t.sampled_desc}; latency "
+            f"measurements of the front and its checkpoints are not counted",
+        ]
+        out += [f"warning: {w}" for w in self.warnings]
+        if self.warnings and self.suggested_subnets:
+            out.append(f"--budget-trials {self.suggested_subnets} would leave the budget room "
+                       f"to retrain")
+        if self.warnings:
+            out.append("make the supernet cheaper with " + ", ".join(ONESHOT_KNOBS)
+                       + "; or give a larger budget")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Allowance:
+    """What is left of the device budget and the time limit as phases spend
+    it. As in the run, a step (an epoch, a subnet, a retraining) starts while
+    anything is left, so the last one started may overshoot."""
+
+    def __init__(self, device_s: float | None, wall_s: float | None):
+        self.device = math.inf if device_s is None else max(0.0, device_s)
+        self.wall = math.inf if wall_s is None else max(0.0, wall_s)
+
+    @staticmethod
+    def _starts(left: float, each: float, n: int) -> int:
+        if not math.isfinite(left) or each <= 0:
+            return n
+        return math.ceil(left / each - 1e-9) if left > 0 else 0
+
+    def take(self, n: int, device_each: float, wall_each: float,
+             cap: str) -> tuple[int, str]:
+        """How many of ``n`` equal steps start, spent; and what bounds them:
+        ``cap``, "device budget" or "time limit"."""
+        by_device = self._starts(self.device, device_each, n)
+        by_wall = self._starts(self.wall, wall_each, n)
+        k = max(0, min(n, by_device, by_wall))
+        self.spend(k * device_each, k * wall_each)
+        if k == n:
+            return k, cap
+        return k, "device budget" if by_device <= by_wall else "time limit"
+
+    def spend(self, device_s: float, wall_s: float) -> None:
+        self.device = max(0.0, self.device - device_s)
+        self.wall = max(0.0, self.wall - wall_s)
+
+
+def estimate_oneshot(timing: OneShotTiming, *, epochs: int, steps_per_epoch: int,
+                     val_batches: int, max_subnets: int, epochs_done: int = 0,
+                     subnets_done: int = 0, workers: int = 1, retrain_top: int = 0,
+                     retrain_epochs: int = 0, retrain_batches_per_epoch: int = 0,
+                     retrain_val_batches: int = 0, budget_device_s: float | None = None,
+                     spent_device_s: float = 0.0, time_limit_s: float | None = None,
+                     elapsed_s: float = 0.0, unit: str = "cpu") -> OneShotEstimate:
+    """The plan of a one-shot search from a ``OneShotTiming`` (pure arithmetic).
+
+    The phases run in order and each stops once the budget is spent, as the
+    run does: supernet epochs (``steps_per_epoch`` sandwich steps, then the
+    largest and smallest evaluated over ``val_batches``; with ``workers``
+    data-parallel workers the wall time is the steps / workers and the
+    device time the wall time x workers), the latency calibration, the
+    ranking (at most ``max_subnets`` - ``subnets_done`` subnets) and the
+    retraining of ``retrain_top`` subnets for ``retrain_epochs`` each. A
+    phase is given what is left of ``budget_device_s`` - ``spent_device_s``
+    and ``time_limit_s`` - ``elapsed_s``; an epoch, subnet or retraining
+    starts while anything is left (the run checks between them), so the
+    totals may pass the budget by one of them. Warns when the budget buys fewer supernet epochs than
+    asked, fewer than ``MIN_SUBNETS`` subnets, fewer retrainings than
+    ``retrain_top`` (then ``suggested_subnets`` is a ranking cap that leaves
+    room for them, if one does), or an epoch takes more than ``SLOW_EPOCH_S``.
+    """
+    t = timing
+    workers = max(1, int(workers))
+    end_s = t.largest.seconds(val_batches) + t.smallest.seconds(val_batches)
+    epoch_wall = steps_per_epoch * t.step_s / workers + end_s
+    epoch_s = epoch_wall * workers
+    subnet_s = t.sampled.seconds(val_batches)
+    retrain_each = 0.0
+    if t.retrain is not None and retrain_top > 0:
+        r = t.retrain
+        retrain_each = r.setup_s + retrain_epochs * (retrain_batches_per_epoch * r.train_batch_s
+                                                     + retrain_val_batches * r.val_batch_s)
+    left = _Allowance(None if budget_device_s is None else budget_device_s - spent_device_s,
+                      None if time_limit_s is None else time_limit_s - elapsed_s - t.setup_s)
+    epochs_left = max(0, int(epochs) - int(epochs_done))
+    epochs_fit, epochs_by = left.take(epochs_left, epoch_s, epoch_wall, "")
+    left.spend(t.calibration_s, t.calibration_s)
+    after_supernet = left.device
+    cap = max(0, int(max_subnets) - int(subnets_done))
+    subnets, subnets_by = left.take(cap, subnet_s, subnet_s, f"--budget-trials {max_subnets}")
+    retrained, retrain_by = left.take(max(0, int(retrain_top)), retrain_each, retrain_each, "")
+    device_s = epochs_fit * epoch_s + t.calibration_s + subnets * subnet_s + retrained * retrain_each
+    wall_s = (t.setup_s + epochs_fit * epoch_wall + t.calibration_s + subnets * subnet_s
+              + retrained * retrain_each)
+    warnings = []
+    if epochs_fit < epochs_left:
+        if epochs_by == "device budget":
+            hours = (budget_device_s or 0.0) / 3600.0
+            warnings.append(f"--budget-gpu-hours {hours:g} buys {epochs_done + epochs_fit} of "
+                            f"{epochs} supernet epochs (~{epoch_s:.0f} device-s each; none "
+                            f"starts once it is spent); raise it or lower --supernet-epochs")
+        else:
+            warnings.append(f"--time-limit {_fmt_s(time_limit_s or 0.0)} allows "
+                            f"{epochs_done + epochs_fit} of {epochs} supernet epochs "
+                            f"(~{_fmt_s(epoch_wall)} each); raise it or lower --supernet-epochs")
+    if subnets < min(MIN_SUBNETS, cap) and subnets_by != f"--budget-trials {max_subnets}":
+        warnings.append(f"only {subnets} subnet(s) can be ranked in what the supernet leaves of "
+                        f"the {subnets_by} (aim for {MIN_SUBNETS} or more); raise the budget or "
+                        f"lower --supernet-epochs")
+    suggested = None
+    if retrained < retrain_top:
+        if subnets_by in ("device budget", "time limit") and subnets > 0:
+            room = after_supernet - retrain_top * retrain_each
+            suggested = int(room // subnet_s) if subnet_s > 0 and room > subnet_s else None
+            warnings.append(f"ranking spends what is left of the {subnets_by}, so {retrained} of "
+                            f"--retrain-top {retrain_top} subnet(s) can be retrained; cap the "
+                            f"ranking with --budget-trials or raise the budget")
+        else:
+            warnings.append(f"{retrained} of --retrain-top {retrain_top} retraining(s) "
+                            f"(--retrain-epochs {retrain_epochs}, ~{retrain_each:.0f} device-s "
+                            f"each) fit the {retrain_by}; raise it or lower --retrain-top / "
+                            f"--retrain-epochs")
+    if epoch_wall > SLOW_EPOCH_S:
+        warnings.append(f"one supernet epoch takes ~{_fmt_s(epoch_wall)} here (more than "
+                        f"{_fmt_s(SLOW_EPOCH_S)})")
+    return OneShotEstimate(
+        timing=t, unit=unit, epochs=int(epochs), epochs_done=int(epochs_done),
+        epochs_fit=epochs_fit, steps_per_epoch=int(steps_per_epoch),
+        val_batches=int(val_batches), workers=workers, epoch_s=epoch_s, epoch_wall_s=epoch_wall,
+        subnet_s=subnet_s, subnets=subnets, subnets_limited_by=subnets_by,
+        max_subnets=int(max_subnets), retrain_top=int(retrain_top),
+        retrain_epochs=int(retrain_epochs), retrain_each_s=retrain_each, retrained=retrained,
+        device_s=device_s, wall_s=wall_s, warnings=tuple(warnings),
+        suggested_subnets=suggested)

@@ -138,11 +138,7 @@ class RunRecorder(Callback):
     def _emit(self, line: str, console: bool = True) -> None:
         if console:
             print(line, file=self.stream or sys.stdout, flush=True)
-        try:
-            with open(self.run.log_file, "a", encoding="utf-8") as f:
-                f.write(f"{now_iso()} {line}\n")
-        except OSError:
-            pass
+        self.run.append_log(line)
 
     @_locked
     def front_summary(self) -> dict:

@@ -337,6 +337,7 @@ def _run(s: _Session) -> SearchResult:
         data=s.data_kw, num_outputs=int(bundle.num_outputs), epochs=cfg.epochs,
         metric_name=task.metric_name, maximize=bool(task.maximize), gpus_per_trial=gpus,
         threads=threads, run_dir=str(run.path.resolve()), keep_checkpoints=cfg.keep_checkpoints,
+        progress_every_s=cfg.progress_every_s,
         inject_failure=tuple(int(t) for t in cfg.inject_failure or ()),
         train=TrainSettings.from_config(cfg),
         latency=latency,

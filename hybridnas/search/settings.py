@@ -69,6 +69,7 @@ class TrialSettings:
     threads: int = 1
     run_dir: str = ""
     keep_checkpoints: str = _C.keep_checkpoints
+    progress_every_s: float = _C.progress_every_s
     inject_failure: tuple[int, ...] = ()
     train: TrainSettings = field(default_factory=TrainSettings)
     latency: TrialLatency = field(default_factory=TrialLatency)

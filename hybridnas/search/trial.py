@@ -302,7 +302,9 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         fit(model, bundle, epochs=max_epochs, batch_size=t.batch_size, lr=t.lr,
             weight_decay=t.weight_decay, warmup_epochs=t.warmup_epochs,
             label_smoothing=t.label_smoothing, grad_clip=t.grad_clip, device=device, amp=t.amp,
-            on_epoch=on_epoch, on_batch=ProgressLine(_print_line, prefix=f"[trial {trial_id}] "),
+            on_epoch=on_epoch, on_batch=ProgressLine(_progress_log(settings),
+                                                     every_s=settings.progress_every_s,
+                                                     prefix=f"[trial {trial_id}] "),
             max_batches_per_epoch=t.max_batches_per_epoch,
             max_val_batches=t.max_val_batches, seed=t.seed + trial_id,
             checkpoint_dir=str(partial) if partial is not None else None,
@@ -360,9 +362,28 @@ def _write_progress(partial, state: dict[str, Any]) -> None:
 
 
 def _print_line(line: str) -> None:
-    """A trial's progress line: on the worker's stdout, which Ray forwards to
-    the search console with ``-v`` (rate-limited by ProgressLine)."""
+    """A trial's line on the worker's stdout, which Ray forwards to the
+    search console with ``-v``."""
     print(line, flush=True)
+
+
+def _progress_log(settings: TrialSettings):
+    """Where a trial's progress lines go (rate-limited by ProgressLine): the
+    worker's stdout (``_print_line``) and the run's logs/search.log, when
+    this node can write the run directory (a remote node: stdout only)."""
+    import os
+
+    from ..rundir import RunDir
+
+    if not settings.run_dir or not os.access(settings.run_dir, os.W_OK):
+        return _print_line
+    run = RunDir(settings.run_dir)
+
+    def log(line: str) -> None:
+        _print_line(line)
+        run.append_log(line)
+
+    return log
 
 
 def _save_checkpoint(save, model, spec, settings: TrialSettings, trial_id: int,

@@ -18,6 +18,12 @@ Three phases, all in one run directory with the multi-trial layout:
    are trained standalone for ``retrain_epochs``; their
    ``standalone_metric`` is recorded beside the inherited ``metric``.
 
+Before phase 1 the run prints its cost estimate (``estimate``: a few timed
+sandwich steps and subnet evaluations; all ``--dry-run`` does, writing
+nothing). Checkpoints and the dashboard are written through ``SearchHooks``
+callbacks handed in by the caller (``hybridnas.app``), as in the
+multi-trial search: this room does not import export or dashboard.
+
 Budget: supernet training, evaluation, latency and retraining all count as
 device time against ``--budget-gpu-hours`` and ``--time-limit``;
 ``--budget-trials`` caps the evaluated subnets (default 200). Faults: each
@@ -40,7 +46,8 @@ import torch
 from ..errors import UserError
 # The run-directory contract: imported here only.
 from ..rundir import RunDir, empty_row, front_of, front_summary, objective_columns
-from .train import SandwichSettings, evaluate_subnet
+from ..search.hooks import SearchHooks
+from .train import CHECKPOINT_STATE, SandwichSettings, evaluate_subnet
 
 __all__ = ["run_oneshot", "DEFAULT_SUBNETS"]
 
@@ -74,11 +81,13 @@ class _Accounts:
 
 
 class _OneShot:
-    def __init__(self, cfg, run: RunDir, name: str, stream, elapsed_before: float, resuming: bool):
+    def __init__(self, cfg, run: RunDir, name: str, stream, elapsed_before: float, resuming: bool,
+                 hooks: SearchHooks | None = None):
         from ..search.budget import Budget
         from ..search.runner import load_bundle, load_space
 
         self.cfg, self.run, self.name, self.stream = cfg, run, name, stream
+        self.hooks = hooks or SearchHooks()
         self.bundle, self.data_kw = load_bundle(cfg, stream)
         self.task = self.bundle.task
         shape = tuple(int(x) for x in self.bundle.input_shape)
@@ -118,9 +127,7 @@ class _OneShot:
 
     def say(self, line: str) -> None:
         print(line, file=self.stream, flush=True)
-        self.run.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.run.log_file, "a", encoding="utf-8") as fh:
-            fh.write(f"{_now()} {line}\n")
+        self.run.append_log(line)
 
     # ---- files -------------------------------------------------------------
     def save(self, force: bool = True) -> None:
@@ -146,6 +153,37 @@ class _OneShot:
             "retrained": sorted(int(t) for t, r in self.rows.items()
                                 if _finite(r.get("standalone_metric"))),
             "updated_at": _now()})
+
+    # ---- cost estimate -----------------------------------------------------
+    def estimate(self):
+        """The run's cost estimate (``hybridnas.supernet.estimate``), counting
+        what a resumed run has done already."""
+        from .estimate import estimate_oneshot_run
+
+        state = self.run.path / "supernet" / CHECKPOINT_STATE
+        try:
+            epochs_done = int(json.loads(state.read_text()).get("epoch") or 0)
+        except (OSError, ValueError, AttributeError):
+            epochs_done = 0
+        calibrate = not (self.cfg.latency_table
+                         or (self.run.path / "latency" / "predictor.json").exists())
+        done = sum(1 for r in self.rows.values() if r["status"] == "COMPLETE")
+        return estimate_oneshot_run(self.cfg, self.space, self.bundle, device=self.device,
+                                    settings=self.settings, unit=self.budget.unit,
+                                    max_subnets=self.max_subnets, spent_device_s=self.spent(),
+                                    epochs_done=epochs_done, subnets_done=done,
+                                    calibrate=calibrate, elapsed_s=self.budget.elapsed())
+
+    def keep(self, tid: int, model, spec, meta: dict[str, Any]) -> None:
+        """Save ``model`` as trial ``tid``'s checkpoint through the hooks and
+        point its row at it (no ``save_checkpoint`` hook: nothing is saved)."""
+        save = self.hooks.save_checkpoint
+        if save is None:
+            return
+        folder = self.run.checkpoints / f"trial_{int(tid)}"
+        save(folder, model, spec, {"resolution": self.resolution, "dataset": self.cfg.dataset,
+                                   "metric_name": self.task.metric_name, **meta})
+        self.rows[int(tid)]["checkpoint"] = str(folder.relative_to(self.run.path))
 
     # ---- phase 1 -----------------------------------------------------------
     def supernet(self):
@@ -219,14 +257,21 @@ class _OneShot:
 
     # ---- phase 2 -----------------------------------------------------------
     def rank(self, net, predictor, service) -> None:
+        from ..search.storage import storage_for, storage_url_for
+
+        storage = storage_for(storage_url_for(self.cfg.storage or self.run.storage_url()))
+        try:
+            self._rank(storage, net, predictor, service)
+        finally:  # the study's connections close with the phase (SQLite: the WAL is folded in)
+            storage.engine.dispose()
+
+    def _rank(self, storage, net, predictor, service) -> None:
         import optuna
 
-        from ..search.storage import make_sampler, storage_for, storage_url_for
+        from ..search.storage import make_sampler
         from .train import bn_batches
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        url = storage_url_for(self.cfg.storage or self.run.storage_url())
-        storage = storage_for(url)
         study = optuna.create_study(storage=storage, study_name=self.name, load_if_exists=True,
                                     directions=["maximize" if m else "minimize"
                                                 for m in self.maximize])
@@ -299,7 +344,7 @@ class _OneShot:
 
         for t in study.get_trials(deepcopy=False):
             if t.state == optuna.trial.TrialState.RUNNING:
-                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+                study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
             elif t.state == optuna.trial.TrialState.COMPLETE and t.number not in self.rows \
                     and "row" in t.user_attrs:
                 self.rows[t.number] = json.loads(t.user_attrs["row"])
@@ -307,8 +352,8 @@ class _OneShot:
 
     def measure_front(self, net, service) -> None:
         """Measure (isolated, cached by arch) the subnets on the front of
-        (metric, predicted latency) and keep their extracted weights."""
-        from ..export.checkpoint import save_checkpoint, trial_checkpoint_dir
+        (metric, predicted latency) and keep their extracted weights (through
+        the hooks)."""
         from ..spec import ArchSpec
 
         df = self.run.write_trials(self.rows.values())
@@ -325,19 +370,15 @@ class _OneShot:
                 row.update(latency_ms=lat.median_ms, latency_p10_ms=lat.p10_ms,
                            latency_p90_ms=lat.p90_ms,
                            latency_device=str(lat.settings.get("device")))
-            folder = trial_checkpoint_dir(self.run.path, int(tid))
-            save_checkpoint(folder, net.extract(spec), spec, {
-                "resolution": self.resolution, "dataset": self.cfg.dataset,
-                "metric": row["metric"], "metric_name": self.task.metric_name,
-                "fidelity": "inherited", "epochs": 0})
-            row["checkpoint"] = str(folder.relative_to(self.run.path))
+            if self.hooks.save_checkpoint is not None:
+                self.keep(int(tid), net.extract(spec), spec,
+                          {"metric": row["metric"], "fidelity": "inherited", "epochs": 0})
             row["device_seconds"] = float(row["device_seconds"] or 0) + time.perf_counter() - t0
         self.save()
 
     # ---- phase 3 -------------------------------------------------------------
     def retrain(self) -> None:
         from ..builder import build_model
-        from ..export.checkpoint import save_checkpoint, trial_checkpoint_dir
         from ..spec import ArchSpec
         from ..training import fit
 
@@ -365,14 +406,10 @@ class _OneShot:
                          max_batches_per_epoch=self.cfg.max_batches_per_epoch,
                          max_val_batches=self.cfg.max_val_batches, seed=self.cfg.seed,
                          device=self.device)
-            folder = trial_checkpoint_dir(self.run.path, int(tid))
-            save_checkpoint(folder, model, spec, {
-                "resolution": self.resolution, "dataset": self.cfg.dataset,
-                "metric": result.best_metric, "metric_name": self.task.metric_name,
-                "fidelity": "standalone", "epochs": result.epochs})
+            self.keep(int(tid), model, spec, {"metric": result.best_metric,
+                                              "fidelity": "standalone", "epochs": result.epochs})
             row.update(standalone_metric=float(result.best_metric), epochs=result.epochs,
                        max_epochs=self.cfg.retrain_epochs, curve=json.dumps(result.curve),
-                       checkpoint=str(folder.relative_to(self.run.path)),
                        device_seconds=float(row["device_seconds"] or 0)
                        + time.perf_counter() - t0)
             self.save()
@@ -392,16 +429,19 @@ def _m(row: dict) -> float:
 
 
 def run_oneshot(cfg=None, resume=None, overrides: dict | None = None, stream=None,
-                dry_run: bool = False):
+                hooks: SearchHooks | None = None, dry_run: bool = False):
     """Run (or resume) a one-shot search; returns a ``SearchResult`` like
-    ``hybridnas.search.run_search`` (same arguments). The run directory is
-    locked for the whole run (one writer)."""
+    ``hybridnas.search.run_search`` (same arguments). ``hooks``: the
+    callbacks that save checkpoints (of the measured front and the retrained
+    subnets) and draw the dashboard; none by default (``hybridnas.run_search``
+    and the CLI pass export's and dashboard's). ``dry_run``: print the cost
+    estimate and return it (``estimate``) without creating the run
+    directory, its study or its lock. The run directory is locked for the
+    whole run (one writer)."""
     from ..runlock import RunLock, read_holder
     from ..search.config import SearchConfig
     from ..search.runner import default_run_name
 
-    if dry_run:
-        raise UserError("--dry-run: the cost estimate is not built for --strategy oneshot yet")
     stream = stream or sys.stdout
     if resume is not None:
         run = RunDir(resume)
@@ -413,34 +453,52 @@ def run_oneshot(cfg=None, resume=None, overrides: dict | None = None, stream=Non
         cfg.strategy = "oneshot"
         cfg.check()
         run = RunDir(Path(cfg.results_dir) / (cfg.name or default_run_name(cfg) + "-oneshot"))
+    if dry_run:  # a dry run creates nothing, not even a lock
+        return _dry_run(cfg, run, resume, overrides, stream)
     lock = RunLock(run.path, command="hybridnas search --strategy oneshot").acquire()
     try:
-        return _run_oneshot_locked(cfg, run, resume, overrides, stream)
+        return _run_oneshot_locked(cfg, run, resume, overrides, stream, hooks or SearchHooks())
     finally:
         lock.release()
 
 
-def _run_oneshot_locked(cfg, run: RunDir, resume, overrides, stream):
-    from ..runlock import portable_storage_url
+def _resolve(cfg, run: RunDir, resume, overrides) -> tuple[Any, str, float, str | None]:
+    """(options, run name, wall seconds of earlier sessions, created_at) of a
+    new or resumed run; a new run may not land on an existing one."""
     from ..search.resume import resume_config
-    from ..search.runner import SearchResult
 
     if resume is not None:
         cfg, saved = resume_config(run, overrides or {})
-        name = saved.get("run_name") or run.path.name
         try:
             elapsed = float(run.read_summary().get("budget", {}).get("elapsed_s") or 0.0)
         except UserError:  # derived data: rewritten at the end
             elapsed = 0.0
-        created = saved.get("created_at")
-    else:
-        name = run.path.name
-        if run.trials_file is not None or run.config.exists():
-            raise UserError(f"{run.path} already holds a run; continue it with "
-                            f"`hybridnas search --resume {run.path}` or pick another --name")
-        elapsed, created = 0.0, _now()
-    run.create()
+        return cfg, saved.get("run_name") or run.path.name, elapsed, saved.get("created_at")
+    if run.trials_file is not None or run.config.exists():
+        raise UserError(f"{run.path} already holds a run; continue it with "
+                        f"`hybridnas search --resume {run.path}` or pick another --name")
+    return cfg, run.path.name, 0.0, _now()
+
+
+def _dry_run(cfg, run: RunDir, resume, overrides, stream):
+    """``--dry-run``: the estimate, printed; nothing written."""
+    from ..search.runner import SearchResult
+
+    cfg, name, elapsed, _ = _resolve(cfg, run, resume, overrides)
     job = _OneShot(cfg, run, name, stream, elapsed, resume is not None)
+    estimate = job.estimate()
+    for line in estimate.lines() + ["dry run: nothing created or started"]:
+        print(f"[oneshot] {line}", file=stream, flush=True)
+    return SearchResult(run.path, {}, estimate=estimate)
+
+
+def _run_oneshot_locked(cfg, run: RunDir, resume, overrides, stream, hooks: SearchHooks):
+    from ..runlock import portable_storage_url
+    from ..search.runner import SearchResult
+
+    cfg, name, elapsed, created = _resolve(cfg, run, resume, overrides)
+    run.create()
+    job = _OneShot(cfg, run, name, stream, elapsed, resume is not None, hooks)
     # a SQLite study inside the run is stored relative to it: a copied run is its own run
     run.write_config({"run_name": name, **cfg.to_dict(), "strategy": "oneshot",
                       "storage_url": portable_storage_url(cfg.storage or run.storage_url(),
@@ -454,6 +512,9 @@ def _run_oneshot_locked(cfg, run: RunDir, resume, overrides, stream):
     job.say(f"[oneshot] run {name} -> {run.path} | space {job.space.name} at {job.resolution}px, "
             f"dataset {cfg.dataset} ({len(job.bundle.train)} train / {len(job.bundle.val)} val)"
             + (" [resumed]" if resume is not None else ""))
+    estimate = job.estimate()
+    for line in estimate.lines():
+        job.say(f"[oneshot] {line}")
     interrupted = False
     service = None
     try:
@@ -467,15 +528,14 @@ def _run_oneshot_locked(cfg, run: RunDir, resume, overrides, stream):
         if service is not None:
             service.close()
         job.save()
-        try:
-            from ..dashboard import write_dashboard
-
-            write_dashboard(str(run.path))
-        except Exception as e:  # noqa: BLE001 - drawing must not lose a finished run
-            job.say(f"[oneshot] dashboard not written: {type(e).__name__}: {e}")
+        if hooks.write_dashboard is not None:
+            try:
+                hooks.write_dashboard(str(run.path))
+            except Exception as e:  # noqa: BLE001 - drawing must not lose a finished run
+                job.say(f"[oneshot] dashboard not written: {type(e).__name__}: {e}")
     summary = run.read_summary()
     job.say(f"[oneshot] {'interrupted' if interrupted else 'finished'}: {run.path}; "
             f"{summary.get('trials', {}).get('COMPLETE', 0)} subnets evaluated, front "
             f"{summary.get('front_trial_ids')}, retrained {summary.get('retrained')}, "
             f"device time {job.spent():.0f} s")
-    return SearchResult(run.path, summary, interrupted)
+    return SearchResult(run.path, summary, interrupted, estimate=estimate)
