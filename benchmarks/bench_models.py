@@ -12,6 +12,7 @@ builder model's parameter count (printed side by side).
 
     python benchmarks/bench_models.py                       # every family, CPU defaults
     python benchmarks/bench_models.py --models levit_128s coatnet_0 --runs 20
+    python benchmarks/bench_models.py --clock thread --train-steps 0   # shared machine
     python benchmarks/bench_models.py --device cuda --train-resolution 224 --batch-size 64
 """
 from __future__ import annotations
@@ -683,17 +684,23 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _alternate(fns: dict, warmup: int, runs: int, device) -> dict:
+#: --clock: wall time, or the CPU time of the calling thread (one-thread CPU
+#: runs only), which leaves out the time a shared machine's other processes
+#: hold the core.
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def _alternate(fns: dict, warmup: int, runs: int, device, clock=time.perf_counter) -> dict:
     """Median seconds per call of each function, calls alternating."""
     times = {k: [] for k in fns}
     for step in range(warmup + runs):
         for key in (list(fns) if step % 2 == 0 else list(fns)[::-1]):
             _sync(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             fns[key]()
             _sync(device)
             if step >= warmup:
-                times[key].append(time.perf_counter() - t0)
+                times[key].append(clock() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -707,7 +714,8 @@ def infer_times(ours, theirs, args, device):
                 m(x)
         return f
 
-    return _alternate({k: call(m) for k, m in models.items()}, args.warmup, args.runs, device)
+    return _alternate({k: call(m) for k, m in models.items()}, args.warmup, args.runs, device,
+                      CLOCKS[args.clock])
 
 
 def train_times(ours, theirs, args, device):
@@ -724,7 +732,7 @@ def train_times(ours, theirs, args, device):
             opts[k].step()
         return f
 
-    return _alternate({k: step(k) for k in models}, 1, args.train_steps, device)
+    return _alternate({k: step(k) for k in models}, 1, args.train_steps, device, CLOCKS[args.clock])
 
 
 def _params(m):
@@ -744,9 +752,14 @@ def main():
     p.add_argument("--batch-size", type=int, default=None, help="default 64 on GPU, 4 on CPU")
     p.add_argument("--train-steps", type=int, default=3, help="0 skips training")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="thread: CPU time of the timing thread (with --device cpu --threads 1), "
+                        "steadier than wall time on a machine shared with other jobs")
     args = p.parse_args()
     device = torch.device(args.device)
     cpu = device.type == "cpu"
+    if args.clock == "thread" and not (cpu and args.threads == 1):
+        p.error("--clock thread times one CPU thread: use it with --device cpu --threads 1")
     args.train_resolution = args.train_resolution or (112 if cpu else 224)
     args.batch_size = args.batch_size or (4 if cpu else 64)
     torch.set_num_threads(args.threads)
@@ -754,7 +767,7 @@ def main():
     missing = sorted(set(hybridnas.list_models()) - set(REFERENCES) - {"financial_hybrid"})
     print(f"device={device} threads={torch.get_num_threads()}; inference: batch 1, "
           f"{args.resolution} px, median of {args.runs}; training: batch {args.batch_size}, "
-          f"{args.train_resolution} px, median of {args.train_steps} steps")
+          f"{args.train_resolution} px, median of {args.train_steps} steps; {args.clock} clock")
     print("ratios are time(builder) / time(hand-written); target <= 1.0")
     print(f"{'model':<18}{'params M (ours/ref)':>22}{'infer ms':>20}{'ratio':>8}"
           f"{'train ms':>22}{'ratio':>8}")

@@ -287,3 +287,26 @@ def test_stage_on_gpu_with_autocast(key):
     assert y.shape == (4, 24, 5, 5)
     assert torch.isfinite(x.grad).all()
     assert all(torch.isfinite(p.grad).all() for p in stage.parameters())
+
+
+@pytest.mark.parametrize("case", ["none", "per_head", "per_window", "wide_values"])
+def test_attend_is_softmax_attention_with_the_bias(case):
+    # attend hands biased attention to SDPA (per-head bias as a 4-D mask, a
+    # bias per window expanded over the batch) or writes it out when the
+    # values are wider than the keys: all equal the formula.
+    from hybridnas.blocks.layers import attend
+
+    g = torch.Generator().manual_seed(0)
+    b, heads, n, d = 6, 3, 10, 8
+    dv = 2 * d if case == "wide_values" else d
+    q, k = torch.randn(b, heads, n, d, generator=g), torch.randn(b, heads, n, d, generator=g)
+    v = torch.randn(b, heads, n, dv, generator=g)
+    bias = {"none": None, "per_head": torch.randn(heads, n, n, generator=g),
+            "per_window": torch.randn(3, heads, n, n, generator=g),
+            "wide_values": torch.randn(heads, n, n, generator=g)}[case]
+    logits = q @ k.transpose(-2, -1) / math.sqrt(d)
+    if case == "per_window":  # batch laid out as (b / 3) images x 3 windows
+        logits = (logits.view(-1, 3, heads, n, n) + bias).view(b, heads, n, n)
+    elif bias is not None:
+        logits = logits + bias
+    torch.testing.assert_close(attend(q, k, v, bias), logits.softmax(-1) @ v, atol=1e-5, rtol=1e-4)

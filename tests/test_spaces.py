@@ -69,6 +69,53 @@ def test_named_lists_exactly_the_contained_architectures(loaded):
     assert not answer and "stem" in answer.reason
 
 
+def _vit_stem_before_resnet(tmp_path):
+    """vit_stem as it was before the resnet stem family: its conv option alone."""
+    from pathlib import Path
+
+    import yaml
+
+    raw = yaml.safe_load(Path(spaces.load("vit_stem").path).read_text())
+    raw["arch"] = raw["arch"]["oneof"]["conv"]
+    raw["named"] = ["vit_c_1gf", "vit_c_4gf", "hybrid_vit"]
+    path = tmp_path / "vit_stem_conv.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return spaces.load(path)
+
+
+@pytest.mark.parametrize("resolution", [32, 224])
+def test_vit_stem_keeps_every_point_and_param_it_had(loaded, tmp_path, resolution):
+    # The resnet stem family joined vit_stem as a top-level oneof with
+    # `default: conv`: the conv points keep their labels, and params recorded
+    # before (no stem_family) still decode to the same architecture.
+    old = _vit_stem_before_resnet(tmp_path).at(resolution)
+    new = loaded["vit_stem"].at(resolution)
+    assert new.size() > old.size()
+    for seed in range(12):
+        spec = old.sample(seed)
+        params = old.encode(spec)
+        assert new.contains(spec), new.contains(spec).reason
+        assert new.encode(spec) == {"stem_family": "conv", **params}
+        assert new.decode(params) == spec
+    for name, spec in old.references().items():
+        assert new.references()[name] == spec
+
+
+def test_vit_stem_holds_the_r50_hybrid_under_its_own_labels(loaded):
+    space = loaded["vit_stem"]
+    spec = hybridnas.get_spec("vit_base_r50_s16")
+    params = space.encode(spec)
+    assert params["stem_family"] == "resnet"
+    assert all(k == "stem_family" or k.startswith("resnet.") for k in params), params
+    assert hybridnas.spaces.count_params(space.decode(params)) == \
+        hybridnas.spaces.count_params(spec)
+    # the included union's label sits under the includer's family
+    zoo = loaded["hybrid_zoo"].encode(spec)
+    assert zoo["family"] == "vit_stem" and zoo["vit_stem.stem_family"] == "resnet"
+    # a seeded sample reaches both stem families
+    assert {space.encode(space.sample(s))["stem_family"] for s in range(40)} == {"conv", "resnet"}
+
+
 # ---- proxy scale --------------------------------------------------------------
 
 @pytest.mark.parametrize("space_name", MY_SPACES)
@@ -398,6 +445,12 @@ BAD_FILES = {
                       "stages[0].colour", "unknown stage field"),
     "duplicate label": (("stages: [{block: mbconv, depth: {int: [1, 2], label: d}, "
                          "width: {choice: [8], label: d}}]"), "stages[0].width", "already used"),
+    "unknown default": ("stages: [{block: mbconv, depth: 1, width: {oneof: {a: 8}, default: b}}]",
+                        "stages[0].width.default", "'b' is not an option"),
+    # a default option's decisions keep the oneof's own label: one decision there collides
+    "default clash": (("stages: [{block: mbconv, depth: 1, "
+                       "width: {oneof: {a: {choice: [8, 16]}, b: 32}, default: a}}]"),
+                      "stages[0].width.oneof.a", "already used"),
 }
 
 

@@ -228,33 +228,44 @@ def fold_conv_bn(conv: nn.Module, bn: nn.Module,
     return w * s.view(-1, *([1] * (w.ndim - 1))), b * s + t
 
 
-#: Keys up to which a biased attention is written out on the CPU: there,
-#: matmul + softmax beats SDPA's masked math path for small maps (LeViT
-#: stages, windows); SDPA wins on longer sequences and on accelerators.
-CPU_EXPLICIT_MAX_KEYS = 256
-
-
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) inputs.
+    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) inputs, by
+    ``F.scaled_dot_product_attention``.
 
     ``bias`` broadcasts against (B, heads, N, M), or has a leading dim G
     that divides B, for batches laid out as (B / G) x G groups (the windows
-    of a map: one bias per window, shared across the batch).
+    of a map: one bias per window, shared across the batch). A per-head bias
+    (heads, N, M) is handed to SDPA as (1, heads, N, M): the fused CPU kernel
+    runs faster on a mask with the batch dim present (broadcast) than on the
+    same mask without it, and faster than matmul + softmax written out
+    (``benchmarks/bench_models.py`` times the named networks).
+
+    Values wider than the keys (LeViT, EfficientFormer) have no fused CPU
+    kernel: SDPA would run its unfused path, and the same computation
+    written out here has less overhead.
     """
     grouped = bias is not None and bias.ndim == 4 and bias.shape[0] not in (1, q.shape[0])
-    if bias is not None and q.device.type == "cpu" and k.shape[-2] <= CPU_EXPLICIT_MAX_KEYS:
+    if q.device.type == "cpu" and v.shape[-1] != q.shape[-1]:
         logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         if grouped:
             g = bias.shape[0]
             logits = (logits.view(-1, g, *logits.shape[1:]) + bias).view(logits.shape)
-        else:
+        elif bias is not None:
             logits = logits + bias
         return logits.softmax(-1) @ v
     if grouped:
         g = bias.shape[0]
         bias = bias.unsqueeze(0).expand(q.shape[0] // g, *bias.shape).reshape(
             q.shape[0], *bias.shape[1:])
+    elif bias is not None and bias.ndim == 3:
+        bias = bias.unsqueeze(0)
+    if bias is not None and (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        # torch.export (ONNX): with a mask, SDPA's fake kernel derives output
+        # strides from strided q/k/v differently from its decomposition, and
+        # the head-merging reshape after it then fails; contiguous inputs keep
+        # the two consistent (see Attention).
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
 

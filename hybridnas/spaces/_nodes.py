@@ -229,8 +229,14 @@ class FloatRange(Dim):
 @dataclass(eq=False)
 class OneOf(Dim):
     """``{oneof: {key: template, ...}}``: a categorical decision among
-    sub-templates; decisions inside option ``key`` are labelled ``<path>.key.*``."""
+    sub-templates; decisions inside option ``key`` are labelled ``<path>.key.*``.
+
+    ``default`` (``default: key`` in the file, or None) is the option a space
+    had before the others were added: its decisions keep the labels they had
+    (no ``key.`` part), and params without this decision's label take it, so
+    params recorded before the union still decode."""
     options: dict = field(default_factory=dict)
+    default: str | None = None
 
     def values(self) -> list:
         return list(self.options)
@@ -507,6 +513,8 @@ class Parser:
         if isinstance(raw, dict) and "include" in raw:
             return self._include(raw, kpath, label, cond)
         if isinstance(raw, dict) and "oneof" in raw:
+            if label and raw.get("label"):  # an included union: its label under the includer's
+                raw = {**raw, "label": _join(label, str(raw["label"]))}
             return self._oneof(raw, kpath, label or "arch", (), cond,
                                lambda v, kp, lb, c: self._arch(v, kp, lb, c), prefix=label)
         if not isinstance(raw, dict):
@@ -658,7 +666,7 @@ class Parser:
 
     def _oneof(self, raw: dict, kpath: str, label: str, spath: tuple, cond: str, sub,
                prefix: str) -> OneOf:
-        unknown = set(raw) - {"oneof", "label"}
+        unknown = set(raw) - {"oneof", "label", "default"}
         if unknown:
             raise self.error(kpath, f"unknown key(s) {sorted(unknown)} next to 'oneof'")
         label = str(raw.get("label") or label)
@@ -666,14 +674,19 @@ class Parser:
         if not isinstance(opts, dict) or not opts:
             raise self.error(f"{kpath}.oneof", "expected a non-empty mapping of option name -> "
                                                "template")
+        default = raw.get("default")
+        if default is not None and default not in opts:
+            raise self.error(f"{kpath}.default", f"{default!r} is not an option of this oneof "
+                                                 f"{sorted(map(str, opts))}")
         self._claim(label, kpath)
         options = {}
         for key, v in opts.items():
             if not isinstance(key, str):
                 raise self.error(f"{kpath}.oneof", f"option names must be strings, got {key!r}")
-            options[key] = sub(v, f"{kpath}.oneof.{key}", _join(prefix, key),
+            options[key] = sub(v, f"{kpath}.oneof.{key}",
+                               prefix if key == default else _join(prefix, key),
                                _and(cond, f"{label}={key}"))
-        return OneOf(label=label, spath=spath, condition=cond, options=options)
+        return OneOf(label=label, spath=spath, condition=cond, options=options, default=default)
 
     # ---- values ---------------------------------------------------------
     def _value(self, raw: Any, kpath: str, label: str, spath: tuple, field_key, cond: str,

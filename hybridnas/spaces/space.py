@@ -424,6 +424,8 @@ class Space:
             base = base or dim
             label = dim.label if dim.label in params else base.label if base.label in params \
                 else next((k for k in params if _variant_of(k) == base.label), None)
+            if label is None and getattr(base, "default", None) in getattr(dim, "options", ()):
+                return base.default  # params from before the union was added
             if label is None and rng is not None:
                 return dim.draw(rng)
             if label is None:
