@@ -224,8 +224,14 @@ def stem_key(stem_spec, roles: dict[str, str], local: str) -> str:
 
 
 def head_key(head_spec, local: str) -> str:
+    """The head's norm by its kind; the classifier by its input: after a
+    hidden layer it reads activated hidden units, without one the pooled
+    features themselves, so the two never share (one shared classifier
+    would be pulled between two inputs and serve neither)."""
     if local.startswith("head_norm."):
         return f"head.norm_{head_spec.norm}.{local[len('head_norm.'):]}"
+    if local.startswith("fc.") and head_spec.hidden:
+        return f"head.fc_after_{head_spec.hidden_act}.{local[len('fc.'):]}"
     return f"head.{local}"
 
 
