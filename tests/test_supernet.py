@@ -123,3 +123,61 @@ def test_extraction_at_a_larger_proxy(name):
     x = torch.randn(2, 3, 32, 32)
     specs = _sampled(net, 50, 100) + list(net.space.references(32).values())
     assert max(_check(net, s, x) for s in specs) <= 1e-5
+
+
+def test_sandwich_ends_cover_every_block_family_at_its_extremes(supernet):
+    """Type-path subnets: paths are drawn uniformly (a late convolution stage
+    is as likely as a late attention stage), every draw is a valid network
+    the supernet runs, the ends' widths are the extremes of their family at
+    that stage, and the middle draws are points of the space."""
+    import numpy as np
+
+    from hybridnas.supernet.train import SandwichSettings, _subnets
+
+    rng = np.random.default_rng(0)
+    x = torch.randn(2, 1, 16, 16)
+    his = [supernet.sandwich_end(True, rng) for _ in range(12)]
+    los = [supernet.sandwich_end(False, rng) for _ in range(12)]
+    mids = [supernet.sandwich_end(None, rng) for _ in range(12)]
+    for spec in his[:2] + los[:2] + mids[:2]:
+        assert supernet.activate(spec)(x).shape == (2, 10)
+    assert all(supernet.space.check(s) for s in mids)
+    points = [supernet.sample(k) for k in range(30)]
+    for s in his + los:  # widths round per block family (and stem) at a proxy
+        for i in range(len(s.stages)):
+            same = [p.stages[i].width for p in points if len(p.stages) == len(s.stages)
+                    and p.stages[i].block == s.stages[i].block and p.stem.kind == s.stem.kind]
+            if same and s in his:
+                assert s.stages[i].width >= max(same), (i, s.stages[i].block)
+            elif same:
+                assert s.stages[i].width <= min(same), (i, s.stages[i].block)
+    if "stages.3.block" in {d.label for d in supernet.space.dimensions}:
+        last = [s.stages[-1].block for s in his + los + mids]
+        assert sum(b in ("mbconv", "convnext") for b in last) >= 3, last  # late convolution
+
+    fixed = _subnets(supernet, SandwichSettings(ends="fixed", random_subnets=0), 0, 0)
+    assert fixed == [supernet.largest, supernet.smallest]
+    drawn = _subnets(supernet, SandwichSettings(ends="types", random_subnets=2), 0, 0)
+    assert drawn[0] == supernet.largest and len(drawn) == 4  # the teacher stays the largest
+    assert drawn == _subnets(supernet, SandwichSettings(ends="types", random_subnets=2), 0, 0)
+
+
+def test_unknown_sandwich_ends_are_refused():
+    from hybridnas.supernet.train import SandwichSettings
+
+    with pytest.raises(UserError, match="ends"):
+        SandwichSettings(ends="middle")
+
+
+def test_a_classifier_after_a_hidden_layer_has_its_own_weights():
+    """A classifier reading tanh(hidden) and one reading the pooled features
+    see different inputs: sharing one would train it for neither (every
+    subnet without the hidden layer scored at chance with inherited weights)."""
+    from hybridnas.spec import HeadSpec
+    from hybridnas.supernet.elastic import head_key
+
+    direct, hidden = HeadSpec(hidden=0), HeadSpec(hidden=16)
+    assert head_key(direct, "fc.weight") != head_key(hidden, "fc.weight")
+    assert head_key(hidden, "fc.weight") == head_key(HeadSpec(hidden=32), "fc.weight")
+    assert head_key(direct, "head_norm.weight") == head_key(hidden, "head_norm.weight")
+    assert head_key(direct, "pre_logits.0.weight") == head_key(hidden, "pre_logits.0.weight")

@@ -151,14 +151,17 @@ class _Part:
             return dataclasses.replace(st, depth=2), True
         return st, False
 
-    def build(self, num_classes: int, in_chans: int) -> tuple[nn.Module, bool]:
-        """(module, whether its block 1 stands for all later blocks)."""
+    def build(self, num_classes: int, in_chans: int,
+              init: bool = True) -> tuple[nn.Module, bool]:
+        """(module, whether its block 1 stands for all later blocks);
+        ``init=False`` skips the builder's weight initialisation (shapes only)."""
         if self.kind == "stem":
             return build_stem(self.spec, in_chans, self.dims), False
         if self.kind == "stage":
             st, repeat = self._short()
             stage = Stage(st, self.in_ch, [0.0] * st.depth, self.dims)
-            trunc_normal_init(stage)  # as HybridNet initialises its stages
+            if init:
+                trunc_normal_init(stage)  # as HybridNet initialises its stages
             return stage, repeat
         # The head's tensors depend on the head spec and the last width only.
         stand_in = ArchSpec(stem=StemSpec(kind="conv", widths=(8,)),
@@ -176,7 +179,7 @@ class _Part:
         the part; ``repeat``: the key names block 1 of a stage and stands for
         blocks 1, 2, ... (``expand`` gives their keys)."""
         with torch.device("meta" if meta else "cpu"):
-            module, repeat_family = self.build(num_classes, in_chans)
+            module, repeat_family = self.build(num_classes, in_chans, init=not meta)
         roles = stem_roles(self.spec, module) if self.kind == "stem" else {}
         for name, t in list(module.named_parameters()) + list(module.named_buffers()):
             owner = module.get_submodule(name.rsplit(".", 1)[0]) if "." in name else module
@@ -556,6 +559,63 @@ class Supernet(nn.Module):
     def sample(self, rng: Any = None) -> ArchSpec:
         """A random subnet satisfying the space's constraints."""
         return self.space.sample(rng)
+
+    def sandwich_end(self, hi: bool | None, rng: Any = None, tries: int = 50) -> ArchSpec:
+        """A subnet of a block-type path drawn uniformly over the valid paths.
+
+        ``hi`` True/False: the largest/smallest on that path (every numeric
+        decision -- width, depth, kernel, ratio -- at its extreme); None: the
+        other decisions drawn at random too. Categorical decisions
+        (downsampler, stem kind) and stage strides are always drawn.
+        Uniform over paths, not per decision: under an ordering rule such
+        as ``no_conv_after_attention`` per-decision draws reach a late
+        convolution stage only when every stage before it is convolutional,
+        so those branches would hardly train. Falls back to
+        ``largest``/``smallest``/``sample`` when no draw is a valid network
+        the supernet holds. An end may exceed the space's parameter cap:
+        the ends bracket the space, they need not be points of it."""
+        import numpy as np
+
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        families = {}  # stage index -> the block families its decision offers
+        for d in self.space.dimensions:
+            parts = d.label.split(".")
+            if len(parts) == 3 and parts[0] == "stages" and parts[2] == "block" \
+                    and parts[1].isdigit():
+                families[int(parts[1])] = list(d.values() or [])
+
+        class _Redraw(Exception):
+            pass
+
+        for _ in range(tries):
+            path = {i: f[int(rng.integers(len(f)))] for i, f in families.items() if f}
+
+            def pick(d):
+                parts = d.label.split(".")
+                if len(parts) == 3 and parts[0] == "stages" and parts[2].startswith("block") \
+                        and parts[1].isdigit() and int(parts[1]) in path:
+                    want = path[int(parts[1])]
+                    if want not in (d.values() or []):
+                        raise _Redraw
+                    return want
+                if hi is not None and _numeric(d) and not d.label.endswith(".stride"):
+                    return _extreme(d, hi)
+                return d.draw(rng)
+
+            try:
+                spec = self.space.build(pick)
+            except (_Redraw, UserError, SpecError, ValueError, KeyError):
+                continue
+            if spec.problems(self.space.resolution) or (hi is None and not self.space.check(spec)):
+                continue
+            try:
+                self._make_plan(spec)  # held by the layout (probed, not derived)
+            except UserError:
+                continue
+            return spec
+        if hi is None:
+            return self.sample(rng)
+        return self.largest if hi else self.smallest
 
     # ---- batch norm ----------------------------------------------------------
     @torch.no_grad()

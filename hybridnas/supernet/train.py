@@ -5,9 +5,13 @@
     >>> net = Supernet("stagewise", resolution=28, num_classes=10, in_chans=1, width_mult=0.25)
     >>> history = train_supernet(net, bundle, SandwichSettings(epochs=5), "run/supernet")
 
-Every step trains the largest subnet on the labels, then the smallest and
+Every step trains a largest subnet on the labels, then a smallest and
 ``random_subnets`` random ones on the largest's soft predictions (KL
-divergence, in-place distillation); the gradients of all of them add up
+divergence, in-place distillation). With ``ends="types"`` the smallest
+and one random subnet are replaced by the extremes of a random block-type
+path per step: in a hybrid space the one largest and smallest networks
+have one block family per stage each, and training them every step may
+favour those families when subnets are ranked; the gradients of all of them add up
 before one AdamW step. Linear warm-up then cosine decay per step. The
 subnets of a step are drawn from a generator seeded by (seed, epoch, step),
 so every data-parallel worker draws the same ones and a resumed run the
@@ -59,6 +63,12 @@ class SandwichSettings:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     random_subnets: int = 2
+    #: sandwich ends: "fixed" = the space's one largest and one smallest
+    #: network and random points of the space (BigNAS); "types" = the
+    #: largest as teacher, then the smallest and largest of a block-type path
+    #: drawn uniformly over paths, and random_subnets - 1 random subnets of
+    #: such paths (every family at every stage trained about equally often)
+    ends: str = "fixed"
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     max_batches_per_epoch: int | None = None
@@ -68,6 +78,10 @@ class SandwichSettings:
     max_val_batches: int | None = None
     seed: int = 0
     quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ends not in ("types", "fixed"):
+            raise UserError(f"sandwich ends {self.ends!r}: expected 'types' or 'fixed'")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SandwichSettings":
@@ -94,7 +108,13 @@ def _subnets(net, settings: SandwichSettings, epoch: int, step: int) -> list:
     import numpy as np
 
     rng = np.random.default_rng([settings.seed, epoch, step])
-    return [net.largest, net.smallest] + [net.sample(rng) for _ in range(settings.random_subnets)]
+    if settings.ends == "fixed":
+        return [net.largest, net.smallest] + [net.sample(rng)
+                                              for _ in range(settings.random_subnets)]
+    # the largest stays the teacher; the smallest and largest of a path drawn
+    # uniformly over block-type paths, then random subnets of such paths
+    return [net.largest, net.sandwich_end(False, rng), net.sandwich_end(True, rng)] + [
+        net.sandwich_end(None, rng) for _ in range(max(settings.random_subnets - 1, 0))]
 
 
 def bn_batches(dataset, settings: SandwichSettings, device: torch.device) -> list[torch.Tensor]:
