@@ -16,6 +16,8 @@ Prints side by side:
 
     python benchmarks/bench_oneshot.py                       # the size in the README
     python benchmarks/bench_oneshot.py --supernet-epochs 30 --standalone-epochs 10 --subset 6000
+    python benchmarks/bench_oneshot.py --only throughput --resolution 28 \
+        --width-mult 0.25 --depth-mult 0.5 --val-images 1000     # (c) at the quickstart proxy
 
 The sizes are arguments; the output starts with the sizes it ran.
 """
@@ -39,6 +41,44 @@ def _rank_stats(a: list[float], b: list[float], k: int = 5) -> tuple[float, floa
     return tau, rho, len(top_a & top_b) / k
 
 
+def _train_standalone(args, specs, bundle, val_batches: int):
+    """Standalone and proxy accuracy of every architecture, cached in
+    ``--cache`` by (architecture, schedule, data) so a rerun that changes
+    only the supernet does not retrain them."""
+    import json
+    from pathlib import Path
+
+    from hybridnas.builder import build_model
+    from hybridnas.training import fit
+
+    cache_path = Path(args.cache)
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    data_key = (f"{args.dataset}/{args.resolution}px/{len(bundle.train)}train/"
+                f"{val_batches * 250}val/seed{args.seed}/bs{args.batch_size}/lr{args.lr}")
+    c, n = int(bundle.input_shape[0]), int(bundle.num_outputs)
+    standalone, proxy = [], []
+    proxy_s = 0.0
+    for i, s in enumerate(specs):
+        for epochs, out in ((args.standalone_epochs, standalone), (args.proxy_epochs, proxy)):
+            key = f"{s.arch_id}/{data_key}/{epochs}ep"
+            if key not in cache:
+                torch.manual_seed(args.seed)
+                model = build_model(s, num_classes=n, in_chans=c)
+                t0 = time.perf_counter()
+                metric = fit(model, bundle, epochs=epochs, batch_size=args.batch_size,
+                             lr=args.lr, device="cpu", seed=args.seed, eval_batch_size=250,
+                             max_val_batches=val_batches).final_metrics[bundle.task.metric_name]
+                cache[key] = {"metric": metric, "seconds": time.perf_counter() - t0}
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                cache_path.write_text(json.dumps(cache, indent=1))
+            out.append(cache[key]["metric"])
+            if out is proxy:
+                proxy_s += cache[key]["seconds"]
+        print(f"  standalone {i + 1}/{len(specs)} {s.pattern}: proxy {proxy[-1]:.3f}, "
+              f"standalone {standalone[-1]:.3f}", flush=True)
+    return standalone, proxy, proxy_s
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--space", default="stagewise")
@@ -55,8 +95,18 @@ def main() -> None:
     p.add_argument("--proxy-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--random-subnets", type=int, default=2)
+    p.add_argument("--ends", choices=["fixed", "types"], default="fixed",
+                   help="sandwich ends: extremes of a random type path, or the fixed ones")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--lr", type=float, default=3e-3, help="standalone and proxy learning rate")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default="results/bench_oneshot_standalone.json",
+                   help="standalone/proxy accuracies kept between runs (git-ignored results/)")
+    p.add_argument("--supernet-dir", default=None,
+                   help="checkpoint the supernet here (a rerun continues or reuses it)")
+    p.add_argument("--only", choices=["standalone", "throughput"], default=None,
+                   help="standalone: train the standalone/proxy side only (fills the cache); "
+                        "throughput: (c) and (d) on an untrained supernet")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -65,7 +115,6 @@ def main() -> None:
     from hybridnas.supernet import Supernet, max_abs_diff
     from hybridnas.supernet.train import (SandwichSettings, bn_batches, evaluate_subnet,
                                           train_supernet)
-    from hybridnas.training import fit
 
     bundle = load_dataset(args.dataset, resolution=args.resolution, subset=args.subset,
                           seed=args.seed)
@@ -74,9 +123,24 @@ def main() -> None:
     print(f"bench_oneshot: space {args.space} at {args.resolution}px (width x{args.width_mult}, "
           f"depth x{args.depth_mult}), {args.dataset} {len(bundle.train)} train / "
           f"{len(bundle.val)} val (first {val_batches * 250} used), {args.archs} architectures; supernet {args.supernet_epochs} "
-          f"epochs (largest + smallest + {args.random_subnets} random per step), standalone "
+          f"epochs (largest + smallest ({args.ends}) + {args.random_subnets} random per step), standalone "
           f"{args.standalone_epochs} epochs, proxy {args.proxy_epochs} epochs, batch "
           f"{args.batch_size}, {args.threads} thread(s)", flush=True)
+
+    from hybridnas import spaces
+
+    space = spaces.load(args.space, resolution=args.resolution, width_mult=args.width_mult,
+                        depth_mult=args.depth_mult)
+    rng = np.random.default_rng(args.seed + 1)
+    specs, seen = [], set()
+    while len(specs) < args.archs:
+        s = space.sample(rng)
+        if s.arch_id not in seen:
+            seen.add(s.arch_id)
+            specs.append(s)
+    if args.only == "standalone":
+        _train_standalone(args, specs, bundle, val_batches)
+        return
 
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()
@@ -85,22 +149,19 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     settings = SandwichSettings(epochs=args.supernet_epochs, batch_size=args.batch_size,
                                 random_subnets=args.random_subnets, seed=args.seed, quiet=True,
+                                ends=args.ends,
                                 eval_batch_size=250, max_val_batches=val_batches)
-    t0 = time.perf_counter()
-    history = train_supernet(net, bundle, settings, None, device="cpu", log=None)
-    train_s = time.perf_counter() - t0
-    steps = sum(h.steps for h in history)
-    print(f"supernet: built in {build_s:.1f} s, trained {train_s:.0f} s ({steps} steps); "
-          f"largest {history[-1].acc_largest:.3f}, smallest {history[-1].acc_smallest:.3f}",
-          flush=True)
-
-    rng = np.random.default_rng(args.seed + 1)
-    specs, seen = [], set()
-    while len(specs) < args.archs:
-        s = net.sample(rng)
-        if s.arch_id not in seen:
-            seen.add(s.arch_id)
-            specs.append(s)
+    if args.only == "throughput":  # (c) and (d) only: they do not depend on training
+        print(f"supernet: built in {build_s:.1f} s, {repr(net)}; not trained", flush=True)
+    else:
+        t0 = time.perf_counter()
+        history = train_supernet(net, bundle, settings, args.supernet_dir, device="cpu",
+                                 log=lambda line: print("  " + line, flush=True))
+        train_s = time.perf_counter() - t0
+        steps = sum(h.steps for h in history)
+        print(f"supernet: built in {build_s:.1f} s, trained {train_s:.0f} s ({steps} steps); "
+              f"largest {history[-1].acc_largest:.3f}, smallest {history[-1].acc_smallest:.3f}",
+              flush=True)
 
     # (a) inherited accuracy (+ (c) evaluation rate, (d) extraction)
     calibration = bn_batches(bundle.train, settings, torch.device("cpu"))
@@ -154,19 +215,11 @@ def main() -> None:
           f"{t_super / t_large / len(subnets):.2f}")
     print(f"\n(d) extraction: max abs diff {max(diffs):.2e} over {len(diffs)} architectures",
           flush=True)
+    if args.only == "throughput":
+        return
 
-    standalone, proxy = [], []
-    proxy_s = 0.0
+    standalone, proxy, proxy_s = _train_standalone(args, specs, bundle, val_batches)
     for i, s in enumerate(specs):
-        for epochs, out in ((args.standalone_epochs, standalone), (args.proxy_epochs, proxy)):
-            torch.manual_seed(args.seed)
-            model = build_model(s, num_classes=n, in_chans=c)
-            t0 = time.perf_counter()
-            out.append(fit(model, bundle, epochs=epochs, batch_size=args.batch_size,
-                           device="cpu", seed=args.seed, eval_batch_size=250,
-                           max_val_batches=val_batches).final_metrics[bundle.task.metric_name])
-            if out is proxy:
-                proxy_s += time.perf_counter() - t0
         print(f"  arch {i + 1}/{len(specs)} {s.pattern}: inherited {inherited[i]:.3f}, "
               f"proxy {proxy[i]:.3f}, standalone {standalone[i]:.3f}", flush=True)
 
