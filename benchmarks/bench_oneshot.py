@@ -95,8 +95,8 @@ def main() -> None:
     p.add_argument("--proxy-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--random-subnets", type=int, default=2)
-    p.add_argument("--ends", choices=["fixed", "types"], default="fixed",
-                   help="sandwich ends: extremes of a random type path, or the fixed ones")
+    p.add_argument("--ends", choices=["types", "fixed"], default="types",
+                   help="sandwich: type paths drawn uniformly (default), or BigNAS's fixed ends")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3, help="standalone and proxy learning rate")
     p.add_argument("--seed", type=int, default=0)

@@ -7,11 +7,13 @@
 
 Every step trains a largest subnet on the labels, then a smallest and
 ``random_subnets`` random ones on the largest's soft predictions (KL
-divergence, in-place distillation). With ``ends="types"`` the smallest
-and one random subnet are replaced by the extremes of a random block-type
-path per step: in a hybrid space the one largest and smallest networks
-have one block family per stage each, and training them every step may
-favour those families when subnets are ranked; the gradients of all of them add up
+divergence, in-place distillation). By default (``ends="types"``) the
+smallest and one random subnet are replaced by the extremes of a
+block-type path drawn uniformly over the valid paths, and the random
+subnets are drawn on such paths too: in a hybrid space the one largest and
+smallest networks have one block family per stage each, and under an
+ordering rule per-decision draws rarely reach late convolution stages, so
+those branches would hardly train; the gradients of all of them add up
 before one AdamW step. Linear warm-up then cosine decay per step. The
 subnets of a step are drawn from a generator seeded by (seed, epoch, step),
 so every data-parallel worker draws the same ones and a resumed run the
@@ -63,12 +65,13 @@ class SandwichSettings:
     weight_decay: float = 0.05
     warmup_epochs: float = 1.0
     random_subnets: int = 2
-    #: sandwich ends: "fixed" = the space's one largest and one smallest
-    #: network and random points of the space (BigNAS); "types" = the
-    #: largest as teacher, then the smallest and largest of a block-type path
-    #: drawn uniformly over paths, and random_subnets - 1 random subnets of
-    #: such paths (every family at every stage trained about equally often)
-    ends: str = "fixed"
+    #: sandwich ends: "types" (default) = the largest as teacher, then the
+    #: smallest and largest of a block-type path drawn uniformly over paths,
+    #: and random_subnets - 1 random subnets of such paths (every family at
+    #: every stage trained about equally often; benchmarks/bench_oneshot.py
+    #: ranked better with it); "fixed" = the space's one largest and one
+    #: smallest network and random points of the space (BigNAS)
+    ends: str = "types"
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     max_batches_per_epoch: int | None = None
