@@ -394,6 +394,20 @@ class _Plan:
             self.entries.append((name, key, rule, ctx, tuple(t.shape), is_param))
 
 
+class _Redraw(Exception):
+    """A drawn block-type path that a conditioned decision does not offer."""
+
+
+def _block_stage(label: str) -> int | None:
+    """The stage index of a block-type decision (``stages.2.block``, or a
+    conditioned variant such as ``stages.3.block_after_T``), else None."""
+    parts = label.split(".")
+    if len(parts) == 3 and parts[0] == "stages" and parts[1].isdigit() \
+            and parts[2].startswith("block"):
+        return int(parts[1])
+    return None
+
+
 class Supernet(nn.Module):
     """Weight-sharing supernet of a 2-D search space.
 
@@ -429,6 +443,10 @@ class Supernet(nn.Module):
         layout = space_layout(space, self.num_classes, self.in_chans, probe_samples, seed)
         self.layout = layout
         self.largest, self.smallest = layout.largest, layout.smallest
+        # stage index -> the block families its (unconditioned) decision offers
+        self._families = {_block_stage(d.label): list(d.values() or [])
+                          for d in space.dimensions
+                          if _block_stage(d.label) is not None and d.label.endswith(".block")}
         self.weights = nn.ParameterDict()
         self.kernel_transforms = nn.ParameterDict()
         self.stats = nn.Module()
@@ -577,27 +595,15 @@ class Supernet(nn.Module):
         import numpy as np
 
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        families = {}  # stage index -> the block families its decision offers
-        for d in self.space.dimensions:
-            parts = d.label.split(".")
-            if len(parts) == 3 and parts[0] == "stages" and parts[2] == "block" \
-                    and parts[1].isdigit():
-                families[int(parts[1])] = list(d.values() or [])
-
-        class _Redraw(Exception):
-            pass
-
         for _ in range(tries):
-            path = {i: f[int(rng.integers(len(f)))] for i, f in families.items() if f}
+            path = {i: f[int(rng.integers(len(f)))] for i, f in self._families.items() if f}
 
             def pick(d):
-                parts = d.label.split(".")
-                if len(parts) == 3 and parts[0] == "stages" and parts[2].startswith("block") \
-                        and parts[1].isdigit() and int(parts[1]) in path:
-                    want = path[int(parts[1])]
-                    if want not in (d.values() or []):
+                i = _block_stage(d.label)
+                if i is not None and i in path:
+                    if path[i] not in (d.values() or []):
                         raise _Redraw
-                    return want
+                    return path[i]
                 if hi is not None and _numeric(d) and not d.label.endswith(".stride"):
                     return _extreme(d, hi)
                 return d.draw(rng)
