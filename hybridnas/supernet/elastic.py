@@ -37,9 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..blocks.base import Stage
+from ..blocks.downsample import PatchMerging
 from ..blocks.layers import Attention, OffsetBias, RelPosBias
 
-__all__ = ["NOT_ELASTIC", "slice_rule", "find_rule", "SliceContext", "shared_key", "stage_key", "stem_key",
+__all__ = ["NOT_ELASTIC", "slice_rule", "find_rule", "SliceContext", "shared_key", "down_tag", "stage_key", "stem_key",
            "head_key", "stem_roles", "lead", "centre"]
 
 Rule = Callable[[torch.Tensor, tuple, "SliceContext"], torch.Tensor]
@@ -152,6 +153,24 @@ slice_rule(Attention, "qkv.weight")(_fused_rows(3))
 slice_rule(Attention, "qkv.bias")(_fused_rows(3))
 
 
+def _merged_channels(shared: torch.Tensor, shape: tuple, ctx: SliceContext) -> torch.Tensor:
+    """Patch merging concatenates the stride x stride cells of a patch, each
+    with all its channels: the last dimension is (cell, channel), so a
+    narrower input takes the leading channels of every cell, not the leading
+    entries (which would give cell 1's weights to cell 0's last channels).
+    The shared key names the stride, so the cell count is the same."""
+    module: PatchMerging = ctx.module  # type: ignore[assignment]
+    cells = module.merged // module.in_ch
+    lead_dims = tuple(shape[:-1])
+    parts = shared.reshape(*shared.shape[:-1], cells, shared.shape[-1] // cells)
+    return lead(parts, (*lead_dims, cells, shape[-1] // cells)).reshape(shape)
+
+
+for _name in ("norm.weight", "norm.bias", "norm.running_mean", "norm.running_var",
+              "reduction.weight"):
+    slice_rule(PatchMerging, _name)(_merged_channels)
+
+
 @slice_rule(RelPosBias, "table")
 def _rel_table(shared: torch.Tensor, shape: tuple, ctx: SliceContext) -> torch.Tensor:
     # Offsets around zero: a smaller window is the centre of a larger one.
@@ -202,11 +221,19 @@ def shared_key(spec, name: str, stem: nn.Module | None = None) -> str:
     parts = name.split(".")
     if parts[0] == "stages":
         i = int(parts[1])
-        return stage_key(i, spec.stages[i].block, ".".join(parts[2:]), spec.stages[i].downsample)
+        return stage_key(i, spec.stages[i].block, ".".join(parts[2:]), down_tag(spec.stages[i]))
     if parts[0] == "stem":
         assert stem is not None, "stem tensors need the built stem"
         return stem_key(spec.stem, stem_roles(spec.stem, stem), ".".join(parts[1:]))
     return head_key(spec.head, name)
+
+
+def down_tag(stage) -> str | None:
+    """How a stage's downsampler names its branch: its kind, and for patch
+    merging also the stride (the stride fixes how many cells are merged)."""
+    if stage.downsample == "patch_merge":
+        return f"patch_merge_s{stage.stride}"
+    return stage.downsample
 
 
 def stage_key(index: int, block: str, local: str, downsample: str | None = None) -> str:

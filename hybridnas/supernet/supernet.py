@@ -33,7 +33,7 @@ from ..blocks.layers import trunc_normal_init
 from ..builder import build_model
 from ..errors import UserError
 from ..spec import ArchSpec, SpecError, StageSpec, StemSpec
-from .elastic import NOT_ELASTIC, SliceContext, find_rule, head_key, shared_key, stage_key, stem_key, stem_roles
+from .elastic import NOT_ELASTIC, SliceContext, down_tag, find_rule, head_key, shared_key, stage_key, stem_key, stem_roles
 
 __all__ = ["Supernet", "SupernetLayout", "space_layout", "max_abs_diff"]
 
@@ -195,7 +195,7 @@ class _Part:
                 if name.startswith("blocks.") and not repeat and \
                         int(name.split(".")[1]) >= self.spec.depth:
                     continue
-                yield (stage_key(self.index, self.spec.block, name, self.spec.downsample), t,
+                yield (stage_key(self.index, self.spec.block, name, down_tag(self.spec)), t,
                        is_param, conv, repeat)
 
     def expand(self, key: str, depth: int) -> list[str]:
