@@ -44,9 +44,11 @@ def _rank_stats(a: list[float], b: list[float], k: int = 5) -> tuple[float, floa
 
 
 def _train_standalone(args, specs, bundle, val_batches: int):
-    """Standalone and proxy accuracy of every architecture, cached in
-    ``--cache`` by (architecture, schedule, data) so a rerun that changes
-    only the supernet does not retrain them."""
+    """Standalone accuracy of every architecture (the mean over
+    ``--standalone-seeds`` training seeds, and each seed's apart) and its
+    proxy accuracy, cached in ``--cache`` by (architecture, schedule, data,
+    training seed) so a rerun that changes only the supernet does not
+    retrain them."""
     import json
     from pathlib import Path
 
@@ -58,27 +60,37 @@ def _train_standalone(args, specs, bundle, val_batches: int):
     data_key = (f"{args.dataset}/{args.resolution}px/{len(bundle.train)}train/"
                 f"{val_batches * 250}val/seed{args.seed}/bs{args.batch_size}/lr{args.lr}")
     c, n = int(bundle.input_shape[0]), int(bundle.num_outputs)
+
+    def metric(s, epochs: int, train_seed: int) -> dict:
+        # the first training seed is the data seed (keys of earlier runs stay valid)
+        key = f"{s.arch_id}/{data_key}/{epochs}ep" + (
+            f"/train{train_seed}" if train_seed != args.seed else "")
+        if key not in cache:
+            torch.manual_seed(train_seed)
+            model = build_model(s, num_classes=n, in_chans=c)
+            t0 = time.perf_counter()
+            value = fit(model, bundle, epochs=epochs, batch_size=args.batch_size,
+                        lr=args.lr, device="cpu", seed=train_seed, eval_batch_size=250,
+                        max_val_batches=val_batches).final_metrics[bundle.task.metric_name]
+            cache[key] = {"metric": value, "seconds": time.perf_counter() - t0}
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache, indent=1))
+        return cache[key]
+
+    seeds = [args.seed + k for k in range(args.standalone_seeds)]
+    per_seed: list[list[float]] = [[] for _ in seeds]
     standalone, proxy = [], []
     proxy_s = 0.0
     for i, s in enumerate(specs):
-        for epochs, out in ((args.standalone_epochs, standalone), (args.proxy_epochs, proxy)):
-            key = f"{s.arch_id}/{data_key}/{epochs}ep"
-            if key not in cache:
-                torch.manual_seed(args.seed)
-                model = build_model(s, num_classes=n, in_chans=c)
-                t0 = time.perf_counter()
-                metric = fit(model, bundle, epochs=epochs, batch_size=args.batch_size,
-                             lr=args.lr, device="cpu", seed=args.seed, eval_batch_size=250,
-                             max_val_batches=val_batches).final_metrics[bundle.task.metric_name]
-                cache[key] = {"metric": metric, "seconds": time.perf_counter() - t0}
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                cache_path.write_text(json.dumps(cache, indent=1))
-            out.append(cache[key]["metric"])
-            if out is proxy:
-                proxy_s += cache[key]["seconds"]
+        for j, seed in enumerate(seeds):
+            per_seed[j].append(metric(s, args.standalone_epochs, seed)["metric"])
+        standalone.append(float(np.mean([p[-1] for p in per_seed])))
+        entry = metric(s, args.proxy_epochs, args.seed)
+        proxy.append(entry["metric"])
+        proxy_s += entry["seconds"]
         print(f"  standalone {i + 1}/{len(specs)} {s.pattern}: proxy {proxy[-1]:.3f}, "
-              f"standalone {standalone[-1]:.3f}", flush=True)
-    return standalone, proxy, proxy_s
+              f"standalone {' '.join(f'{p[-1]:.3f}' for p in per_seed)}", flush=True)
+    return standalone, proxy, proxy_s, per_seed
 
 
 def main() -> None:
@@ -95,6 +107,9 @@ def main() -> None:
     p.add_argument("--supernet-epochs", type=int, default=60)
     p.add_argument("--standalone-epochs", type=int, default=6)
     p.add_argument("--proxy-epochs", type=int, default=2)
+    p.add_argument("--standalone-seeds", type=int, default=2,
+                   help="train every architecture standalone from this many seeds; the reference "
+                        "is their mean, and the seeds' agreement is the noise ceiling")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--random-subnets", type=int, default=4)
     p.add_argument("--ends", choices=["types", "fixed"], default="types",
@@ -115,7 +130,8 @@ def main() -> None:
     from hybridnas.builder import build_model
     from hybridnas.data import load_dataset
     from hybridnas.supernet import Supernet, max_abs_diff
-    from hybridnas.supernet.train import (SandwichSettings, bn_batches, evaluate_subnet,
+    from hybridnas.supernet.train import (SandwichSettings, calibration_batches, evaluate_subnet,
+                                          prepare_subnet,
                                           train_supernet)
 
     bundle = load_dataset(args.dataset, resolution=args.resolution, subset=args.subset,
@@ -166,7 +182,7 @@ def main() -> None:
               flush=True)
 
     # (a) inherited accuracy (+ (c) evaluation rate, (d) extraction)
-    calibration = bn_batches(bundle.train, settings, torch.device("cpu"))
+    calibration = calibration_batches(bundle.train, settings, torch.device("cpu"))
     x = torch.randn(2, c, args.resolution, args.resolution)
     inherited, diffs = [], []
     t0 = time.perf_counter()
@@ -175,7 +191,7 @@ def main() -> None:
                                          calibration, settings)[bundle.task.metric_name])
     eval_s = time.perf_counter() - t0
     for s in specs + list(net.space.references(args.resolution).values()):
-        net.recalibrate_bn(s, calibration[:1])
+        prepare_subnet(net, s, calibration[:1], settings, bundle.task)
         net.eval()
         with torch.no_grad():
             diffs.append(max_abs_diff(net.activate(s)(x), net.extract(s)(x)))
@@ -220,13 +236,18 @@ def main() -> None:
     if args.only == "throughput":
         return
 
-    standalone, proxy, proxy_s = _train_standalone(args, specs, bundle, val_batches)
+    standalone, proxy, proxy_s, per_seed = _train_standalone(args, specs, bundle, val_batches)
     for i, s in enumerate(specs):
         print(f"  arch {i + 1}/{len(specs)} {s.pattern}: inherited {inherited[i]:.3f}, "
               f"proxy {proxy[i]:.3f}, standalone {standalone[i]:.3f}", flush=True)
 
     print("\n(a) rank fidelity vs standalone accuracy "
-          f"({args.standalone_epochs} epochs on {len(bundle.train)} images):")
+          f"({args.standalone_epochs} epochs on {len(bundle.train)} images, mean of "
+          f"{len(per_seed)} training seed(s)):")
+    if len(per_seed) > 1:
+        tau, rho, top = _rank_stats(per_seed[1], per_seed[0])
+        print(f"    {'standalone seed 2 vs seed 1':<34} Kendall tau {tau:6.3f}   Spearman {rho:6.3f}   "
+              f"top-5 {top:.2f}   (the noise ceiling)")
     for label, values in (("one-shot, inherited weights", inherited),
                           (f"multi-trial proxy, {args.proxy_epochs} epochs", proxy)):
         tau, rho, top = _rank_stats(values, standalone)

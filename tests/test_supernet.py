@@ -181,3 +181,76 @@ def test_a_classifier_after_a_hidden_layer_has_its_own_weights():
     assert head_key(hidden, "fc.weight") == head_key(HeadSpec(hidden=32), "fc.weight")
     assert head_key(direct, "head_norm.weight") == head_key(hidden, "head_norm.weight")
     assert head_key(direct, "pre_logits.0.weight") == head_key(hidden, "pre_logits.0.weight")
+
+
+def test_patch_merging_slices_every_cell_alike():
+    """Patch merging's last dimension is (cell, channel): a narrower input
+    takes the leading channels of every cell, so cell 1 of a narrow subnet
+    reads cell 1's weights of the wide one, not cell 0's last channels."""
+    from hybridnas.blocks.downsample import PatchMerging
+    from hybridnas.supernet.elastic import SliceContext, find_rule
+
+    wide, narrow = PatchMerging(8, 6, 2), PatchMerging(4, 6, 2)
+    rule, owner = find_rule(narrow, "reduction.weight")
+    shared = wide.reduction.weight.detach()
+    got = rule(shared, tuple(narrow.reduction.weight.shape), SliceContext(narrow, "k", {}))
+    assert got.shape == (6, 16)
+    for cell in range(4):
+        assert torch.equal(got[:, cell * 4:(cell + 1) * 4], shared[:, cell * 8:cell * 8 + 4])
+    # and the merged network still computes what its extraction computes
+    x = torch.randn(3, 5, 5, 4)
+    narrow.reduction.weight.data.copy_(got)
+    narrow.norm.weight.data.copy_(rule(wide.norm.weight.detach(), (16,),
+                                       SliceContext(narrow, "k", {})))
+    assert narrow(x).shape == (3, 3, 3, 6)
+
+
+def _labelled(n: int, seed: int = 0) -> list:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 16, 16, generator=g)
+    y = (x.mean(dim=(1, 2, 3)) > 0).long() + 2 * (x[:, :, :8].mean(dim=(1, 2, 3)) > 0).long()
+    return [(x[i:i + 32], y[i:i + 32]) for i in range(0, n, 32)]
+
+
+def test_refit_classifier_fits_the_subnets_own_features():
+    """The refitted classifier is the ridge solution on the subnet's
+    features (so it beats an untrained shared one on the data it saw), it is
+    what eval-mode forward and extract use, and training drops it."""
+    torch.manual_seed(0)
+    net = Supernet("stagewise", **PROXY)
+    spec = net.sample(3)
+    batches = _labelled(256)
+    net.recalibrate_bn(spec, [x for x, _ in batches])
+    net.eval()
+    x_all = torch.cat([x for x, _ in batches])
+    y_all = torch.cat([y for _, y in batches])
+    with torch.no_grad():
+        before = (net.activate(spec)(x_all).argmax(-1) == y_all).float().mean()
+    assert net.refit_classifier(spec, batches, 10)
+    net.eval()
+    with torch.no_grad():
+        out = net.activate(spec)(x_all)
+        after = (out.argmax(-1) == y_all).float().mean()
+        extracted = net.extract(spec)(x_all)
+    assert after > before and after > 0.4  # 4 classes of a fixed rule of the input
+    assert max_abs_diff(out, extracted) <= 1e-5
+    assert out[:, 4:].abs().max() < out[:, :4].abs().max()  # unseen classes get no weight
+    net.train()
+    with torch.no_grad():
+        net.eval()
+        assert max_abs_diff(net.activate(spec)(x_all), out) > 1e-3  # the shared one again
+
+
+def test_evaluation_refits_only_when_asked():
+    from hybridnas.data.tasks import ClassificationTask
+    from hybridnas.supernet.train import SandwichSettings, prepare_subnet
+
+    torch.manual_seed(0)
+    net = Supernet("stagewise", **PROXY)
+    spec = net.sample(5)
+    batches = _labelled(64)
+    prepare_subnet(net, spec, batches, SandwichSettings(refit_classifier=False),
+                   ClassificationTask(10))
+    assert not net._classifiers
+    prepare_subnet(net, spec, batches, SandwichSettings(), ClassificationTask(10))
+    assert spec.arch_id in net._classifiers

@@ -28,7 +28,7 @@ from ..search.estimate import (
     estimate_oneshot,
     time_trial_step,
 )
-from .train import SandwichSettings, bn_batches, train_supernet
+from .train import SandwichSettings, calibration_batches, train_supernet
 
 __all__ = ["time_oneshot", "estimate_oneshot_run", "CALIBRATION_NETS"]
 
@@ -79,25 +79,34 @@ def _time_steps(net, bundle, settings: SandwichSettings, device, steps: int,
 
 
 @torch.no_grad()
-def _time_eval(net, spec, val, task, device, calibration: list, batch_size: int) -> EvalTiming:
-    """The two halves of ``evaluate_subnet`` timed apart: the batch-norm
-    recalibration over all of ``calibration`` (its first batch, which also
-    lays the subnet out, timed on its own; the others from the second),
-    then one validation batch."""
+def _time_eval(net, spec, val, task, device, calibration: list,
+               settings: SandwichSettings) -> EvalTiming:
+    """The two halves of ``evaluate_subnet`` timed apart: the preparation
+    (batch-norm recalibration over all of ``calibration`` -- its first
+    batch, which also lays the subnet out, timed on its own; the others from
+    the second -- then the classifier refit), then one validation batch."""
     from ..training import evaluate
 
+    inputs = [x for x, _ in calibration]
     t0 = _clock(device)
-    net.recalibrate_bn(spec, calibration[:1])
+    net.recalibrate_bn(spec, inputs[:1])
     first = _clock(device) - t0
     rest = 0.0
-    if len(calibration) > 1:
+    if len(inputs) > 1:
         t0 = _clock(device)
-        net.recalibrate_bn(spec, calibration[1:2])
-        rest = (_clock(device) - t0) * (len(calibration) - 1)
+        net.recalibrate_bn(spec, inputs[1:2])
+        rest = (_clock(device) - t0) * (len(inputs) - 1)
+    refit = 0.0
+    if settings.refit_classifier and getattr(task, "name", None) == "classification":
+        t0 = _clock(device)
+        net.refit_classifier(spec, calibration, getattr(task, "num_classes", None),
+                             settings.refit_ridge)
+        refit = _clock(device) - t0
     net.activate(spec)
     t0 = _clock(device)
-    evaluate(net, val, task, device, batch_size=batch_size, amp="off", max_batches=1)
-    return EvalTiming(bn_s=first + rest, val_batch_s=_clock(device) - t0)
+    evaluate(net, val, task, device, batch_size=settings.eval_batch_size, amp="off",
+             max_batches=1)
+    return EvalTiming(bn_s=first + rest + refit, val_batch_s=_clock(device) - t0)
 
 
 def _proposals(cfg, space, samples: int, max_seconds: float) -> tuple[list, float]:
@@ -182,15 +191,15 @@ def time_oneshot(cfg, space, bundle, settings: SandwichSettings, *, device: str 
     largest, smallest = net.largest, net.smallest
     try:
         step_s, timed, note = _time_steps(net, bundle, settings, device, steps, max_seconds)
-        calibration = bn_batches(bundle.train, settings, device)
+        calibration = calibration_batches(bundle.train, settings, device)
         val = bundle.val.to(device) if hasattr(bundle.val, "to") else bundle.val
-        ends = [_time_eval(net, s, val, bundle.task, device, calibration,
-                           settings.eval_batch_size) for s in (largest, smallest)]
+        ends = [_time_eval(net, s, val, bundle.task, device, calibration, settings)
+                for s in (largest, smallest)]
         specs, propose_s = _proposals(cfg, space, samples, max_seconds)
         if not specs:
             raise ValueError(f"no valid subnet in {samples * 20} proposals of the space")
-        evals = [_time_eval(net, s, val, bundle.task, device, calibration,
-                            settings.eval_batch_size) for s in specs]
+        evals = [_time_eval(net, s, val, bundle.task, device, calibration, settings)
+                 for s in specs]
     finally:
         del net
         if device.type == "cuda":

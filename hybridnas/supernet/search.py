@@ -47,7 +47,7 @@ from ..errors import UserError
 # The run-directory contract: imported here only.
 from ..rundir import RunDir, empty_row, front_of, front_summary, objective_columns
 from ..search.hooks import SearchHooks
-from .train import CHECKPOINT_STATE, SandwichSettings, evaluate_subnet
+from .train import CHECKPOINT_STATE, SandwichSettings, evaluate_subnet, prepare_subnet
 
 __all__ = ["run_oneshot", "DEFAULT_SUBNETS"]
 
@@ -90,6 +90,7 @@ class _OneShot:
         self.hooks = hooks or SearchHooks()
         self.bundle, self.data_kw = load_bundle(cfg, stream)
         self.task = self.bundle.task
+        self._calibration: list = []  # the batches subnets are prepared on (set by _rank)
         shape = tuple(int(x) for x in self.bundle.input_shape)
         self.resolution = shape[-1]
         self.in_chans = shape[0]
@@ -269,7 +270,7 @@ class _OneShot:
         import optuna
 
         from ..search.storage import make_sampler
-        from .train import bn_batches
+        from .train import calibration_batches
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(storage=storage, study_name=self.name, load_if_exists=True,
@@ -279,7 +280,8 @@ class _OneShot:
         sampler = make_sampler(self.cfg.sampler, self.cfg.seed + len(study.trials),
                                self.cfg.population_size)
         study.sampler = sampler
-        calibration = bn_batches(self.bundle.train, self.settings, self.device)
+        calibration = calibration_batches(self.bundle.train, self.settings, self.device)
+        self._calibration = calibration
         val = self.bundle.val.to(self.device) if hasattr(self.bundle.val, "to") else self.bundle.val
         evaluated = sum(1 for r in self.rows.values() if r["status"] == "COMPLETE")
         since = 0
@@ -371,6 +373,9 @@ class _OneShot:
                            latency_p90_ms=lat.p90_ms,
                            latency_device=str(lat.settings.get("device")))
             if self.hooks.save_checkpoint is not None:
+                # subnets evaluated since share its batch-norm statistics: prepare it again
+                if self._calibration:
+                    prepare_subnet(net, spec, self._calibration, self.settings, self.task)
                 self.keep(int(tid), net.extract(spec), spec,
                           {"metric": row["metric"], "fidelity": "inherited", "epochs": 0})
             row["device_seconds"] = float(row["device_seconds"] or 0) + time.perf_counter() - t0

@@ -422,6 +422,7 @@ class Supernet(nn.Module):
     Methods: ``activate(spec)`` selects a subnet for ``forward``; ``extract(spec)``
     returns ``build_model(spec)`` holding the subnet's weights;
     ``recalibrate_bn(spec, batches)`` re-estimates its batch-norm statistics;
+    ``refit_classifier(spec, batches)`` fits its classifier on its own features;
     ``largest``/``smallest`` are the sandwich ends; ``sample(rng)`` a random subnet.
     """
 
@@ -464,6 +465,10 @@ class Supernet(nn.Module):
         self._init_weights(seed)
         self._templates: OrderedDict[str, nn.Module] = OrderedDict()
         self._plan: _Plan | None = None
+        #: arch_id -> classifier tensors refitted on the subnet's own features
+        #: (``refit_classifier``); used in eval mode and by ``extract``, dropped
+        #: as soon as the supernet trains again
+        self._classifiers: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         self.activate(self.largest)
 
     # ---- construction ------------------------------------------------------
@@ -552,7 +557,86 @@ class Supernet(nn.Module):
         for name, key, rule, ctx, shape, is_param in plan.entries:
             shared = self.weights[_escape(key)] if is_param else self.stats._buffers[_escape(key)]
             out[name] = rule(shared, shape, ctx)
+        if not self.training or spec is not None:
+            out.update(self._classifiers.get(plan.spec.arch_id, {}))
         return out
+
+    def train(self, mode: bool = True) -> "Supernet":
+        if mode:  # the shared weights are about to change: refitted classifiers go stale
+            self._classifiers.clear()
+        return super().train(mode)
+
+    @torch.no_grad()
+    def refit_classifier(self, spec: ArchSpec, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                         num_classes: int | None = None, ridge: float = 1e-3) -> bool:
+        """Fit the classifier of subnet ``spec`` anew on its own features.
+
+        Subnets whose last stages differ (block family, downsampler) hand the
+        one shared classifier features in different bases, so inherited
+        logits can rank subnets by how well their features happen to line up
+        with it rather than by how good they are. This is the classifier's
+        counterpart of batch-norm recalibration: ridge regression of one-hot
+        labels on the classifier's inputs over ``batches`` ((inputs, labels)
+        in eval mode; ``ridge`` times the number of images is the penalty),
+        then one temperature so the logits give a fair loss. The result is
+        used by this subnet's eval-mode forward and by ``extract`` until the
+        supernet trains again. Returns False (nothing changed) when the
+        subnet has no linear classifier."""
+        self.activate(spec)
+        plan = self._plan
+        assert plan is not None
+        template = plan.template
+        fc = getattr(template, "fc", None)
+        if not isinstance(fc, nn.Linear):
+            return False
+        self._classifiers.pop(spec.arch_id, None)
+        was_training = self.training
+        self.eval()
+        feats, labels = [], []
+        hook = fc.register_forward_hook(lambda m, i, o: feats.append(i[0].detach().double()))
+        try:
+            for x, y in batches:
+                self(x)
+                labels.append(y)
+        finally:
+            hook.remove()
+            if was_training:
+                super().train(True)
+        if not feats:
+            return False
+        f = torch.cat(feats).flatten(1)
+        y = torch.cat(labels).long().to(f.device)
+        classes = int(num_classes or fc.out_features)
+        ones = torch.ones(len(f), 1, dtype=f.dtype, device=f.device)
+        a = torch.cat([f, ones], 1)
+        gram = a.T @ a + ridge * len(f) * torch.eye(a.shape[1], dtype=f.dtype, device=f.device)
+        w = torch.linalg.solve(gram, a.T @ nn.functional.one_hot(y, classes).to(f.dtype))
+        scores = a @ w
+        # one temperature: Newton's method on the cross-entropy in log T
+        log_t = torch.zeros((), dtype=f.dtype, device=f.device)
+        for _ in range(25):
+            z = scores * log_t.exp()
+            p = z.softmax(-1)
+            s_bar = (p * scores).sum(-1)
+            s_true = scores.gather(1, y[:, None])[:, 0]
+            t = log_t.exp()
+            grad = (t * (s_bar - s_true)).mean()
+            var = (p * scores ** 2).sum(-1) - s_bar ** 2
+            hess = (t * (s_bar - s_true) + t * t * var).mean()
+            step = grad / hess if hess > 1e-12 else grad
+            log_t = (log_t - step.clamp(-2, 2)).clamp(-10, 10)
+            if abs(float(step)) < 1e-6:
+                break
+        w = (w * log_t.exp()).to(fc.weight.dtype)
+        out = {"fc.weight": w[:-1].T.contiguous(), "fc.bias": w[-1].contiguous()}
+        if getattr(template, "fc_dist", None) is not None:  # averaged with fc: give both
+            out.update({"fc_dist.weight": out["fc.weight"], "fc_dist.bias": out["fc.bias"]})
+        if any(name not in {e[0] for e in plan.entries} for name in out):
+            return False  # a classifier without a bias: keep the inherited one
+        self._classifiers[spec.arch_id] = out
+        while len(self._classifiers) > _TEMPLATES:
+            self._classifiers.popitem(last=False)
+        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert self._plan is not None

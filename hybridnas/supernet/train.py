@@ -49,6 +49,7 @@ from ..errors import UserError
 from ..training import iterate_batches, lr_lambda, param_groups, resolve_device
 
 __all__ = ["SandwichSettings", "train_supernet", "train_supernet_ray", "evaluate_subnet",
+           "prepare_subnet", "calibration_batches",
            "load_checkpoint", "CHECKPOINT_WEIGHTS", "CHECKPOINT_STATE"]
 
 CHECKPOINT_WEIGHTS = "supernet.safetensors"
@@ -77,6 +78,12 @@ class SandwichSettings:
     max_batches_per_epoch: int | None = None
     bn_batches: int = 4
     bn_batch_size: int = 64
+    #: refit each evaluated subnet's classifier on its own features of the
+    #: batch-norm batches (ridge regression, ``Supernet.refit_classifier``):
+    #: the shared classifier reads features that differ in basis from subnet
+    #: to subnet; benchmarks/bench_oneshot.py ranked better with the refit
+    refit_classifier: bool = True
+    refit_ridge: float = 1e-3
     eval_batch_size: int = 256
     max_val_batches: int | None = None
     seed: int = 0
@@ -120,23 +127,38 @@ def _subnets(net, settings: SandwichSettings, epoch: int, step: int) -> list:
         net.sandwich_end(None, rng) for _ in range(max(settings.random_subnets - 1, 0))]
 
 
-def bn_batches(dataset, settings: SandwichSettings, device: torch.device) -> list[torch.Tensor]:
-    """The fixed inputs that batch-norm recalibration averages over: the
-    first ``bn_batches`` batches of the training split in a seeded order."""
+def calibration_batches(dataset, settings: SandwichSettings,
+                        device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed (inputs, targets) batches a subnet is prepared on before it
+    is evaluated: the first ``bn_batches`` batches of the training split in
+    a seeded order."""
     gen = torch.Generator().manual_seed(settings.seed + 7919)
-    return [x for x, _ in iterate_batches(dataset, settings.bn_batch_size, device, shuffle=True,
-                                          generator=gen, max_batches=settings.bn_batches)]
+    return list(iterate_batches(dataset, settings.bn_batch_size, device, shuffle=True,
+                                generator=gen, max_batches=settings.bn_batches))
+
+
+@torch.no_grad()
+def prepare_subnet(net, spec, calibration: list, settings: SandwichSettings, task=None) -> None:
+    """Make subnet ``spec`` ready to be evaluated or extracted with inherited
+    weights: its batch-norm statistics recalibrated on the ``calibration``
+    inputs and, for classification with ``settings.refit_classifier``, its
+    classifier refitted on its own features of those batches
+    (``Supernet.refit_classifier``). Leaves ``spec`` active."""
+    net.recalibrate_bn(spec, [x for x, _ in calibration])
+    if settings.refit_classifier and getattr(task, "name", None) == "classification":
+        net.refit_classifier(spec, calibration, getattr(task, "num_classes", None),
+                             settings.refit_ridge)
+    net.activate(spec)
 
 
 @torch.no_grad()
 def evaluate_subnet(net, spec, val_set, task, device: torch.device, calibration: list,
                     settings: SandwichSettings) -> dict[str, float]:
-    """Validation metrics of subnet ``spec`` with inherited weights, after
-    recalibrating its batch-norm statistics on ``calibration`` inputs."""
+    """Validation metrics of subnet ``spec`` with inherited weights, prepared
+    (``prepare_subnet``) on the ``calibration`` batches."""
     from ..training import evaluate
 
-    net.recalibrate_bn(spec, calibration)
-    net.activate(spec)
+    prepare_subnet(net, spec, calibration, settings, task)
     return evaluate(net, val_set, task, device, batch_size=settings.eval_batch_size, amp="off",
                     max_batches=settings.max_val_batches)
 
@@ -255,7 +277,7 @@ def train_supernet(net, bundle, settings: SandwichSettings | None = None,
             if log and rank == 0:
                 log(f"[supernet] resumed after epoch {start} of {settings.epochs}")
     params = [p for p in net.parameters() if p.requires_grad]
-    calibration = bn_batches(train_set, settings, device)
+    calibration = calibration_batches(train_set, settings, device)
     gen = torch.Generator()
     for epoch in range(start, settings.epochs):
         t0 = time.perf_counter()
