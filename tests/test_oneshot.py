@@ -53,6 +53,33 @@ def test_every_evaluated_subnet_is_a_row_with_inherited_fidelity(oneshot_run):
     assert oneshot_run.estimate.epochs_fit == 1 and oneshot_run.estimate.subnets == 8
 
 
+def test_kept_subnets_score_their_inherited_metric(oneshot_run):
+    """A kept front subnet is what was scored: loaded from its checkpoint it
+    gets the row's inherited metric on the same validation images (its
+    batch-norm statistics and refitted classifier travel with it, not those
+    of whichever subnet the supernet evaluated last); a retrained one holds
+    its standalone weights and gets its standalone metric."""
+    import hybridnas
+    from hybridnas.search.runner import load_bundle
+    from hybridnas.supernet.train import SandwichSettings
+    from hybridnas.training import evaluate
+
+    df = load_run(oneshot_run.run_dir)
+    kept = df[df.checkpoint.notna()]
+    assert len(kept) >= 1
+    cfg = SearchConfig(results_dir=str(oneshot_run.run_dir.parent), name="run", **OPTIONS)
+    bundle, _ = load_bundle(cfg, open(os.devnull, "w"))
+    for row in kept.itertuples():
+        model = hybridnas.load(oneshot_run.run_dir / row.checkpoint)
+        got = evaluate(model, bundle.val, bundle.task, "cpu", amp="off",
+                       batch_size=SandwichSettings().eval_batch_size,
+                       max_batches=cfg.max_val_batches)[bundle.task.metric_name]
+        retrained = math.isfinite(row.standalone_metric)
+        want = row.standalone_metric if retrained else row.metric
+        assert got == pytest.approx(want, abs=1e-6), (row.trial_id, retrained)
+    assert (~kept.standalone_metric.notna()).any(), "no kept subnet with inherited weights"
+
+
 def test_dry_run_of_a_resume_counts_what_the_run_did_and_touches_nothing(oneshot_run):
     import io
 
