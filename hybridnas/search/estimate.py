@@ -410,7 +410,8 @@ class NoEstimate:
 @dataclass(frozen=True)
 class EvalTiming:
     """One subnet scored with inherited weights, in seconds: ``bn_s`` its
-    batch-norm recalibration (all of its batches), ``val_batch_s`` one
+    preparation (batch-norm recalibration over all of its batches, then the
+    classifier refit), ``val_batch_s`` one
     validation batch, ``propose_s`` its proposal (Optuna ask and tell, the
     space's suggest and check)."""
 
@@ -500,6 +501,7 @@ class OneShotEstimate:
             f"{end_s:.1f} s); supernet training {min(left, self.epochs_fit)} of {self.epochs} "
             f"epoch(s){done}: {self.epochs_fit * self.epoch_s:.0f} device-s",
             f"estimate: one subnet ranked {self.subnet_s * 1e3:.0f} ms (batch-norm recalibration "
+            f"and classifier refit "
             f"{t.sampled.bn_s * 1e3:.0f} ms + validation {self.val_batches} x "
             f"{t.sampled.val_batch_s * 1e3:.0f} ms + proposal {t.sampled.propose_s * 1e3:.0f} "
             f"ms) = {self.subnets_per_device_minute:.0f} subnets per device-minute; "

@@ -4,7 +4,7 @@
 what each phase repeats: a few sandwich steps (``train_supernet`` itself,
 epochs of one and of a few steps, the difference being the steps), the
 evaluation of the largest, the smallest and a few proposed subnets
-(batch-norm recalibration and one validation batch each, the proposal
+(batch-norm recalibration, classifier refit and one validation batch each, the proposal
 through an Optuna study like the run's), one forward pass for the latency
 calibration and, when subnets are retrained, a sampled subnet trained
 standalone (``hybridnas.search.estimate.time_trial_step``). The arithmetic
