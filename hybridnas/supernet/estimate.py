@@ -28,7 +28,7 @@ from ..search.estimate import (
     estimate_oneshot,
     time_trial_step,
 )
-from .train import SandwichSettings, calibration_batches, train_supernet
+from .train import SandwichSettings, calibration_batches, refit_subnet_classifier, train_supernet
 
 __all__ = ["time_oneshot", "estimate_oneshot_run", "CALIBRATION_NETS"]
 
@@ -96,12 +96,9 @@ def _time_eval(net, spec, val, task, device, calibration: list,
         t0 = _clock(device)
         net.recalibrate_bn(spec, inputs[1:2])
         rest = (_clock(device) - t0) * (len(inputs) - 1)
-    refit = 0.0
-    if settings.refit_classifier and getattr(task, "name", None) == "classification":
-        t0 = _clock(device)
-        net.refit_classifier(spec, calibration, getattr(task, "num_classes", None),
-                             settings.refit_ridge)
-        refit = _clock(device) - t0
+    t0 = _clock(device)
+    refit_subnet_classifier(net, spec, calibration, settings, task)
+    refit = _clock(device) - t0
     net.activate(spec)
     t0 = _clock(device)
     evaluate(net, val, task, device, batch_size=settings.eval_batch_size, amp="off",

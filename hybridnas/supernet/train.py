@@ -49,7 +49,7 @@ from ..errors import UserError
 from ..training import iterate_batches, lr_lambda, param_groups, resolve_device
 
 __all__ = ["SandwichSettings", "train_supernet", "train_supernet_ray", "evaluate_subnet",
-           "prepare_subnet", "calibration_batches",
+           "prepare_subnet", "refit_subnet_classifier", "calibration_batches",
            "load_checkpoint", "CHECKPOINT_WEIGHTS", "CHECKPOINT_STATE"]
 
 CHECKPOINT_WEIGHTS = "supernet.safetensors"
@@ -145,10 +145,20 @@ def prepare_subnet(net, spec, calibration: list, settings: SandwichSettings, tas
     classifier refitted on its own features of those batches
     (``Supernet.refit_classifier``). Leaves ``spec`` active."""
     net.recalibrate_bn(spec, [x for x, _ in calibration])
-    if settings.refit_classifier and getattr(task, "name", None) == "classification":
-        net.refit_classifier(spec, calibration, getattr(task, "num_classes", None),
-                             settings.refit_ridge)
+    refit_subnet_classifier(net, spec, calibration, settings, task)
     net.activate(spec)
+
+
+@torch.no_grad()
+def refit_subnet_classifier(net, spec, calibration: list, settings: SandwichSettings,
+                            task=None) -> bool:
+    """The classifier half of ``prepare_subnet``: refit subnet ``spec``'s
+    classifier on the ``calibration`` batches when ``settings`` asks for it
+    and the task is classification; returns whether it did."""
+    if not (settings.refit_classifier and getattr(task, "name", None) == "classification"):
+        return False
+    return net.refit_classifier(spec, calibration, getattr(task, "num_classes", None),
+                                settings.refit_ridge)
 
 
 @torch.no_grad()
