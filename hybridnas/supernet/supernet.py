@@ -587,8 +587,12 @@ class Supernet(nn.Module):
         assert plan is not None
         template = plan.template
         fc = getattr(template, "fc", None)
-        if not isinstance(fc, nn.Linear):
-            return False
+        names = ["fc.weight", "fc.bias"]
+        if getattr(template, "fc_dist", None) is not None:  # averaged with fc: give both
+            names += ["fc_dist.weight", "fc_dist.bias"]
+        held = {entry[0] for entry in plan.entries}
+        if not isinstance(fc, nn.Linear) or not all(n in held for n in names):
+            return False  # no linear classifier with a bias: keep the inherited one
         self._classifiers.pop(spec.arch_id, None)
         was_training = self.training
         self.eval()
@@ -614,12 +618,11 @@ class Supernet(nn.Module):
         scores = a @ w
         # one temperature: Newton's method on the cross-entropy in log T
         log_t = torch.zeros((), dtype=f.dtype, device=f.device)
+        s_true = scores.gather(1, y[:, None])[:, 0]
         for _ in range(25):
-            z = scores * log_t.exp()
-            p = z.softmax(-1)
-            s_bar = (p * scores).sum(-1)
-            s_true = scores.gather(1, y[:, None])[:, 0]
             t = log_t.exp()
+            p = (scores * t).softmax(-1)
+            s_bar = (p * scores).sum(-1)
             grad = (t * (s_bar - s_true)).mean()
             var = (p * scores ** 2).sum(-1) - s_bar ** 2
             hess = (t * (s_bar - s_true) + t * t * var).mean()
@@ -628,12 +631,9 @@ class Supernet(nn.Module):
             if abs(float(step)) < 1e-6:
                 break
         w = (w * log_t.exp()).to(fc.weight.dtype)
-        out = {"fc.weight": w[:-1].T.contiguous(), "fc.bias": w[-1].contiguous()}
-        if getattr(template, "fc_dist", None) is not None:  # averaged with fc: give both
-            out.update({"fc_dist.weight": out["fc.weight"], "fc_dist.bias": out["fc.bias"]})
-        if any(name not in {e[0] for e in plan.entries} for name in out):
-            return False  # a classifier without a bias: keep the inherited one
-        self._classifiers[spec.arch_id] = out
+        weight, bias = w[:-1].T.contiguous(), w[-1].contiguous()
+        self._classifiers[spec.arch_id] = {n: weight if n.endswith("weight") else bias
+                                           for n in names}
         while len(self._classifiers) > _TEMPLATES:
             self._classifiers.popitem(last=False)
         return True
