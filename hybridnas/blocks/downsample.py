@@ -35,7 +35,6 @@ class PatchMerging(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int, norm: str = "ln"):
         super().__init__()
         self.stride = stride
-        self.in_ch = in_ch
         merged = in_ch * stride * stride
         self.merged = merged
         self.norm = make_norm_last(norm, merged)

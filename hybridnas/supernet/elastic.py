@@ -160,7 +160,7 @@ def _merged_channels(shared: torch.Tensor, shape: tuple, ctx: SliceContext) -> t
     entries (which would give cell 1's weights to cell 0's last channels).
     The shared key names the stride, so the cell count is the same."""
     module: PatchMerging = ctx.module  # type: ignore[assignment]
-    cells = module.merged // module.in_ch
+    cells = module.stride * module.stride
     lead_dims = tuple(shape[:-1])
     parts = shared.reshape(*shared.shape[:-1], cells, shared.shape[-1] // cells)
     return lead(parts, (*lead_dims, cells, shape[-1] // cells)).reshape(shape)
