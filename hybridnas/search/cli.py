@@ -108,6 +108,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--supernet-epochs", type=int, default=S, help="(default: 10)")
     g.add_argument("--sandwich-random", type=int, default=S, metavar="N",
                    help="random subnets per step besides largest and smallest (default: 2)")
+    g.add_argument("--sandwich-stage-distill", type=float, default=S, metavar="W",
+                   help="weight of stage-wise distillation: the other subnets' stem and stage "
+                   "outputs pulled towards the largest's (default: 0, off; see README)")
     g.add_argument("--supernet-workers", type=int, default=S, metavar="N",
                    help="data-parallel Ray Train workers, one per GPU (default: 1, in-process)")
     g.add_argument("--retrain-top", type=int, default=S, metavar="K",

@@ -68,6 +68,7 @@ class SearchConfig:
     strategy: str = "trials"
     supernet_epochs: int = 10
     sandwich_random: int = 2
+    sandwich_stage_distill: float = 0.0  # SandwichSettings.stage_distill (0: off)
     supernet_workers: int = 1
     retrain_top: int = 3
     retrain_epochs: int = 3
@@ -228,6 +229,7 @@ _RANGES: dict[str, tuple[Any, Any]] = {
     "supernet_epochs": (1, 100_000),
     "supernet_workers": (1, 4096),
     "sandwich_random": (0, 64),
+    "sandwich_stage_distill": (0.0, 100.0),
     "retrain_top": (0, 10_000),
     "retrain_epochs": (1, 100_000),
     "max_latency_ms": ((0.0,), None),

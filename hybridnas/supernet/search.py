@@ -110,7 +110,8 @@ class _OneShot:
         self.settings = SandwichSettings(
             epochs=cfg.supernet_epochs, batch_size=cfg.batch_size, lr=cfg.lr,
             weight_decay=cfg.weight_decay, warmup_epochs=float(cfg.warmup_epochs or 1),
-            random_subnets=cfg.sandwich_random, max_batches_per_epoch=cfg.max_batches_per_epoch,
+            random_subnets=cfg.sandwich_random, stage_distill=cfg.sandwich_stage_distill,
+            max_batches_per_epoch=cfg.max_batches_per_epoch,
             max_val_batches=cfg.max_val_batches, seed=cfg.seed, quiet=cfg.verbose < 1)
 
     # ---- accounting ------------------------------------------------------

@@ -527,6 +527,13 @@ class Supernet(nn.Module):
         self._plan = self._make_plan(spec)
         return self
 
+    def stage_layers(self) -> list[nn.Module]:
+        """The active subnet's stem and stage modules (of its template: a
+        forward hook there sees the part's output, a channels-first map)."""
+        assert self._plan is not None
+        t = self._plan.template
+        return [t.stem, *getattr(t, "stages", [])]
+
     @property
     def active(self) -> ArchSpec:
         """The spec of the active subnet."""

@@ -73,6 +73,16 @@ class SandwichSettings:
     #: ranked better with it); "fixed" = the space's one largest and one
     #: smallest network and random points of the space (BigNAS)
     ends: str = "types"
+    #: weight of stage-wise distillation: every other subnet's stage outputs
+    #: are pulled towards the teacher's (its leading channels, pooled to the
+    #: same map size, each position layer-normalised), so that every branch
+    #: of a stage speaks the same language at the stage boundaries and any
+    #: composition of branches works (after DNA, Li et al. 2020); 0 = off
+    stage_distill: float = 0.0
+    #: with ``stage_distill``: each stage of the other subnets runs on the
+    #: teacher's output of the stage before (each stage learns apart from the
+    #: random choices before it) instead of on its own subnet's
+    stage_inputs: str = "own"
     label_smoothing: float = 0.1
     grad_clip: float = 1.0
     max_batches_per_epoch: int | None = None
@@ -92,6 +102,10 @@ class SandwichSettings:
     def __post_init__(self) -> None:
         if self.ends not in ("types", "fixed"):
             raise UserError(f"sandwich ends {self.ends!r}: expected 'types' or 'fixed'")
+        if self.stage_inputs not in ("own", "teacher"):
+            raise UserError(f"stage inputs {self.stage_inputs!r}: expected 'own' or 'teacher'")
+        if not (math.isfinite(self.stage_distill) and self.stage_distill >= 0):
+            raise UserError(f"stage_distill {self.stage_distill!r}: expected a weight >= 0")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SandwichSettings":
@@ -125,6 +139,54 @@ def _subnets(net, settings: SandwichSettings, epoch: int, step: int) -> list:
     # uniformly over block-type paths, then random subnets of such paths
     return [net.largest, net.sandwich_end(False, rng), net.sandwich_end(True, rng)] + [
         net.sandwich_end(None, rng) for _ in range(max(settings.random_subnets - 1, 0))]
+
+
+def _forward(net, spec, x: torch.Tensor, with_stages: bool, inputs: list | None = None):
+    """Subnet ``spec``'s output on ``x`` and, when asked, the outputs of its
+    stem and stages (with gradients). ``inputs``: the teacher's stem and
+    stage outputs; each stage then runs on the teacher's output before it
+    (its leading channels) instead of its own (DNA's decoupled blocks)."""
+    net.activate(spec)
+    if not with_stages:
+        return net(x), None
+    seen: list[torch.Tensor] = []
+    parts = net.stage_layers()
+    handles = [m.register_forward_hook(lambda m, i, o: seen.append(o)) for m in parts]
+    if inputs is not None:
+        def feed(k):
+            def hook(m, args):
+                own, given = args[0], inputs[k]
+                if given.ndim != own.ndim or given.shape[1] < own.shape[1]:
+                    return None
+                return (given[:, :own.shape[1]],)
+            return hook
+        handles += [m.register_forward_pre_hook(feed(k)) for k, m in enumerate(parts[1:])]
+    try:
+        out = net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return out, seen
+
+
+def _stage_gap(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over stage boundaries of the squared difference between a
+    student's stage output and the teacher's (its leading channels), both
+    average-pooled to the smaller map and layer-normalised over channels."""
+    terms = []
+    for s, t in zip(student, teacher):
+        if s.ndim < 3 or s.ndim != t.ndim or s.shape[1] > t.shape[1]:
+            continue  # tokens, or a wider student than the teacher
+        t = t[:, :s.shape[1]]
+        size = tuple(min(a, b) for a, b in zip(s.shape[2:], t.shape[2:]))
+        pool = F.adaptive_avg_pool2d if s.ndim == 4 else F.adaptive_avg_pool1d
+        if tuple(s.shape[2:]) != size:
+            s = pool(s, size)
+        if tuple(t.shape[2:]) != size:
+            t = pool(t, size)
+        s, t = s.movedim(1, -1).float(), t.movedim(1, -1).float()
+        terms.append(F.mse_loss(F.layer_norm(s, s.shape[-1:]), F.layer_norm(t, t.shape[-1:])))
+    return torch.stack(terms).mean() if terms else torch.zeros((), device=student[0].device)
 
 
 def calibration_batches(dataset, settings: SandwichSettings,
@@ -303,16 +365,21 @@ def train_supernet(net, bundle, settings: SandwichSettings | None = None,
             if world > 1:
                 x, y = x[rank::world], y[rank::world]
             optimizer.zero_grad(set_to_none=True)
-            teacher = None
+            teacher = teacher_stages = None
             for spec in _subnets(net, settings, epoch, step):
-                out = net.activate(spec)(x)
+                out, stages = _forward(
+                    net, spec, x, settings.stage_distill > 0,
+                    teacher_stages if settings.stage_inputs == "teacher" else None)
                 if teacher is None:
                     loss = task.loss(out, y, label_smoothing=settings.label_smoothing)
                     teacher = F.softmax(out.detach().float(), dim=-1)
+                    teacher_stages = [t.detach() for t in stages] if stages else None
                     sums[0] += loss.detach()
                 else:
                     loss = F.kl_div(F.log_softmax(out.float(), dim=-1), teacher,
                                     reduction="batchmean")
+                    if stages and teacher_stages:
+                        loss = loss + settings.stage_distill * _stage_gap(stages, teacher_stages)
                     sums[1] += loss.detach() / max(1, settings.random_subnets + 1)
                 loss.backward()
             if world > 1:
