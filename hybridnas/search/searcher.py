@@ -7,8 +7,10 @@ given storage, ``load_if_exists=True``), with what a NAS run needs:
 - proposals come from ``space.suggest(trial)`` (define-by-run), checked
   with ``space.check(spec)`` (validation at the proxy resolution and the
   space's constraints) *before* any Tune trial exists: an
-  invalid architecture is told to Optuna as FAIL and recorded as REJECTED
-  with the reason, and the searcher asks again;
+  invalid architecture is told to Optuna as an infeasible pruned trial
+  (``storage.tell_rejected``: samplers that model constraints learn to
+  avoid it) and recorded as REJECTED with the reason, and the searcher asks
+  again;
 - the Tune config of a trial carries the Optuna trial number (the run's
   ``trial_id``), the spec, the space parameters and the reference name;
 - no new trial starts once the budget says so (``Budget.why_not_start``);
@@ -37,6 +39,7 @@ from ray.tune.search import Searcher
 
 from ..errors import UserError
 from .settings import TrialSettings
+from .storage import tell_rejected
 
 __all__ = ["ArchSearcher", "MAX_CONSECUTIVE_REJECTIONS"]
 
@@ -211,7 +214,6 @@ class ArchSearcher(Searcher):
         answered from the table). Invalid architectures are told to Optuna and recorded as REJECTED.
         ``cost``: ``{"params", "macs"}`` at the trial's input, or None when it
         could not be counted here (the trial then counts it itself)."""
-        import optuna
 
         invalid = repeated = 0
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
@@ -236,7 +238,7 @@ class ArchSearcher(Searcher):
                 invalid += 1
                 ot_trial.set_user_attr("status", "REJECTED")
                 ot_trial.set_user_attr("error", problem[:500])
-                self._study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                tell_rejected(self._study, ot_trial)
                 self._recorder.rejected(ot_trial.number, spec, dict(ot_trial.params), problem,
                                         reference)
                 continue

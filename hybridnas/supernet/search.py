@@ -47,6 +47,7 @@ from ..errors import UserError
 # The run-directory contract: imported here only.
 from ..rundir import RunDir, empty_row, front_of, front_summary, objective_columns
 from ..search.hooks import SearchHooks
+from ..search.storage import tell_rejected
 from .train import CHECKPOINT_STATE, SandwichSettings, evaluate_subnet, prepare_subnet
 
 __all__ = ["run_oneshot", "DEFAULT_SUBNETS"]
@@ -298,7 +299,7 @@ class _OneShot:
             ok = self.space.check(spec)
             if not ok:
                 row.update(status="REJECTED", error=ok.reason[:500], finished_at=_now())
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                tell_rejected(study, trial)
                 self.rows[trial.number] = row
                 continue
             metrics = evaluate_subnet(net, spec, val, self.task, self.device, calibration,
