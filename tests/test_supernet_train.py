@@ -69,8 +69,9 @@ def test_stage_gap_compares_leading_channels_at_the_smaller_map():
     assert float(_stage_gap(big, teacher[:1])) < 1e-10
     other = [torch.randn(4, 8, 8, 8), torch.randn(4, 16, 1, 1)]
     assert float(_stage_gap(other, teacher)) > 0.5
-    # a student wider than the teacher, or tokens, is not compared
+    # a student wider than the teacher, or tokens (B, N, C), is not compared
     assert float(_stage_gap([torch.randn(4, 32, 8, 8)], teacher[:1])) == 0.0
+    assert float(_stage_gap([torch.randn(4, 5, 8)], [torch.randn(4, 5, 16)])) == 0.0
 
 
 def test_stage_inputs_from_the_teacher_feed_each_stage_apart(digits):

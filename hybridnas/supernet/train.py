@@ -175,15 +175,14 @@ def _stage_gap(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torc
     average-pooled to the smaller map and layer-normalised over channels."""
     terms = []
     for s, t in zip(student, teacher):
-        if s.ndim < 3 or s.ndim != t.ndim or s.shape[1] > t.shape[1]:
-            continue  # tokens, or a wider student than the teacher
+        if s.ndim != 4 or t.ndim != 4 or s.shape[1] > t.shape[1]:
+            continue  # tokens (a class-token stage), or a wider student than the teacher
         t = t[:, :s.shape[1]]
         size = tuple(min(a, b) for a, b in zip(s.shape[2:], t.shape[2:]))
-        pool = F.adaptive_avg_pool2d if s.ndim == 4 else F.adaptive_avg_pool1d
         if tuple(s.shape[2:]) != size:
-            s = pool(s, size)
+            s = F.adaptive_avg_pool2d(s, size)
         if tuple(t.shape[2:]) != size:
-            t = pool(t, size)
+            t = F.adaptive_avg_pool2d(t, size)
         s, t = s.movedim(1, -1).float(), t.movedim(1, -1).float()
         terms.append(F.mse_loss(F.layer_norm(s, s.shape[-1:]), F.layer_norm(t, t.shape[-1:])))
     return torch.stack(terms).mean() if terms else torch.zeros((), device=student[0].device)
