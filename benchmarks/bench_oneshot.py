@@ -114,9 +114,11 @@ def main() -> None:
     p.add_argument("--random-subnets", type=int, default=4)
     p.add_argument("--ends", choices=["types", "fixed"], default="types",
                    help="sandwich: type paths drawn uniformly (default), or BigNAS's fixed ends")
-    p.add_argument("--stage-distill", type=float, default=None,
-                   help="weight of stage-wise distillation (SandwichSettings.stage_distill)")
-    p.add_argument("--stage-inputs", choices=["own", "teacher"], default="own")
+    p.add_argument("--stage-distill", type=float, default=0.0,
+                   help="weight of stage-wise distillation (SandwichSettings.stage_distill; 0: off)")
+    p.add_argument("--stage-inputs", choices=["own", "teacher"], default="own",
+                   help="student stages run on their own inputs or on the teacher's "
+                        "(SandwichSettings.stage_inputs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-3, help="standalone and proxy learning rate")
     p.add_argument("--seed", type=int, default=0)
@@ -170,8 +172,7 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     settings = SandwichSettings(epochs=args.supernet_epochs, batch_size=args.batch_size,
                                 random_subnets=args.random_subnets, seed=args.seed, quiet=True,
-                                ends=args.ends, **({} if args.stage_distill is None else
-                                                   {"stage_distill": args.stage_distill}),
+                                ends=args.ends, stage_distill=args.stage_distill,
                                 stage_inputs=args.stage_inputs,
                                 eval_batch_size=250, max_val_batches=val_batches)
     if args.only == "throughput":  # (c) and (d) only: they do not depend on training

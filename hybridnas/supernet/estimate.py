@@ -115,7 +115,7 @@ def _proposals(cfg, space, samples: int, max_seconds: float) -> tuple[list, floa
 
     import optuna
 
-    from ..search.storage import make_sampler, storage_for
+    from ..search.storage import make_sampler, storage_for, tell_rejected
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -137,7 +137,7 @@ def _proposals(cfg, space, samples: int, max_seconds: float) -> tuple[list, floa
             except Exception:  # noqa: BLE001 - an invalid draw: the run rejects it too
                 ok = False
             if not ok:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                tell_rejected(study, trial)
                 continue
             study.tell(trial, [0.5, 1.0])
             specs.append(spec)
