@@ -254,3 +254,31 @@ def test_evaluation_refits_only_when_asked():
     assert not net._classifiers
     prepare_subnet(net, spec, batches, SandwichSettings(), ClassificationTask(10))
     assert spec.arch_id in net._classifiers
+
+
+def test_a_stage_downsampler_is_shared_by_every_block_type():
+    """A stage-start downsampler's tensors depend only on the widths around
+    it, so patch merging into stage 1 is one branch whatever block type the
+    stage holds (a branch per pair trained on a fifth of the steps); the
+    block's own tensors stay apart."""
+    from hybridnas.builder import build_model
+    from hybridnas.spec import StageSpec
+    from hybridnas.supernet.elastic import shared_key
+
+    net = Supernet("stagewise", **PROXY)
+    spec = net.largest
+    keys = {}
+    for block in ("mbconv", "convnext"):
+        st = StageSpec(block, depth=1, width=spec.stages[1].width, stride=2,
+                       downsample="patch_merge", kernel=3, expansion=4.0)
+        s = dataclasses.replace(spec, stages=(spec.stages[0], st, *spec.stages[2:]))
+        with torch.device("meta"):
+            model = build_model(s, num_classes=10, in_chans=1)
+        keys[block] = {shared_key(s, n, model.stem) for n, _ in model.named_parameters()
+                       if n.startswith("stages.1.")}
+    down = {k for k in keys["mbconv"] if ".down_" in k}
+    assert down == {k for k in keys["convnext"] if ".down_" in k}
+    assert down and all(k.startswith("stages.1.down_patch_merge_s2.") for k in down)
+    assert all("reduction" not in k for k in keys["mbconv"] - down)
+    assert keys["mbconv"] - down and not (keys["mbconv"] - down) & keys["convnext"]
+    assert any(k.startswith("stages/1/down_patch_merge_s2/") for k in net.weights)

@@ -238,10 +238,20 @@ def down_tag(stage) -> str | None:
 
 def stage_key(index: int, block: str, local: str, downsample: str | None = None) -> str:
     """``stages.<i>.<block>.<local>``; a stage-start downsampler other than the
-    block's own gets a branch of its own (``down_conv.``, ``down_pool_proj.``),
-    since different downsamplers hold different tensors under one name."""
+    block's own gets a branch of its own per kind (``stages.<i>.down_conv.``,
+    ``stages.<i>.down_pool_proj.``), since different downsamplers hold
+    different tensors under one name. That branch is shared by every block
+    type of the stage: its tensors depend only on the widths around it, and
+    a branch per (block type, downsampler) pair would train on a
+    blocks-times-smaller share of the steps. The block's own part after it
+    (``down.second.``) stays with the block."""
     if downsample and local.startswith("down."):
-        local = f"down_{downsample}.{local[len('down.'):]}"
+        rest = local[len("down."):]
+        if rest.startswith("second."):
+            return f"stages.{index}.{block}.down_{downsample}.{rest}"
+        if rest.startswith("first."):
+            rest = rest[len("first."):]
+        return f"stages.{index}.down_{downsample}.{rest}"
     return f"stages.{index}.{block}.{local}"
 
 
