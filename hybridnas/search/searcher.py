@@ -214,7 +214,6 @@ class ArchSearcher(Searcher):
         answered from the table). Invalid architectures are told to Optuna and recorded as REJECTED.
         ``cost``: ``{"params", "macs"}`` at the trial's input, or None when it
         could not be counted here (the trial then counts it itself)."""
-
         invalid = repeated = 0
         for _ in range(MAX_CONSECUTIVE_REJECTIONS):
             if self._closing.is_set():

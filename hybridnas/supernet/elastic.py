@@ -25,7 +25,10 @@ embeddings are resized to the subnet's token grid.
 Shared names (``shared_key``): a stage's tensors are shared per block type
 (``stages.2.mbconv.blocks.0.conv1.weight``), so each stage holds one branch
 per block type it allows; the first *d* blocks of a branch are a depth-*d*
-stage. Stem tensors are shared per stem kind and per conv layer.
+stage. A stage-start downsampler named by the spec (conv, pool + projection,
+patch merging) is one branch per stage and kind, shared by every block type
+of the stage (``stages.2.down_patch_merge_s2.reduction.weight``; see
+``stage_key``). Stem tensors are shared per stem kind and per conv layer.
 """
 from __future__ import annotations
 
