@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hybridnas
+from hybridnas.complexity import count_macs
 
 
 # ---------------------------------------------------------------- hand-written
@@ -55,6 +56,14 @@ class ViT(nn.Module):
         x = _tokens(self.stem(x))
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         return self.head(self.norm(self.encoder(x))[:, 0])
+
+
+class PadEven(nn.Module):
+    """Zero-pad odd maps on the far side before a 2x2 stride-2 patch conv, so it
+    outputs ceil(n / 2) as the builder's downsamplers do (same network at any size)."""
+
+    def forward(self, x):
+        return F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
 
 
 def conv_bn_act(cin, cout, k=3, s=2, act=nn.ReLU, norm=True):
@@ -150,7 +159,8 @@ class ConvNeXtT(nn.Module):
         layers = [nn.Conv2d(3, dims[0], 4, 4), LayerNorm2d(dims[0], eps=1e-6)]
         for i, (d, w) in enumerate(zip(depths, dims)):
             if i:
-                layers += [LayerNorm2d(dims[i - 1], eps=1e-6), nn.Conv2d(dims[i - 1], w, 2, 2)]
+                layers += [LayerNorm2d(dims[i - 1], eps=1e-6), PadEven(),
+                           nn.Conv2d(dims[i - 1], w, 2, 2)]
             layers += [ConvNeXtBlock(w) for _ in range(d)]
         self.features = nn.Sequential(*layers)
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
@@ -331,7 +341,8 @@ class RelTransformerBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cout, 4 * cout), nn.GELU(), nn.Linear(4 * cout, cout))
 
     def _pool(self, x):
-        return F.avg_pool2d(x.permute(0, 3, 1, 2), self.stride).permute(0, 2, 3, 1)
+        return F.avg_pool2d(x.permute(0, 3, 1, 2), self.stride, ceil_mode=True,
+                            count_include_pad=False).permute(0, 2, 3, 1)
 
     def forward(self, x):  # (B, H, W, C)
         y = self.norm1(x)
@@ -348,9 +359,9 @@ class CoAtNet(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(*conv_bn_act(3, 64, act=nn.GELU),
                                   nn.Conv2d(64, 64, 3, 1, 1, bias=False))
-        convs, attns, cin, grid = [], [], 64, img_size // 2
+        convs, attns, cin, grid = [], [], 64, math.ceil(img_size / 2)
         for i, (d, w) in enumerate(zip(depths, widths)):
-            grid //= 2
+            grid = math.ceil(grid / 2)
             for j in range(d):
                 if i < 2:
                     convs.append(MBConv(cin, w, 2 if j == 0 else 1))
@@ -616,7 +627,7 @@ class Interleaved(nn.Module):
         for d, w in zip(depths, widths):
             down = nn.Identity()
             if w != cin:
-                down = nn.Sequential(LayerNorm2d(cin, eps=1e-6), nn.Conv2d(cin, w, 2, 2))
+                down = nn.Sequential(LayerNorm2d(cin, eps=1e-6), PadEven(), nn.Conv2d(cin, w, 2, 2))
             stages.append(nn.ModuleList([down, nn.Sequential(
                 *[ConvTransformerBlock(w, w // 32) for _ in range(d)])]))
             cin = w
@@ -691,7 +702,8 @@ CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
 
 
 def _alternate(fns: dict, warmup: int, runs: int, device, clock=time.perf_counter) -> dict:
-    """Median seconds per call of each function, calls alternating."""
+    """Seconds per call of each function over ``runs`` timed rounds, the
+    calls of a round alternating in order."""
     times = {k: [] for k in fns}
     for step in range(warmup + runs):
         for key in (list(fns) if step % 2 == 0 else list(fns)[::-1]):
@@ -701,7 +713,24 @@ def _alternate(fns: dict, warmup: int, runs: int, device, clock=time.perf_counte
             _sync(device)
             if step >= warmup:
                 times[key].append(clock() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(times: dict) -> tuple[float, float, float]:
+    """Median and quartiles of time(builder) / time(hand-written) taken round
+    by round: the two calls of a round ran back to back, so drift in machine
+    load cancels in each ratio; the quartiles show how much noise is left."""
+    ratios = sorted(a / b for a, b in zip(times["builder"], times["hand-written"]))
+    if len(ratios) < 2:
+        return ratios[0], ratios[0], ratios[0]
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return statistics.median(ratios), q1, q3
+
+
+def _cell(times: dict, scale: float, fmt: str) -> tuple[str, float]:
+    ratio, q1, q3 = paired_ratio(times)
+    ours, ref = (statistics.median(times[k]) * scale for k in ("builder", "hand-written"))
+    return f"{ours:{fmt}}/{ref:<{fmt}} {ratio:.3f} [{q1:.2f}-{q3:.2f}]", ratio
 
 
 def infer_times(ours, theirs, args, device):
@@ -739,6 +768,16 @@ def _params(m):
     return sum(p.numel() for p in m.parameters()) / 1e6
 
 
+def macs_ratio(ours, theirs, size, device) -> float:
+    """MACs(builder) / MACs(hand-written) of one forward at ``size`` px: 1.000
+    when the two are the same network at that size (a ratio of times between
+    different networks would mean nothing)."""
+    x = torch.randn(1, 3, size, size, device=device)
+    with torch.no_grad():
+        return (count_macs(ours.to(device).eval(), x)[0]
+                / count_macs(theirs.to(device).eval(), x)[0])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -768,27 +807,38 @@ def main():
     print(f"device={device} threads={torch.get_num_threads()}; inference: batch 1, "
           f"{args.resolution} px, median of {args.runs}; training: batch {args.batch_size}, "
           f"{args.train_resolution} px, median of {args.train_steps} steps; {args.clock} clock")
-    print("ratios are time(builder) / time(hand-written); target <= 1.0")
-    print(f"{'model':<18}{'params M (ours/ref)':>22}{'infer ms':>20}{'ratio':>8}"
-          f"{'train ms':>22}{'ratio':>8}")
+    print("ratio: median over rounds of time(builder) / time(hand-written), the two timed back "
+          "to back; [IQR]: its quartiles; target <= 1.0")
+    print(f"{'model':<20}{'params M':>12}  {'infer ms  ratio [IQR]':<35}"
+          f"{'train ms  ratio [IQR]':<33}{'MACs ratio':>11}")
     worst = 0.0
+    different = []
     for name in args.models:
         ours = hybridnas.create_model(name)
         theirs = REFERENCES[name](args.resolution)
         sizes = f"{_params(ours):.2f}/{_params(theirs):.2f}"
-        inf = infer_times(ours, theirs, args, device)
-        r_inf = inf["builder"] / inf["hand-written"]
-        line = (f"{name:<18}{sizes:>22}{inf['builder'] * 1e3:>10.1f}/{inf['hand-written'] * 1e3:<9.1f}"
-                f"{r_inf:>8.3f}")
+        text, r_inf = _cell(infer_times(ours, theirs, args, device), 1e3, "7.1f")
+        line = f"{name:<20}{sizes:>12}  {text:<35}"
         worst = max(worst, r_inf)
+        same = [macs_ratio(ours, theirs, args.resolution, device)]
         if args.train_steps:
             theirs = REFERENCES[name](args.train_resolution)
-            tr = train_times(ours, theirs, args, device)
-            r_tr = tr["builder"] / tr["hand-written"]
+            text, r_tr = _cell(train_times(ours, theirs, args, device), 1e3, "5.0f")
             worst = max(worst, r_tr)
-            line += f"{tr['builder'] * 1e3:>12.0f}/{tr['hand-written'] * 1e3:<9.0f}{r_tr:>8.3f}"
+            line += f"{text:<33}"
+            same.append(macs_ratio(ours, theirs, args.train_resolution, device))
+        else:
+            line += " " * 33
+        line += f"{'/'.join(f'{r:.3f}' for r in same):>11}"
+        if any(abs(r - 1.0) > 1e-3 for r in same):
+            different.append(name)
         print(line, flush=True)
     print(f"max ratio {worst:.3f} (target <= 1.0): {'OK' if worst <= 1.0 else 'ABOVE TARGET'}")
+    print("MACs ratio: builder / hand-written at the inference / training size (1.000: the same "
+          "network)")
+    if different:
+        print(f"NOT THE SAME NETWORK at some size (their time ratios mean nothing): "
+              f"{', '.join(different)}")
     if missing:
         print(f"no hand-written version yet: {', '.join(missing)}")
 
