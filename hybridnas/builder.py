@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .blocks import Stage, build_stem
+from .blocks.base import link
 from .blocks.layers import make_act, trunc_normal_init
 from .spec import ArchSpec
 
@@ -43,6 +44,7 @@ class HybridNet(nn.Module):
             reduction *= stage.stride
             self.feature_info.append({"num_chs": channels, "reduction": reduction,
                                       "module": f"stages.{i}"})
+        link(stages)
         self.stages = nn.Sequential(*stages)
         self.num_features = channels
         head = spec.head

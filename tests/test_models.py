@@ -159,3 +159,40 @@ def test_models_command_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+
+def _small_attention_run():
+    """Three channels-last stages in a row, as the spaces generate them."""
+    return ArchSpec(stem=StemSpec(kind="conv", widths=(16,), strides=(2,)), stages=(
+        StageSpec("transformer", 1, 32, stride=2, heads=2, attention="rel", window=4),
+        StageSpec("swin", 2, 32, stride=2, heads=2, window=2),
+        StageSpec("transformer", 1, 64, stride=2, heads=2)))
+
+
+@pytest.mark.parametrize("name,size", [("coatnet_0", 32), ("levit_128s", 32), ("swin_tiny", 32),
+                                       ("small", 15)])
+def test_linked_stages_compute_what_unlinked_stages_do(name, size):
+    """Consecutive channels-last stages hand maps on without converting them
+    (no copies at the boundary) and give the same output and gradients as
+    stages that each take and return channels-first maps."""
+    torch.manual_seed(0)
+    if name == "small":
+        model = hybridnas.build_model(_small_attention_run(), num_classes=4)
+    else:
+        model = hybridnas.create_model(name, num_classes=4)
+    model.train()
+    linked = [(s.takes, s.gives) for s in model.stages]
+    assert linked[0][0] == "nchw" and linked[-1][1] == "nchw"  # forward_features' contract
+    assert any(t != "nchw" for t, _ in linked)
+    x = torch.randn(2, 3, size, size)
+    params = list(model.parameters())
+    out = model(x)
+    grads = torch.autograd.grad(out.square().sum(), params)
+    for s in model.stages:
+        s.takes = s.gives = "nchw"
+    ref = model(x)
+    ref_grads = torch.autograd.grad(ref.square().sum(), params)
+    assert torch.equal(out, ref)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=0, atol=0)

@@ -34,7 +34,7 @@ from ..spec import BLOCK_SCHEMAS, StageSpec
 from .downsample import build_downsampler, downsampler_width
 from .layers import to_nchw, to_nhwc
 
-__all__ = ["Block", "BLOCKS", "register_block", "Stage"]
+__all__ = ["Block", "BLOCKS", "register_block", "Stage", "link"]
 
 BLOCKS: dict[str, type["Block"]] = {}
 
@@ -97,8 +97,11 @@ class _Chain(nn.Module):
 
 
 class Stage(nn.Module):
-    """``depth`` blocks of one type; input and output are channels-first maps,
-    except a stage with a class token, which returns tokens (B, 1 + N, C)."""
+    """``depth`` blocks of one type; input and output are channels-first maps
+    (unless ``link`` wired the stage to a neighbour), except a stage with a
+    class token, which returns tokens (B, 1 + N, C)."""
+
+    __jit_unused_properties__ = ["entry_layout", "exit_layout"]
 
     def __init__(self, spec: StageSpec, in_ch: int, drop_paths: Sequence[float], dims: int = 2):
         super().__init__()
@@ -114,6 +117,7 @@ class Stage(nn.Module):
         else:
             down = cls.downsample(in_ch, spec, dims)
         self.down = down if down is not None else nn.Identity()
+        self.has_down = down is not None
         self.down_layout = getattr(down, "layout", "nchw")
         self.down_in_layout = getattr(down, "in_layout", self.down_layout)
         if down is not None and down is not named:
@@ -125,6 +129,12 @@ class Stage(nn.Module):
                               drop_path=drop_paths[j] if j < len(drop_paths) else 0.0, dims=dims))
         self.blocks = nn.ModuleList(blocks)
         self.block_layout = cls.layout
+        # Layouts at the stage's edges: channels first, unless the model holding
+        # the stage hands maps to the next stage in the layout both use inside
+        # (``link``): a channels-last stage followed by another then skips two
+        # copies at the boundary.
+        self.takes = "nchw"
+        self.gives = "nchw"
         # Token extras (ViT-style stages): learned position embedding sized for a
         # window x window grid, resized to the actual grid; optional class token.
         self.use_tokens = bool(spec.pos_embed or spec.cls_token)
@@ -164,9 +174,24 @@ class Stage(nn.Module):
             tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
         return tokens
 
+    @property
+    def entry_layout(self) -> str:
+        """The layout the stage's first module takes."""
+        if self.use_tokens:
+            return "nchw"
+        return self.down_in_layout if self.has_down else self.blocks[0].layout
+
+    @property
+    def exit_layout(self) -> str:
+        """The layout the stage's last module returns."""
+        return "nchw" if self.use_tokens else self.blocks[-1].layout
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.down(_convert(x, "nchw", self.down_in_layout))
-        layout = self.down_layout
+        if self.has_down:
+            x = self.down(_convert(x, self.takes, self.down_in_layout))
+            layout = self.down_layout
+        else:
+            layout = self.takes
         if self.use_tokens:
             x = _convert(x, layout, "nchw")
             grid = x.shape[2:]
@@ -179,4 +204,14 @@ class Stage(nn.Module):
         for blk in self.blocks:
             x = blk(_convert(x, layout, blk.layout))
             layout = blk.layout
-        return _convert(x, layout, "nchw")
+        return _convert(x, layout, self.gives)
+
+
+def link(stages: Sequence[Stage]) -> None:
+    """Let consecutive stages pass maps in the layout the first returns and
+    the second takes when that is not channels first. The last stage still
+    returns channels first (``forward_features``' contract), and a stage on
+    its own keeps channels-first input and output."""
+    for a, b in zip(stages, stages[1:]):
+        if a.exit_layout == b.entry_layout != "nchw":
+            a.gives = b.takes = a.exit_layout
