@@ -367,14 +367,19 @@ def test_downsample_outside_the_choices_is_named():
     assert "downsample" in answer.reason
 
 
-# ---- inference fast paths (folded BN, kept attention biases) ------------------------
+# ---- inference fast paths (folded BN, kept attention biases, in-place activations) ----
 
 def _small_hybrid():
     return ArchSpec(
         stem=StemSpec(kind="conv", widths=(16,), strides=(2,)),
         stages=(StageSpec("mbconv", 1, 16, stride=1),
+                StageSpec("resnet", 1, 16, stride=1),
+                StageSpec("convnext", 1, 16, stride=1),
+                StageSpec("efficientformer", 2, 16, stride=1, attn_blocks=1, heads=2,
+                          key_dim=8, window=8),
                 StageSpec("levit", 1, 32, stride=2, heads=2, key_dim=8, window=4),
                 StageSpec("transformer", 1, 32, stride=1, head_dim=16, window=4),
+                StageSpec("transformer", 1, 32, stride=1, head_dim=16, attention="global"),
                 StageSpec("swin", 2, 32, stride=1, head_dim=16, window=2)),
         head=HeadSpec(pool="avg", norm="ln"))
 
@@ -382,6 +387,7 @@ def _small_hybrid():
 def test_inference_fast_paths_match_the_training_graph_and_follow_updates():
     torch.manual_seed(0)
     model = hybridnas.build_model(_small_hybrid(), num_classes=5)
+    assert model.stages[6].blocks[0].fusable  # the ViT block runs as the fused encoder layer
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     x = torch.randn(4, 3, 16, 16)
     for _ in range(2):

@@ -9,8 +9,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..spec import StageSpec
 from .base import Block, register_block
 from .layers import (DropPath, LayerNorm2d, SqueezeExcite, bn_tensors, conv_nd, fold_conv_bn,
-                     inference_cached, layer_scale, make_act, make_norm2d, plain_inference,
-                     pooled_projection)
+                     fresh_act, inference_cached, layer_scale, make_act, make_norm2d,
+                     plain_inference, pooled_projection)
 
 
 class PatchMerge(nn.Module):
@@ -86,11 +86,11 @@ class MBConv(Block):
                       *bn_tensors(self.norm1), *bn_tensors(self.norm2))
             w1, b1, w2, b2 = inference_cached(self._folded, (str(x.device), x.dtype), params,
                                               self._fold)
-            x = self.act1(self.conv1._conv_forward(x, w1, b1))
-            x = self.act2(self.conv2._conv_forward(x, w2, b2))
+            x = fresh_act(self.act1, self.conv1._conv_forward(x, w1, b1))
+            x = fresh_act(self.act2, self.conv2._conv_forward(x, w2, b2))
             return shortcut + self.drop_path(self.conv3(self.se(x)))
-        x = self.act1(self.norm1(self.conv1(self.pre_norm(x))))
-        x = self.act2(self.norm2(self.conv2(x)))
+        x = fresh_act(self.act1, self.norm1(self.conv1(self.pre_norm(x))))
+        x = fresh_act(self.act2, self.norm2(self.conv2(x)))
         x = self.conv3(self.se(x))
         return shortcut + self.drop_path(x)
 
@@ -127,5 +127,5 @@ class ConvNeXtBlock(Block):
         if self.bn is not None:
             y = self.bn(y)
         y = y.movedim(1, -1)
-        y = self.ls(self.fc2(self.act(self.fc1(self.norm(y)))))
+        y = self.ls(self.fc2(fresh_act(self.act, self.fc1(self.norm(y)))))
         return x + self.drop_path(y.movedim(-1, 1))

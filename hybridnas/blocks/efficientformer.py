@@ -14,7 +14,8 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, Mlp, layer_scale, make_act
+from .layers import (DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, inference_cached,
+                     layer_scale, make_act, plain_inference)
 from .levit import OffsetAttention
 
 __all__ = ["Meta4D", "Meta3D"]
@@ -44,6 +45,7 @@ class Meta4D(Block):
         )
         self.ls2 = layer_scale(dim, stage.layer_scale, channels_last=False)
         self.drop_path = DropPath(drop_path)
+        self._folded: dict = {}
 
     @classmethod
     def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
@@ -58,9 +60,20 @@ class Meta4D(Block):
     def variant(cls, stage: StageSpec, index: int) -> type[Block]:
         return Meta3D if index >= stage.depth - (stage.attn_blocks or 0) else cls
 
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        conv1, bn1, act, conv2, bn2 = self.mlp
+        if self.training or not plain_inference():
+            return self.mlp(x)
+        # Inference: each BatchNorm folds into the 1x1 conv before it.
+        params = (conv1.weight, conv1.bias, conv2.weight, conv2.bias, *bn_tensors(bn1),
+                  *bn_tensors(bn2))
+        w1, b1, w2, b2 = inference_cached(self._folded, (str(x.device), x.dtype), params,
+                                          lambda: fold_conv_bn(conv1, bn1) + fold_conv_bn(conv2, bn2))
+        return conv2._conv_forward(fresh_act(act, conv1._conv_forward(x, w1, b1)), w2, b2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.pool(x) - x))
-        return x + self.drop_path(self.ls2(self.mlp(x)))
+        return x + self.drop_path(self.ls2(self._mlp(x)))
 
 
 class Meta3D(Block):

@@ -21,8 +21,8 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, OffsetBias, attend, inference_cached, make_act, make_norm_last,
-                     plain_inference)
+from .layers import (DropPath, OffsetBias, attend, fresh_act, inference_cached, make_act,
+                     make_norm_last, plain_inference)
 
 __all__ = ["BNLinear", "LeViTBlock", "OffsetAttention", "ShrinkBlock", "bn_linear"]
 
@@ -113,7 +113,7 @@ class OffsetAttention(nn.Module):
         bias = self.bias(h, w, self.q_stride).to(q.dtype)
         out = attend(q, k, v, bias)
         out = out.transpose(1, 2).reshape(b, qh, qw, self.heads * vd)
-        return self.proj(self.act(out))
+        return self.proj(fresh_act(self.act, out))
 
 
 class LeViTMlp(nn.Module):
@@ -126,7 +126,7 @@ class LeViTMlp(nn.Module):
         self.fc2 = bn_linear(hidden, dim, bn_weight=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        return self.fc2(fresh_act(self.act, self.fc1(x)))
 
 
 class ShrinkBlock(nn.Module):

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, make_act, make_conv, make_norm2d
+from .layers import DropPath, fresh_act, make_act, make_conv, make_norm2d
 
 __all__ = ["ResNetBottleneck"]
 
@@ -43,7 +43,7 @@ class ResNetBottleneck(Block):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
-        x = self.act(self.norm1(self.conv1(x)))
-        x = self.act(self.norm2(self.conv2(x)))
+        x = fresh_act(self.act, self.norm1(self.conv1(x)))
+        x = fresh_act(self.act, self.norm2(self.conv2(x)))
         x = self.norm3(self.conv3(x))
-        return self.act(shortcut + self.drop_path(x))
+        return fresh_act(self.act, shortcut + self.drop_path(x))

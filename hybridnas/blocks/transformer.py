@@ -10,7 +10,8 @@ from ..spec import StageSpec
 from .base import Block, register_block
 from .conv import patch_downsample
 from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, forward_cached,
-                     inference_cached, layer_scale, make_norm_last, partition, unpartition)
+                     inference_cached, layer_scale, make_norm_last, partition,
+                     plain_inference, residual, unpartition)
 
 #: Logit added where shifted windows must not attend (Swin's value: finite, so
 #: a row that is all padding still has a defined softmax).
@@ -149,19 +150,37 @@ class TransformerBlock(Block):
         self.mlp = Mlp(out, int(round(out * stage.mlp_ratio)), act=stage.act)
         self.ls2 = layer_scale(out, stage.layer_scale)
         self.drop_path = DropPath(drop_path)
+        # ViT's block exactly (global attention, LayerNorm, GELU, no layer
+        # scale, same width): inference runs it as PyTorch's fused encoder
+        # layer does (nn.TransformerEncoderLayer's fast path, same kernel).
+        self.fusable = (self.pool is None and in_ch == out and not rel
+                        and not stage.layer_scale and stage.norm == "ln"
+                        and stage.act == "gelu" and self.mixer.attn.qkv.bias is not None)
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        attn, mlp = self.mixer.attn, self.mlp
+        y = torch._transformer_encoder_layer_fwd(
+            x.reshape(x.shape[0], -1, x.shape[-1]), attn.heads * attn.head_dim, attn.heads,
+            attn.qkv.weight, attn.qkv.bias, attn.proj.weight, attn.proj.bias, True, True,
+            self.norm1.eps, self.norm1.weight, self.norm1.bias, self.norm2.weight,
+            self.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias,
+            None, None)
+        return y.reshape(x.shape)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x.movedim(-1, 1)).movedim(1, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fusable and not self.training and plain_inference():
+            return self._fused(x)
         if self.pool is not None:
             shortcut = self.proj(self._pool(x))
             y = self.mixer(self._pool(self.norm1(x)))
         else:
             shortcut = self.proj(x)
             y = self.mixer(self.norm1(x))
-        x = shortcut + self.drop_path(self.ls1(y))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        x = residual(shortcut, self.drop_path(self.ls1(y)))
+        return residual(x, self.drop_path(self.ls2(self.mlp(self.norm2(x)))))
 
 
 @register_block("interleaved")
