@@ -1,7 +1,7 @@
 """Builder models vs hand-written PyTorch versions of the same networks:
 inference latency (batch 1, 224x224, one thread, eval, ``torch.inference_mode``)
 and training-step time (forward + backward + SGD step), side by side in one
-run for every named family that has a hand-written version here.
+run for every named 2-D family.
 
 Ratios are time(builder) / time(hand-written): target <= 1.0. Timing
 alternates between the two implementations call by call so drift in machine
@@ -668,6 +668,70 @@ class CoAtNetStyle(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+# ---- CvT-13 (as Wu et al.'s code: conv token embedding + LN, depthwise-conv + BN then
+# linear Q/K/V projections, K/V at stride 2; tokens averaged for the head, as the spec does)
+class ConvProjAttention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+
+        def dw(stride):
+            return nn.Sequential(nn.Conv2d(dim, dim, 3, stride, 1, groups=dim, bias=False),
+                                 nn.BatchNorm2d(dim))
+
+        self.conv_q, self.conv_k, self.conv_v = dw(1), dw(2), dw(2)
+        self.proj_q, self.proj_k, self.proj_v = (nn.Linear(dim, dim) for _ in range(3))
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, h, w):  # tokens (B, N, C) of an h x w grid
+        b, n, c = x.shape
+        grid = x.transpose(1, 2).reshape(b, c, h, w)
+
+        def heads(conv, linear):
+            return linear(_tokens(conv(grid))).view(b, -1, self.heads, c // self.heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(heads(self.conv_q, self.proj_q),
+                                             heads(self.conv_k, self.proj_k),
+                                             heads(self.conv_v, self.proj_v))
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class CvTBlock(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ConvProjAttention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x, h, w):
+        x = x + self.attn(self.norm1(x), h, w)
+        return x + self.mlp(self.norm2(x))
+
+
+class CvT(nn.Module):
+    def __init__(self, depths=(1, 2, 10), widths=(64, 192, 384), heads=(1, 3, 6),
+                 kernels=(7, 3, 3), strides=(4, 2, 2), num_classes=1000):
+        super().__init__()
+        stages, cin = [], 3
+        for d, w, h, k, s in zip(depths, widths, heads, kernels, strides):
+            stages.append(nn.ModuleList([nn.Conv2d(cin, w, k, s, k // 2), nn.LayerNorm(w),
+                                         nn.ModuleList(CvTBlock(w, h) for _ in range(d))]))
+            cin = w
+        self.stages = nn.ModuleList(stages)
+        self.norm = nn.LayerNorm(cin, eps=1e-6)
+        self.head = nn.Linear(cin, num_classes)
+
+    def forward(self, x):
+        for embed, norm, blocks in self.stages:
+            x = embed(x)
+            b, c, h, w = x.shape
+            t = norm(_tokens(x))
+            for blk in blocks:
+                t = blk(t, h, w)
+            x = t.transpose(1, 2).reshape(b, c, h, w)
+        return self.head(self.norm(x.mean((2, 3))))
+
+
 #: name -> hand-written version built for an input size
 REFERENCES = {
     "convnext_tiny": lambda size: ConvNeXtT(),
@@ -686,6 +750,7 @@ REFERENCES = {
     "vit_base_r50_s16": lambda size: ViT(r50_stem(), size // 16),
     "hybrid_vit": lambda size: ViT(seed_conv_stem(), size // 16),
     "coatnet_style": lambda size: CoAtNetStyle(),
+    "cvt_13": lambda size: CvT(),
 }
 
 
