@@ -380,7 +380,11 @@ def _small_hybrid():
                 StageSpec("levit", 1, 32, stride=2, heads=2, key_dim=8, window=4),
                 StageSpec("transformer", 1, 32, stride=1, head_dim=16, window=4),
                 StageSpec("transformer", 1, 32, stride=1, head_dim=16, attention="global"),
-                StageSpec("swin", 2, 32, stride=1, head_dim=16, window=2)),
+                StageSpec("swin", 2, 32, stride=1, head_dim=16, window=2),
+                StageSpec("interleaved", 1, 32, stride=1, head_dim=16, attention="window",
+                          window=2),
+                StageSpec("maxvit", 1, 32, stride=1, head_dim=16, window=2),
+                StageSpec("cvt", 1, 32, stride=1, kernel=3, heads=2, head_dim=16)),
         head=HeadSpec(pool="avg", norm="ln"))
 
 

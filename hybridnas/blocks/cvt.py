@@ -16,7 +16,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, LayerNorm2d, Mlp, make_norm_last
+from .layers import DropPath, LayerNorm2d, Mlp, make_norm_last, residual
 
 __all__ = ["CvTBlock", "ConvAttention", "conv_embedding"]
 
@@ -107,5 +107,5 @@ class CvTBlock(Block):
         return conv_embedding(in_ch, stage.width, stage.kernel, stage.stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = residual(x, self.drop_path(self.attn(self.norm1(x))))
+        return residual(x, self.drop_path(self.mlp(self.norm2(x))))

@@ -15,7 +15,7 @@ from torch import nn
 from ..spec import StageSpec
 from .base import Block, register_block
 from .layers import (DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, inference_cached,
-                     layer_scale, make_act, plain_inference)
+                     layer_scale, make_act, plain_inference, residual)
 from .levit import OffsetAttention
 
 __all__ = ["Meta4D", "Meta3D"]
@@ -99,5 +99,5 @@ class Meta3D(Block):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        x = residual(x, self.drop_path(self.ls1(self.attn(self.norm1(x)))))
+        return residual(x, self.drop_path(self.ls2(self.mlp(self.norm2(x)))))

@@ -49,9 +49,10 @@ def fresh_act(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def residual(shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
-    """``shortcut + branch`` for a ``branch`` that nothing else holds, of the
-    sum's shape: added in place during plain inference (as ``fresh_act``)."""
-    if plain_inference():
+    """``shortcut + branch`` for a ``branch`` that nothing else holds: added in
+    place during plain inference (as ``fresh_act``) when it is contiguous and
+    of the sum's shape."""
+    if plain_inference() and branch.shape == shortcut.shape and branch.is_contiguous():
         return branch.add_(shortcut)
     return shortcut + branch
 

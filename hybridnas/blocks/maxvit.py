@@ -17,7 +17,7 @@ from torch import nn
 from ..spec import StageSpec
 from .base import Block, register_block
 from .conv import MBConv
-from .layers import DropPath, Mlp, layer_scale, make_norm_last
+from .layers import DropPath, Mlp, layer_scale, make_norm_last, residual
 from .transformer import TokenMixer
 
 __all__ = ["MaxViTBlock", "PartitionAttention"]
@@ -40,8 +40,8 @@ class PartitionAttention(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.mixer(self.norm1(x))))
-        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
+        x = residual(x, self.drop_path(self.ls1(self.mixer(self.norm1(x)))))
+        return residual(x, self.drop_path(self.ls2(self.mlp(self.norm2(x)))))
 
 
 @register_block("maxvit")

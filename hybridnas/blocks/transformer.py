@@ -217,6 +217,6 @@ class InterleavedBlock(Block):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dwconv(self.norm_local(x).movedim(-1, 1)).movedim(1, -1)
-        x = x + self.drop_path(self.ls1(self.local_proj(h)))
-        x = x + self.drop_path(self.ls2(self.mixer(self.norm_attn(x))))
-        return x + self.drop_path(self.ls3(self.mlp(self.norm_ffn(x))))
+        x = residual(x, self.drop_path(self.ls1(self.local_proj(h))))
+        x = residual(x, self.drop_path(self.ls2(self.mixer(self.norm_attn(x)))))
+        return residual(x, self.drop_path(self.ls3(self.mlp(self.norm_ffn(x)))))
