@@ -23,6 +23,10 @@ __all__ = ["HybridNet", "build_model"]
 
 
 class HybridNet(nn.Module):
+    #: Let channels-last stages hand maps to each other as they are
+    #: (``blocks.base.link``); subclasses that reshape between stages opt out.
+    link_stages = True
+
     def __init__(self, spec: ArchSpec, num_classes: int = 1000, in_chans: int = 3,
                  drop_path_rate: float = 0.0):
         super().__init__()
@@ -44,7 +48,8 @@ class HybridNet(nn.Module):
             reduction *= stage.stride
             self.feature_info.append({"num_chs": channels, "reduction": reduction,
                                       "module": f"stages.{i}"})
-        link(stages)
+        if self.link_stages:
+            link(stages)
         self.stages = nn.Sequential(*stages)
         self.num_features = channels
         head = spec.head

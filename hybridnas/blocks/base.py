@@ -34,7 +34,7 @@ from ..spec import BLOCK_SCHEMAS, StageSpec
 from .downsample import build_downsampler, downsampler_width
 from .layers import to_nchw, to_nhwc
 
-__all__ = ["Block", "BLOCKS", "register_block", "Stage", "link"]
+__all__ = ["Block", "BLOCKS", "register_block", "Stage", "link", "unlink"]
 
 BLOCKS: dict[str, type["Block"]] = {}
 
@@ -215,3 +215,10 @@ def link(stages: Sequence[Stage]) -> None:
     for a, b in zip(stages, stages[1:]):
         if a.exit_layout == b.entry_layout != "nchw":
             a.gives = b.takes = a.exit_layout
+
+
+def unlink(stages: Sequence[Stage]) -> None:
+    """Undo ``link``: every stage takes and returns channels-first maps again
+    (for code that reads or replaces a stage's input or output)."""
+    for s in stages:
+        s.takes = s.gives = "nchw"

@@ -171,7 +171,9 @@ class TransformerBlock(Block):
         return self.pool(x.movedim(-1, 1)).movedim(1, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fusable and not self.training and plain_inference():
+        if (self.fusable and not self.training and plain_inference()
+                and not torch.is_autocast_enabled(x.device.type)
+                and x.dtype == self.norm1.weight.dtype):  # nn.TransformerEncoderLayer's conditions
             return self._fused(x)
         if self.pool is not None:
             shortcut = self.proj(self._pool(x))

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..blocks import BLOCKS, Stage, build_stem
+from ..blocks.base import unlink
 from ..blocks.layers import trunc_normal_init
 from ..builder import build_model
 from ..errors import UserError
@@ -532,7 +533,9 @@ class Supernet(nn.Module):
         forward hook there sees the part's output, a channels-first map)."""
         assert self._plan is not None
         t = self._plan.template
-        return [t.stem, *getattr(t, "stages", [])]
+        stages = list(getattr(t, "stages", []))
+        unlink(stages)  # channels-first maps at every boundary, as the hooks expect
+        return [t.stem, *stages]
 
     @property
     def active(self) -> ArchSpec:

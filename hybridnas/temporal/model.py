@@ -42,6 +42,8 @@ class PanelNet(HybridNet):
     the number of outputs per asset (horizons) unless ``head.outputs`` fixes it.
     """
 
+    link_stages = False  # forward_features reshapes channels-first maps between stages
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, features, assets, time) -> (B, assets, channels, time'); time' is
         1 once an ``axis='assets'`` stage has pooled time away. A single series
