@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "make_act", "fresh_act", "residual", "make_norm2d", "make_norm_last", "LayerNorm2d", "DropPath", "SqueezeExcite",
-    "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc", "to_nchw",
+    "make_act", "fresh_act", "residual", "make_norm2d", "make_norm_last", "LayerNorm2d",
+    "DropPath", "SqueezeExcite", "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc",
+    "to_nchw",
 ]
 
 _ACTS = {
