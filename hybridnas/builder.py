@@ -16,7 +16,7 @@ from torch import nn
 
 from .blocks import Stage, build_stem
 from .blocks.base import link
-from .blocks.layers import make_act, trunc_normal_init
+from .blocks.layers import cpu_maps, make_act, trunc_normal_init
 from .spec import ArchSpec
 
 __all__ = ["HybridNet", "build_model"]
@@ -77,7 +77,8 @@ class HybridNet(nn.Module):
         self.fc_dist = make() if self.spec.head.distillation else None
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
+        # CPU maps channels-last from the input on (``blocks.layers.cpu_maps``).
+        return self.stages(self.stem(cpu_maps(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         pool = self.spec.head.pool

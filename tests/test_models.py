@@ -195,3 +195,112 @@ def test_linked_stages_compute_what_unlinked_stages_do(name, size):
     assert torch.equal(out, ref)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,size", [("coatnet_0", 32), ("convnext_tiny", 64),
+                                       ("maxvit_tiny", 32), ("interleaved_s", 32)])
+def test_cpu_maps_run_channels_last_and_compute_the_same(name, size, monkeypatch):
+    """On the CPU the builder keeps maps channels-last (``layers.cpu_maps``),
+    which speeds up oneDNN's convolutions; outputs and gradients must be those
+    of the channels-first network, and the convs must really see
+    channels-last maps (a depthwise conv too large for oneDNN's channels-last
+    kernels gets channels-first input: ``depthwise_input``)."""
+    from torch import nn
+
+    from hybridnas.blocks import layers
+
+    torch.manual_seed(0)
+    # float64: training-mode BatchNorm over a batch of tiny maps amplifies
+    # float32 rounding differences between the two layouts' kernels.
+    model = hybridnas.create_model(name, num_classes=4).double().train()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
+    params = list(model.parameters())
+    seen = []
+
+    def layout(mod, args):
+        x = args[0]
+        if x.shape[-1] * x.shape[-2] > 1 and mod.in_channels > 1:  # else both layouts coincide
+            seen.append((mod, x.is_contiguous(memory_format=torch.channels_last)
+                         and not x.is_contiguous()))
+
+    hooks = [m.register_forward_pre_hook(layout) for m in model.modules()
+             if isinstance(m, nn.Conv2d)]
+
+    def run():
+        seen.clear()
+        out = model(x)
+        return out, torch.autograd.grad(out.square().sum(), params), list(seen)
+
+    out, grads, laid = run()
+    big = [m for m, _ in laid if m.groups == m.in_channels > 1
+           and m.weight.numel() >= layers.DEPTHWISE_CHANNELS_FIRST_MIN
+           and m.kernel_size[0] * m.kernel_size[1] > 9]
+    assert laid and all(last for m, last in laid if m not in big), name
+    assert not any(last for m, last in laid if m in big)
+    if name == "convnext_tiny":
+        assert big, "ConvNeXt-T's last stage (7x7 over 768 channels) takes channels-first input"
+    monkeypatch.setattr(layers, "CPU_CHANNELS_LAST", False)
+    ref, ref_grads, laid = run()
+    assert not laid[0][1]  # the stem's conv at least sees channels-first maps again
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+    for h in hooks:
+        h.remove()
+
+
+def test_depthwise_input_layout_rule():
+    from torch import nn
+
+    from hybridnas.blocks.layers import depthwise_input
+
+    def laid(channels, kernel, ndim=4):
+        conv = nn.Conv2d(channels, channels, kernel, groups=channels) if ndim == 4 else \
+            nn.Conv1d(channels, channels, kernel, groups=channels)
+        x = torch.randn(1, channels, *([5] * (ndim - 2)))
+        if ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = depthwise_input(conv, x)
+        assert torch.equal(y, x)
+        return "nchw" if y.is_contiguous() else "nhwc"
+
+    assert laid(768, 7) == "nchw"  # 37,632 weights, 7x7
+    assert laid(640, 7) == "nhwc"  # 31,360 weights: below the threshold
+    assert laid(1536, 5) == "nchw"
+    assert laid(8192, 3) == "nhwc"  # 3x3 kernels run well channels-last at any width
+    assert laid(768, 7, ndim=3) == "nchw"  # 1-D maps are left as they are (contiguous)
+    with torch.no_grad():  # the slow kernel is the backward: inference stays channels-last
+        assert laid(768, 7) == "nhwc"
+
+
+def test_attention_written_out_while_training_matches_the_fused_kernel():
+    """``attend`` writes small or biased attention out while training on the
+    CPU (faster there than the fused kernel); values and gradients must be
+    the fused kernel's, with per-head and per-window (grouped) biases."""
+    import torch.nn.functional as F
+
+    from hybridnas.blocks.layers import SMALL_ATTENTION, attend, attention_written_out
+
+    torch.manual_seed(0)
+    for n, bias_shape in ((16, None), (16, (2, 16, 16)), (9, (3, 2, 9, 9))):
+        q, k, v = (torch.randn(6, 2, n, 8, requires_grad=True) for _ in range(3))
+        bias = None if bias_shape is None else torch.randn(*bias_shape, requires_grad=True)
+        assert attention_written_out(q, k, v, bias)
+        leaves = [t for t in (q, k, v, bias) if t is not None]
+        out = attend(q, k, v, bias)
+        grads = torch.autograd.grad(out.square().sum(), leaves)
+        full = None
+        if bias is not None:
+            full = bias.unsqueeze(0) if bias.ndim == 3 else \
+                bias.unsqueeze(0).expand(2, *bias.shape).reshape(6, *bias.shape[1:])
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
+        ref_grads = torch.autograd.grad(ref.square().sum(), leaves)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        for g, r in zip(grads, ref_grads):
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-5)
+    big = int(SMALL_ATTENTION ** 0.5) + 1
+    q = torch.randn(1, 1, big, 8, requires_grad=True)
+    assert not attention_written_out(q, q, q)  # large, no bias: the fused kernel
+    with torch.no_grad():
+        assert not attention_written_out(q, q, q, torch.zeros(1, big, big))  # inference
+

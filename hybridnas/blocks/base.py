@@ -32,7 +32,7 @@ from torch import nn
 
 from ..spec import BLOCK_SCHEMAS, StageSpec
 from .downsample import build_downsampler, downsampler_width
-from .layers import to_nchw, to_nhwc
+from .layers import cpu_channels_last, cpu_maps, to_nchw, to_nhwc
 
 __all__ = ["Block", "BLOCKS", "register_block", "Stage", "link", "unlink"]
 
@@ -77,10 +77,15 @@ class Block(nn.Module):
 def _convert(x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
     # Contiguous in the new layout: a permuted view would stay permuted through
     # every residual add, and each linear on it would copy (or fall back to
-    # one small matmul per row).
+    # one small matmul per row). Channels-first maps on the CPU are kept in
+    # channels-last memory order (``cpu_maps``), which a (B, H, W, C) map
+    # already is: no copy in either direction.
     if src == dst:
         return x
-    return (to_nhwc(x) if dst == "nhwc" else to_nchw(x)).contiguous()
+    if dst == "nhwc":
+        return to_nhwc(x).contiguous()
+    x = to_nchw(x)
+    return cpu_maps(x) if cpu_channels_last(x) else x.contiguous()
 
 
 class _Chain(nn.Module):

@@ -8,9 +8,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, LayerNorm2d, SqueezeExcite, bn_tensors, conv_nd, fold_conv_bn,
-                     fresh_act, inference_cached, layer_scale, make_act, make_norm2d,
-                     plain_inference, pooled_projection)
+from .layers import (DropPath, LayerNorm2d, SqueezeExcite, bn_tensors, conv_nd, depthwise_input,
+                     fold_conv_bn, fresh_act, inference_cached, layer_scale, make_act,
+                     make_norm2d, plain_inference, pooled_projection)
 
 
 class PatchMerge(nn.Module):
@@ -87,10 +87,11 @@ class MBConv(Block):
             w1, b1, w2, b2 = inference_cached(self._folded, (str(x.device), x.dtype), params,
                                               self._fold)
             x = fresh_act(self.act1, self.conv1._conv_forward(x, w1, b1))
-            x = fresh_act(self.act2, self.conv2._conv_forward(x, w2, b2))
+            x = fresh_act(self.act2, self.conv2._conv_forward(depthwise_input(self.conv2, x), w2,
+                                                              b2))
             return shortcut + self.drop_path(self.conv3(self.se(x)))
         x = fresh_act(self.act1, self.norm1(self.conv1(self.pre_norm(x))))
-        x = fresh_act(self.act2, self.norm2(self.conv2(x)))
+        x = fresh_act(self.act2, self.norm2(self.conv2(depthwise_input(self.conv2, x))))
         x = self.conv3(self.se(x))
         return shortcut + self.drop_path(x)
 
@@ -123,7 +124,7 @@ class ConvNeXtBlock(Block):
         return patch_downsample(in_ch, stage, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x)
+        y = self.dwconv(depthwise_input(self.dwconv, x))
         if self.bn is not None:
             y = self.bn(y)
         y = y.movedim(1, -1)

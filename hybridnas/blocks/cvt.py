@@ -6,17 +6,16 @@ kernel`` conv with the stage stride, then LayerNorm); its blocks are pre-norm
 transformers whose Q, K and V come from a depthwise 3x3 conv + BatchNorm over
 the token grid followed by a linear projection. K and V are taken with
 stride ``kv_stride``, so the attention has fewer keys than queries (computed
-with ``scaled_dot_product_attention``, which accepts different lengths).
+with ``layers.attend``, which accepts different lengths).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, LayerNorm2d, Mlp, make_norm_last, residual
+from .layers import DropPath, LayerNorm2d, Mlp, attend, make_norm_last, residual
 
 __all__ = ["CvTBlock", "ConvAttention", "conv_embedding"]
 
@@ -79,7 +78,7 @@ class ConvAttention(nn.Module):
         q = self._tokens(self.conv_q, self.proj_q, maps)
         k = self._tokens(self.conv_k, self.proj_k, maps)
         v = self._tokens(self.conv_v, self.proj_v, maps)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, h, w, c))
 
 

@@ -16,7 +16,7 @@ from torch import nn
 __all__ = [
     "make_act", "fresh_act", "residual", "make_norm2d", "make_norm_last", "LayerNorm2d",
     "DropPath", "SqueezeExcite", "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc",
-    "to_nchw",
+    "to_nchw", "cpu_maps", "cpu_channels_last", "depthwise_input",
 ]
 
 _ACTS = {
@@ -52,8 +52,9 @@ def fresh_act(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def residual(shortcut: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
     """``shortcut + branch`` for a ``branch`` that nothing else holds: added in
     place during plain inference (as ``fresh_act``) when it is contiguous and
-    of the sum's shape."""
-    if plain_inference() and branch.shape == shortcut.shape and branch.is_contiguous():
+    of the sum's shape and dtype."""
+    if (plain_inference() and branch.shape == shortcut.shape and branch.dtype == shortcut.dtype
+            and branch.is_contiguous()):
         return branch.add_(shortcut)
     return shortcut + branch
 
@@ -113,6 +114,58 @@ def make_norm_last(name: str, channels: int) -> nn.Module:
 
 def to_nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(1, -1)
+
+
+def _eager() -> bool:
+    """Not tracing, scripting or compiling: export sees the plain graph."""
+    return not (torch.jit.is_scripting() or torch.jit.is_tracing()
+                or torch.compiler.is_compiling())
+
+
+def cpu_maps(x: torch.Tensor) -> torch.Tensor:
+    """2-D maps (B, C, H, W) on the CPU in channels-last memory order
+    (``torch.channels_last``; same shape and values), in eager mode.
+
+    oneDNN's convolutions run faster on channels-last maps, forward and
+    backward: depthwise convs 1.25-2.5x (up to 20x for a batch of one), a
+    stem conv on 3 input channels 2.7x, 1x1 convs a few %
+    (``benchmarks/bench_cpu_kernels.py``), and a channels-last map turns into
+    (B, H, W, C) maps or (B, N, C) tokens without a copy. Convs, norms, pools
+    and elementwise ops keep the order, so converting a model's input carries
+    it through. Other devices and 1-D maps are returned as they are (on CUDA
+    ``train --channels-last`` chooses)."""
+    if cpu_channels_last(x):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+#: Set False to keep CPU maps channels-first (``cpu_maps``), e.g. to time both.
+CPU_CHANNELS_LAST = True
+
+
+def cpu_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``cpu_maps`` lays ``x`` out channels-last."""
+    return CPU_CHANNELS_LAST and x.ndim == 4 and x.device.type == "cpu" and _eager()
+
+
+#: Depthwise convs with a kernel larger than 3x3 and at least this many
+#: weights take channels-first input on the CPU while autograd records:
+#: oneDNN's channels-last backward for them runs 3-6x slower than its
+#: channels-first one (a 7x7 conv over 768 channels: 20 ms vs 3 ms for a batch
+#: of four 4x4 maps), while below the size, and in inference at any size,
+#: channels-last is the faster (``benchmarks/bench_cpu_kernels.py``).
+DEPTHWISE_CHANNELS_FIRST_MIN = 32768
+
+
+def depthwise_input(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` laid out for depthwise ``conv`` on the CPU (see ``cpu_maps``):
+    channels first for the large kernels whose channels-last backward oneDNN
+    runs slowly, when there will be a backward."""
+    w = conv.weight
+    if (w.shape[-1] * w.shape[-2] > 9 and w.numel() >= DEPTHWISE_CHANNELS_FIRST_MIN
+            and torch.is_grad_enabled() and cpu_channels_last(x)):
+        return x.contiguous()
+    return x
 
 
 def to_nchw(x: torch.Tensor) -> torch.Tensor:
@@ -208,8 +261,7 @@ def plain_inference() -> bool:
     """Eager forward without autograd (eval/benchmark/serving), where a tensor
     that depends only on parameters can be kept between calls. Not while
     tracing or compiling (export must see the computation)."""
-    return (not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+    return not torch.is_grad_enabled() and _eager()
 
 
 def inference_cached(cache: dict, key, params: tuple[torch.Tensor, ...], make) -> torch.Tensor:
@@ -258,6 +310,23 @@ def fold_conv_bn(conv: nn.Module, bn: nn.Module,
     return w * s.view(-1, *([1] * (w.ndim - 1))), b * s + t
 
 
+#: Logits per head (queries x keys) up to which training on the CPU writes
+#: attention out rather than calling the fused kernel (see ``attend``).
+SMALL_ATTENTION = 100 * 100
+
+
+def attention_written_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          bias: torch.Tensor | None = None) -> bool:
+    """Whether ``attend`` writes these inputs' attention out as matmul +
+    softmax rather than calling the fused kernel."""
+    if q.device.type != "cpu":
+        return False
+    if v.shape[-1] != q.shape[-1]:
+        return True
+    return ((bias is not None or q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION)
+            and torch.is_grad_enabled() and q.requires_grad and _eager())
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
            bias: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) inputs, by
@@ -273,10 +342,14 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     Values wider than the keys (LeViT, EfficientFormer) have no fused CPU
     kernel: SDPA would run its unfused path, and the same computation
-    written out here has less overhead.
+    written out here has less overhead. Written out too on the CPU while
+    autograd records (training), when there is a bias or at most
+    ``SMALL_ATTENTION`` logits per head: there the fused kernel's forward and
+    backward run 10-30 % slower than matmul + softmax (a bias that learns:
+    8-30 %; ``benchmarks/bench_cpu_kernels.py``).
     """
     grouped = bias is not None and bias.ndim == 4 and bias.shape[0] not in (1, q.shape[0])
-    if q.device.type == "cpu" and v.shape[-1] != q.shape[-1]:
+    if attention_written_out(q, k, v, bias):
         logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         if grouped:
             g = bias.shape[0]

@@ -9,8 +9,8 @@ from torch import nn
 from ..spec import StageSpec
 from .base import Block, register_block
 from .conv import patch_downsample
-from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, forward_cached,
-                     inference_cached, layer_scale, make_norm_last, partition,
+from .layers import (Attention, DropPath, Mlp, RelPosBias, conv_nd, depthwise_input,
+                     forward_cached, inference_cached, layer_scale, make_norm_last, partition,
                      plain_inference, residual, unpartition)
 
 #: Logit added where shifted windows must not attend (Swin's value: finite, so
@@ -218,7 +218,8 @@ class InterleavedBlock(Block):
         return patch_downsample(in_ch, stage, dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dwconv(self.norm_local(x).movedim(-1, 1)).movedim(1, -1)
+        h = self.norm_local(x).movedim(-1, 1)
+        h = self.dwconv(depthwise_input(self.dwconv, h)).movedim(1, -1)
         x = residual(x, self.drop_path(self.ls1(self.local_proj(h))))
         x = residual(x, self.drop_path(self.ls2(self.mixer(self.norm_attn(x)))))
         return residual(x, self.drop_path(self.ls3(self.mlp(self.norm_ffn(x)))))

@@ -1,0 +1,161 @@
+"""The builder's CPU kernel choices against the alternative, on this CPU.
+
+Two choices are measured, each for the shapes the named networks have at the
+proxy and inference sizes, with both times side by side, their ratio, what
+the builder picks and whether that is the faster one here:
+
+- **Conv memory layout.** On the CPU the builder keeps 2-D maps channels-last
+  (``hybridnas.blocks.layers.cpu_maps``) and, while training, gives depthwise
+  convs with kernels over 3x3 and at least ``DEPTHWISE_CHANNELS_FIRST_MIN``
+  weights channels-first input (``depthwise_input``).
+- **Attention.** ``layers.attend`` calls ``F.scaled_dot_product_attention``
+  except on the CPU where values are wider than keys, or while training with
+  a bias or at most ``SMALL_ATTENTION`` logits per head; there it writes
+  matmul + softmax out (``attention_written_out``).
+
+    python benchmarks/bench_cpu_kernels.py                # training: forward + backward
+    python benchmarks/bench_cpu_kernels.py --inference    # forward, no grad, batch 1 convs
+
+One thread, thread CPU time, median over rounds. oneDNN picks its kernels by
+CPU, so a threshold may sit elsewhere on other machines: rerun this there.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridnas.blocks import layers
+
+#: (in channels, out channels, kernel, stride, groups, map size); groups 0 = depthwise.
+CONVS = [
+    # depthwise 3x3: MBConv (CoAtNet, MaxViT), CvT projections
+    (384, 384, 3, 1, 0, 28), (768, 768, 3, 1, 0, 14), (1024, 1024, 3, 1, 0, 7),
+    (2048, 2048, 3, 1, 0, 4), (384, 384, 3, 2, 0, 56),
+    # depthwise 5x5 / 7x7: ConvNeXt, interleaved, MBConv search decisions
+    (96, 96, 7, 1, 0, 28), (192, 192, 7, 1, 0, 14), (384, 384, 7, 1, 0, 7),
+    (640, 640, 7, 1, 0, 7), (768, 768, 7, 1, 0, 4), (768, 768, 5, 1, 0, 7),
+    (1536, 1536, 5, 1, 0, 7),
+    # dense: stems, 1x1 expansions, patch downsamplers
+    (3, 64, 3, 2, 1, 112), (3, 16, 3, 2, 1, 112), (64, 64, 3, 1, 1, 56),
+    (96, 384, 1, 1, 1, 28), (384, 96, 1, 1, 1, 28), (96, 192, 2, 2, 1, 28),
+]
+
+#: name: (batch x windows, heads, queries, keys, head dim, learned bias)
+ATTENTION = {
+    "ViT-B/16 @112 (50 tokens)": (4, 12, 50, 50, 64, False),
+    "ViT-B/16 @224 (197 tokens)": (4, 12, 197, 197, 64, False),
+    "Swin-T stage 1 windows": (64, 3, 49, 49, 32, True),
+    "Swin-T stage 3 windows": (4, 12, 49, 49, 32, True),
+    "MaxViT-T stage 1 windows": (64, 2, 49, 49, 32, True),
+    "CoAtNet-0 stage 3 @112": (4, 16, 49, 49, 32, True),
+    "CvT-13 stage 1 @112 (kv stride 2)": (4, 1, 784, 196, 64, False),
+    "CvT-13 stage 2 @112": (4, 3, 196, 49, 64, False),
+    "CvT-13 stage 3 @112": (4, 6, 49, 16, 64, False),
+    "global 16x16 grid, bias": (4, 4, 256, 256, 32, True),
+    "global 20x20 grid": (2, 2, 400, 400, 64, False),
+}
+
+
+def _time(fn, rounds: int) -> float:
+    fn()
+    fn()
+    times = []
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        fn()
+        times.append(time.thread_time() - t0)
+    return statistics.median(times)
+
+
+def _row(label: str, ms: dict, names: tuple[str, str], pick: str) -> bool:
+    a, b = names
+    best = min(ms, key=ms.get)
+    print(f"{label:<36}{ms[a]:8.2f}{ms[b]:9.2f}{ms[b] / ms[a]:7.2f}  "
+          f"{pick}{'' if pick == best else '  (the other is faster here)'}")
+    return pick == best
+
+
+def conv_layouts(train: bool, rounds: int) -> None:
+    batch = 4 if train else 1
+    print(f"\nconv layout, batch {batch}")
+    print(f"{'conv':<36}{'NCHW':>8}{'NHWC':>9}{'ratio':>7}  builder picks")
+    right = 0
+    for cin, cout, k, stride, groups, size in CONVS:
+        groups = groups or cin
+        conv = nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups, bias=False)
+        ms = {}
+        for name, fmt in (("NCHW", torch.contiguous_format), ("NHWC", torch.channels_last)):
+            x = torch.randn(batch, cin, size, size).contiguous(memory_format=fmt)
+            x.requires_grad_(train)
+            grad = torch.randn_like(conv(x)) if train else None
+
+            def call(x=x, grad=grad):
+                with torch.set_grad_enabled(train):
+                    out = conv(x)
+                    if train:
+                        out.backward(grad)
+            ms[name] = _time(call, rounds) * 1e3
+        probe = torch.empty(1, cin, 2, 2).contiguous(memory_format=torch.channels_last)
+        depthwise = groups == cin > 1
+        with torch.set_grad_enabled(train):
+            first = depthwise and layers.depthwise_input(conv, probe).is_contiguous()
+        pick = "NCHW" if first else "NHWC"
+        kind = "depthwise" if depthwise else "dense"
+        right += _row(f"{kind} {k}x{k}/{stride} {cin}->{cout} @{size}", ms, ("NCHW", "NHWC"),
+                      pick)
+    print(f"the builder's layout is the faster one for {right} of {len(CONVS)} convs")
+
+
+def written_out(q, k, v, bias):
+    logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if bias is not None:
+        logits = logits + bias
+    return logits.softmax(-1) @ v
+
+
+def attention(train: bool, rounds: int) -> None:
+    print(f"\nattention, SMALL_ATTENTION = {layers.SMALL_ATTENTION} logits per head")
+    print(f"{'attention':<36}{'fused':>8}{'written':>9}{'ratio':>7}  attend picks")
+    right = 0
+    for name, (b, h, n, m, d, has_bias) in ATTENTION.items():
+        q = torch.randn(b, h, n, d, requires_grad=train)
+        k, v = (torch.randn(b, h, m, d, requires_grad=train) for _ in range(2))
+        bias = torch.randn(1, h, n, m, requires_grad=train) if has_bias else None
+        grad = torch.randn(b, h, n, d)
+        ms = {}
+        for kind in ("fused", "written"):
+            def call(kind=kind):
+                with torch.set_grad_enabled(train):
+                    out = (F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+                           if kind == "fused" else written_out(q, k, v, bias))
+                    if train:
+                        out.backward(grad)
+            ms[kind] = _time(call, rounds) * 1e3
+        with torch.set_grad_enabled(train):
+            pick = "written" if layers.attention_written_out(q, k, v, bias) else "fused"
+        right += _row(name, ms, ("fused", "written"), pick)
+    print(f"attend's pick is the faster one for {right} of {len(ATTENTION)} shapes")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inference", action="store_true", help="time forward calls without grad")
+    p.add_argument("--rounds", type=int, default=10)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    train = not args.inference
+    print(f"{'training (forward + backward)' if train else 'inference'}; one thread; ms per "
+          f"call, median of {args.rounds}; ratio: second column / first")
+    conv_layouts(train, args.rounds)
+    attention(train, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
