@@ -14,6 +14,14 @@ builder model's parameter count (printed side by side).
     python benchmarks/bench_models.py --models levit_128s coatnet_0 --runs 20
     python benchmarks/bench_models.py --clock thread --train-steps 0   # shared machine
     python benchmarks/bench_models.py --device cuda --train-resolution 224 --batch-size 64
+    python benchmarks/bench_models.py --hand-channels-last   # references converted too
+
+On the CPU the builder runs 2-D maps channels-last (``blocks.layers.cpu_maps``),
+which speeds up oneDNN's convolutions; the hand-written versions run as
+written (channels first), as timm's models do unless their user converts
+them. ``--hand-channels-last`` converts the hand-written model and its input
+to ``torch.channels_last`` as such a user would, to show how much of a ratio
+is that layout.
 """
 from __future__ import annotations
 
@@ -804,17 +812,30 @@ def _cell(times: dict, scale: float, fmt: str) -> tuple[str, float]:
     return f"{ours:{fmt}}/{ref:<{fmt}} {ratio:.3f} [{q1:.2f}-{q3:.2f}]", ratio
 
 
+def _hand_layout(model, x, args):
+    """The hand-written model and its input, converted to channels-last with
+    ``--hand-channels-last``."""
+    if args.hand_channels_last:
+        return model.to(memory_format=torch.channels_last), \
+            x.contiguous(memory_format=torch.channels_last)
+    return model, x
+
+
 def infer_times(ours, theirs, args, device):
     x = torch.randn(1, 3, args.resolution, args.resolution, device=device)
     models = {"builder": ours.to(device).eval(), "hand-written": theirs.to(device).eval()}
+    models["hand-written"], xh = _hand_layout(models["hand-written"], x, args)
+    inputs = {"builder": x, "hand-written": xh}
 
-    def call(m):
+    def call(k):
+        m, xk = models[k], inputs[k]
+
         def f():
             with torch.inference_mode():
-                m(x)
+                m(xk)
         return f
 
-    return _alternate({k: call(m) for k, m in models.items()}, args.warmup, args.runs, device,
+    return _alternate({k: call(k) for k in models}, args.warmup, args.runs, device,
                       CLOCKS[args.clock])
 
 
@@ -823,12 +844,14 @@ def train_times(ours, theirs, args, device):
                     device=device)
     y = torch.randint(0, 1000, (args.batch_size,), device=device)
     models = {"builder": ours.to(device).train(), "hand-written": theirs.to(device).train()}
+    models["hand-written"], xh = _hand_layout(models["hand-written"], x, args)
+    inputs = {"builder": x, "hand-written": xh}
     opts = {k: torch.optim.SGD(m.parameters(), lr=1e-4) for k, m in models.items()}
 
     def step(k):
         def f():
             opts[k].zero_grad(set_to_none=True)
-            F.cross_entropy(models[k](x), y).backward()
+            F.cross_entropy(models[k](inputs[k]), y).backward()
             opts[k].step()
         return f
 
@@ -862,6 +885,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=None, help="default 64 on GPU, 4 on CPU")
     p.add_argument("--train-steps", type=int, default=4, help="0 skips training")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--hand-channels-last", action="store_true",
+                   help="convert the hand-written models and their input to channels-last")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="thread: CPU time of the timing thread (with --device cpu --threads 1), "
                         "steadier than wall time on a machine shared with other jobs")
@@ -877,7 +902,8 @@ def main():
     missing = sorted(set(hybridnas.list_models()) - set(REFERENCES) - {"financial_hybrid"})
     print(f"device={device} threads={torch.get_num_threads()}; inference: batch 1, "
           f"{args.resolution} px, {args.runs} rounds; training: batch {args.batch_size}, "
-          f"{args.train_resolution} px, {args.train_steps} rounds; {args.clock} clock")
+          f"{args.train_resolution} px, {args.train_steps} rounds; {args.clock} clock; "
+          f"hand-written models {'channels-last' if args.hand_channels_last else 'as written'}")
     print("ratio: median over pairs of rounds of time(builder) / time(hand-written), the two "
           "timed back to back in both orders; [IQR]: its quartiles; target <= 1.0")
     print(f"{'model':<20}{'params M':>12}  {'infer ms  ratio [IQR]':<35}"
