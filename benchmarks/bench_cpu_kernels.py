@@ -7,7 +7,9 @@ the builder picks and whether that is the faster one here:
 - **Conv memory layout.** On the CPU the builder keeps 2-D maps channels-last
   (``hybridnas.blocks.layers.cpu_maps``) and, while training, gives depthwise
   convs with kernels over 3x3 and at least ``DEPTHWISE_CHANNELS_FIRST_MIN``
-  weights channels-first input (``depthwise_input``).
+  weights channels-first input (``depthwise_input``); a patchify stem (kernel =
+  stride over the image channels) takes the image as it is, channels first
+  (``HybridNet.forward_features``).
 - **Attention.** ``layers.attend`` calls ``F.scaled_dot_product_attention``
   except on the CPU where values are wider than keys, or while training with
   a bias or at most ``SMALL_ATTENTION`` logits per head; there it writes
@@ -40,8 +42,9 @@ CONVS = [
     (96, 96, 7, 1, 0, 28), (192, 192, 7, 1, 0, 14), (384, 384, 7, 1, 0, 7),
     (640, 640, 7, 1, 0, 7), (768, 768, 7, 1, 0, 4), (768, 768, 5, 1, 0, 7),
     (1536, 1536, 5, 1, 0, 7),
-    # dense: stems, 1x1 expansions, patch downsamplers
-    (3, 64, 3, 2, 1, 112), (3, 16, 3, 2, 1, 112), (64, 64, 3, 1, 1, 56),
+    # dense: conv and patchify stems, 1x1 expansions, patch downsamplers
+    (3, 64, 3, 2, 1, 112), (3, 16, 3, 2, 1, 112), (3, 64, 7, 2, 1, 112),
+    (3, 768, 16, 16, 1, 112), (3, 96, 4, 4, 1, 112), (64, 64, 3, 1, 1, 56),
     (96, 384, 1, 1, 1, 28), (384, 96, 1, 1, 1, 28), (96, 192, 2, 2, 1, 28),
 ]
 
@@ -104,8 +107,9 @@ def conv_layouts(train: bool, rounds: int) -> None:
         depthwise = groups == cin > 1
         with torch.set_grad_enabled(train):
             first = depthwise and layers.depthwise_input(conv, probe).is_contiguous()
-        pick = "NCHW" if first else "NHWC"
-        kind = "depthwise" if depthwise else "dense"
+        patchify = cin == 3 and k == stride  # a patchify stem takes the image as it is
+        pick = "NCHW" if first or patchify else "NHWC"
+        kind = "depthwise" if depthwise else "patchify" if patchify else "dense"
         right += _row(f"{kind} {k}x{k}/{stride} {cin}->{cout} @{size}", ms, ("NCHW", "NHWC"),
                       pick)
     print(f"the builder's layout is the faster one for {right} of {len(CONVS)} convs")

@@ -371,7 +371,7 @@ def test_downsample_outside_the_choices_is_named():
 
 def _small_hybrid():
     return ArchSpec(
-        stem=StemSpec(kind="conv", widths=(16,), strides=(2,)),
+        stem=StemSpec(kind="conv", widths=(8, 16), strides=(2, 1)),
         stages=(StageSpec("mbconv", 1, 16, stride=1),
                 StageSpec("resnet", 1, 16, stride=1),
                 StageSpec("convnext", 1, 16, stride=1),
@@ -404,6 +404,7 @@ def test_inference_fast_paths_match_the_training_graph_and_follow_updates():
         with torch.inference_mode():
             fast = model(x)
         torch.testing.assert_close(fast, plain.detach(), atol=1e-5, rtol=1e-4)
+        assert len(model.stem._folded) == 2  # the stem's two conv-BN pairs ran folded
     state = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in model.state_dict().items()}
     model.load_state_dict(state)

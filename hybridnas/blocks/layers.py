@@ -127,10 +127,10 @@ def cpu_maps(x: torch.Tensor) -> torch.Tensor:
     (``torch.channels_last``; same shape and values), in eager mode.
 
     oneDNN's convolutions run faster on channels-last maps, forward and
-    backward: depthwise convs 1.25-2.5x (up to 20x for a batch of one), a
-    stem conv on 3 input channels 2.7x, 1x1 convs a few %
-    (``benchmarks/bench_cpu_kernels.py``), and a channels-last map turns into
-    (B, H, W, C) maps or (B, N, C) tokens without a copy. Convs, norms, pools
+    backward: depthwise convs 1.3-4x (inference at batch 1 up to 14x), stem
+    convs about 1.2x, 1x1 convs the same (``benchmarks/bench_cpu_kernels.py``),
+    and a channels-last map turns into (B, H, W, C) maps or (B, N, C) tokens
+    without a copy. Convs, norms, pools
     and elementwise ops keep the order, so converting a model's input carries
     it through. Other devices and 1-D maps are returned as they are (on CUDA
     ``train --channels-last`` chooses)."""

@@ -2,10 +2,47 @@
 ViT_C stem, CoAtNet S0, MaxViT, EfficientFormer and LeViT stems)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..spec import StemSpec
-from .layers import conv_nd, make_act, make_conv, make_norm2d
+from .layers import (bn_tensors, conv_nd, fold_conv_bn, fresh_act, inference_cached, make_act,
+                     make_conv, make_norm2d, plain_inference)
+
+
+class ConvStem(nn.Sequential):
+    """Convs with their norms and activations, in order (an ``nn.Sequential``:
+    the same parameter names). In plain inference a conv followed by an
+    eval-mode BatchNorm runs as one conv with the norm folded in (computed
+    once, kept until a parameter changes), and activations work in place."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__(*layers)
+        self._folded: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not plain_inference():
+            return super().forward(x)
+        mods = list(self)
+        i, fresh = 0, False
+        while i < len(mods):
+            m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+            if (type(m) in (nn.Conv1d, nn.Conv2d) and isinstance(nxt, _BatchNorm)
+                    and not nxt.training):
+                params = (m.weight, *([] if m.bias is None else [m.bias]), *bn_tensors(nxt))
+                w, b = inference_cached(self._folded, (i, str(x.device), x.dtype), params,
+                                        lambda m=m, bn=nxt: fold_conv_bn(m, bn))
+                x, fresh = m._conv_forward(x, w, b), True
+                i += 2
+                continue
+            x = fresh_act(m, x) if fresh and type(m) in _ACT_TYPES else m(x)
+            fresh = isinstance(m, (nn.Conv1d, nn.Conv2d, _BatchNorm))
+            i += 1
+        return x
+
+
+_ACT_TYPES = (nn.ReLU, nn.GELU, nn.SiLU, nn.Hardswish)
 
 
 def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
@@ -14,8 +51,8 @@ def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
         return nn.Identity()
     if spec.kind == "patchify":
         k = spec.kernel
-        return nn.Sequential(conv(in_chans, spec.widths[0], k, stride=k, bias=spec.bias),
-                             make_norm2d(spec.norm, spec.widths[0], dims))
+        return ConvStem(conv(in_chans, spec.widths[0], k, stride=k, bias=spec.bias),
+                        make_norm2d(spec.norm, spec.widths[0], dims))
     layers: list[nn.Module] = []
     prev = in_chans
     last = len(spec.widths) - 1
@@ -30,4 +67,4 @@ def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
         prev = width
     if spec.proj:
         layers.append(conv(prev, spec.proj, 1, bias=True))
-    return nn.Sequential(*layers)
+    return ConvStem(*layers)
