@@ -150,7 +150,7 @@ def cpu_channels_last(x: torch.Tensor) -> bool:
 
 #: Depthwise convs with a kernel larger than 3x3 and at least this many
 #: weights take channels-first input on the CPU while autograd records:
-#: oneDNN's channels-last backward for them runs 3-6x slower than its
+#: oneDNN's channels-last backward for them runs 1.3-6.5x slower than its
 #: channels-first one (a 7x7 conv over 768 channels: 20 ms vs 3 ms for a batch
 #: of four 4x4 maps), while below the size, and in inference at any size,
 #: channels-last is the faster (``benchmarks/bench_cpu_kernels.py``).
@@ -344,9 +344,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     kernel: SDPA would run its unfused path, and the same computation
     written out here has less overhead. Written out too on the CPU while
     autograd records (training), when there is a bias or at most
-    ``SMALL_ATTENTION`` logits per head: there the fused kernel's forward and
-    backward run 10-30 % slower than matmul + softmax (a bias that learns:
-    8-30 %; ``benchmarks/bench_cpu_kernels.py``).
+    ``SMALL_ATTENTION`` logits per head: there matmul + softmax runs 5-30 %
+    faster forward and backward than the fused kernel
+    (``benchmarks/bench_cpu_kernels.py``).
     """
     grouped = bias is not None and bias.ndim == 4 and bias.shape[0] not in (1, q.shape[0])
     if attention_written_out(q, k, v, bias):
