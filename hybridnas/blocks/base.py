@@ -32,7 +32,7 @@ from torch import nn
 
 from ..spec import BLOCK_SCHEMAS, StageSpec
 from .downsample import build_downsampler, downsampler_width
-from .layers import cpu_channels_last, cpu_maps, to_nchw, to_nhwc
+from .layers import cpu_channels_last, to_nchw, to_nhwc
 
 __all__ = ["Block", "BLOCKS", "register_block", "Stage", "link", "unlink"]
 
@@ -85,7 +85,8 @@ def _convert(x: torch.Tensor, src: str, dst: str) -> torch.Tensor:
     if dst == "nhwc":
         return to_nhwc(x).contiguous()
     x = to_nchw(x)
-    return cpu_maps(x) if cpu_channels_last(x) else x.contiguous()
+    return x.contiguous(memory_format=torch.channels_last if cpu_channels_last(x)
+                        else torch.contiguous_format)
 
 
 class _Chain(nn.Module):

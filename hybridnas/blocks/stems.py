@@ -36,13 +36,11 @@ class ConvStem(nn.Sequential):
                 x, fresh = m._conv_forward(x, w, b), True
                 i += 2
                 continue
-            x = fresh_act(m, x) if fresh and type(m) in _ACT_TYPES else m(x)
+            x = fresh_act(m, x) if fresh else m(x)  # in place only for activations
             fresh = isinstance(m, (nn.Conv1d, nn.Conv2d, _BatchNorm))
             i += 1
         return x
 
-
-_ACT_TYPES = (nn.ReLU, nn.GELU, nn.SiLU, nn.Hardswish)
 
 
 def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
