@@ -131,3 +131,44 @@ def test_resume_after_kill_continues_the_interrupted_trial(tmp_path, stop):
     states = {t.number: t.state.name for t in study.trials}
     assert states[tid] == "COMPLETE" and "RUNNING" not in states.values()
     assert not list((run / "partial").glob("trial_*"))
+
+
+def test_trial_killed_after_its_last_epoch_was_saved_reports_it_on_resume(tmp_path, monkeypatch):
+    """A kill between saving the last epoch's state and reporting it leaves a
+    checkpoint with every epoch: the resumed trial trains nothing and still
+    reports its result (COMPLETE, the whole curve), instead of ending silently."""
+    pytest.importorskip("ray")
+    from ray import tune
+
+    from hybridnas.search import trial as trial_module
+    from hybridnas.search.settings import TrainSettings, TrialLatency, TrialSettings
+    from hybridnas.spec import ArchSpec, StageSpec, StemSpec
+
+    spec = ArchSpec(stem=StemSpec(kind="conv", widths=(8,), strides=(1,)),
+                    stages=(StageSpec(block="mbconv", depth=1, width=8, stride=2),))
+    data = {"name": "digits", "data_dir": None, "resolution": 8, "subset": 96, "seed": 0,
+            "val_fraction": 0.25}
+    settings = TrialSettings(data=data, num_outputs=10, epochs=2, threads=1, run_dir=str(tmp_path),
+                             keep_checkpoints="none", train=TrainSettings(batch_size=32),
+                             latency=TrialLatency(repeats=2, warmup=1))
+    config = {"spec": spec.to_dict(), "trial_id": 4, "settings": settings.to_dict()}
+    monkeypatch.setattr(trial_module, "_node_id", lambda: "")  # it would start a Ray here
+
+    def killed_at_the_end(state):
+        if state["status"] != "RUNNING":
+            raise SystemExit(1)  # as Tune stops a function trainable
+
+    monkeypatch.setattr(tune, "report", killed_at_the_end)
+    with pytest.raises(SystemExit):
+        trial_module.search_trial(config)
+    progress = json.loads((tmp_path / "partial" / "trial_4" / "progress.json").read_text())
+    assert progress["epochs"] == 1  # the last record is from epoch 1; the state holds both
+
+    reports: list[dict] = []
+    monkeypatch.setattr(tune, "report", lambda state: reports.append(dict(state)))
+    trial_module.search_trial(config)
+    assert len(reports) == 1, reports  # nothing trained again
+    last = reports[-1]
+    assert last["status"] == "COMPLETE", last["error"]
+    assert last["epochs"] == 2 and len(json.loads(last["curve"])) == 2
+    assert last["device_seconds"] > progress["device_seconds"]

@@ -261,12 +261,21 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
         waited = [0.0]
         inject = trial_id in settings.inject_failure
 
+        # A kill after the last epoch's state was saved but before it was
+        # reported leaves nothing to train: that epoch is reported on resume.
+        unreported: list = []
+
         def on_resume(history) -> None:
-            curve[:] = [_val_metrics(h).get(settings.metric_name, math.nan) for h in history]
             # epochs the checkpoint holds beyond the last progress record (a kill in between)
             missed = history[int(before.get("epochs") or 0):]
             spent_before[0] += sum(float(getattr(h, "seconds", 0.0)) for h in missed) * devices
-            _print_line(f"[trial {trial_id}] continues from epoch {len(history)}")
+            if history and len(history) >= max_epochs:
+                unreported[:] = history[-1:]
+                history = history[:-1]
+                _print_line(f"[trial {trial_id}] had trained all {max_epochs} epochs; reporting them")
+            else:
+                _print_line(f"[trial {trial_id}] continues from epoch {len(history)}")
+            curve[:] = [_val_metrics(h).get(settings.metric_name, math.nan) for h in history]
 
         def on_checkpoint_error(e: OSError) -> None:
             _print_line(f"[trial {trial_id}] per-epoch state not saved ({e}); a kill now "
@@ -310,6 +319,8 @@ def search_trial(config: dict[str, Any], shared_data=None, save_checkpoint=None)
             checkpoint_dir=str(partial) if partial is not None else None,
             resume=partial is not None, on_resume=on_resume,
             on_checkpoint_error=on_checkpoint_error)
+        if unreported and state["status"] == "RUNNING":
+            on_epoch(unreported[0])
     except Exception as e:  # noqa: BLE001 - any fault of one trial must not stop the search
         if device == "cuda":
             torch.cuda.empty_cache()
