@@ -9,11 +9,16 @@ the builder picks and whether that is the faster one here:
   convs with kernels over 3x3 and at least ``DEPTHWISE_CHANNELS_FIRST_MIN``
   weights channels-first input (``depthwise_input``); a patchify stem (kernel =
   stride over the image channels) takes the image as it is, channels first
-  (``HybridNet.forward_features``).
+  (``HybridNet.forward_features``). In inference the stems' convs (and
+  weight-standardised convs) run in the layout timed faster for their shape
+  (``timed_conv``); for the dense rows of the inference table the pick is
+  what that timing chose, so the column checks the timing against this one.
 - **Attention.** ``layers.attend`` calls ``F.scaled_dot_product_attention``
   except on the CPU where values are wider than keys, or while training with
-  a bias or at most ``SMALL_ATTENTION`` logits per head; there it writes
-  matmul + softmax out (``attention_written_out``).
+  a bias; there it writes matmul + softmax out (``attention_written_out``).
+  q, k and v are the heads views of (B, N, heads, d) projections, as the
+  blocks make them (contiguous copies time differently: written out wins
+  there for small grids without a bias too).
 
     python benchmarks/bench_cpu_kernels.py                # training: forward + backward
     python benchmarks/bench_cpu_kernels.py --inference    # forward, no grad, batch 1 convs
@@ -46,6 +51,8 @@ CONVS = [
     (3, 64, 3, 2, 1, 112), (3, 16, 3, 2, 1, 112), (3, 64, 7, 2, 1, 112),
     (3, 768, 16, 16, 1, 112), (3, 96, 4, 4, 1, 112), (64, 64, 3, 1, 1, 56),
     (96, 384, 1, 1, 1, 28), (384, 96, 1, 1, 1, 28), (96, 192, 2, 2, 1, 28),
+    # the seed's hybrid stem and ViT_C stems further down (3x3 stride 2)
+    (128, 256, 3, 2, 1, 56), (256, 768, 3, 2, 1, 28), (192, 384, 3, 2, 1, 14),
 ]
 
 #: name: (batch x windows, heads, queries, keys, head dim, learned bias)
@@ -79,8 +86,8 @@ def _row(label: str, ms: dict, names: tuple[str, str], pick: str) -> bool:
     a, b = names
     best = min(ms, key=ms.get)
     print(f"{label:<36}{ms[a]:8.2f}{ms[b]:9.2f}{ms[b] / ms[a]:7.2f}  "
-          f"{pick}{'' if pick == best else '  (the other is faster here)'}")
-    return pick == best
+          f"{pick}{'' if pick.split()[0] == best else '  (the other is faster here)'}")
+    return pick.split()[0] == best
 
 
 def conv_layouts(train: bool, rounds: int) -> None:
@@ -110,6 +117,12 @@ def conv_layouts(train: bool, rounds: int) -> None:
         patchify = cin == 3 and k == stride  # a patchify stem takes the image as it is
         pick = "NCHW" if first or patchify else "NHWC"
         kind = "depthwise" if depthwise else "patchify" if patchify else "dense"
+        if not train and not depthwise:  # stem convs in inference: timed per shape
+            layers._CONV_LAYOUTS.clear()
+            with torch.no_grad():
+                layers.timed_conv(conv, x, conv.weight, conv.bias)
+            (channels_last,) = layers._CONV_LAYOUTS.values()
+            pick = ("NHWC" if channels_last else "NCHW") + " (timed)"
         right += _row(f"{kind} {k}x{k}/{stride} {cin}->{cout} @{size}", ms, ("NCHW", "NHWC"),
                       pick)
     print(f"the builder's layout is the faster one for {right} of {len(CONVS)} convs")
@@ -123,12 +136,12 @@ def written_out(q, k, v, bias):
 
 
 def attention(train: bool, rounds: int) -> None:
-    print(f"\nattention, SMALL_ATTENTION = {layers.SMALL_ATTENTION} logits per head")
+    print("\nattention (q, k, v: heads views of (B, N, heads, d) projections)")
     print(f"{'attention':<36}{'fused':>8}{'written':>9}{'ratio':>7}  attend picks")
     right = 0
     for name, (b, h, n, m, d, has_bias) in ATTENTION.items():
-        q = torch.randn(b, h, n, d, requires_grad=train)
-        k, v = (torch.randn(b, h, m, d, requires_grad=train) for _ in range(2))
+        q = torch.randn(b, n, h, d, requires_grad=train).transpose(1, 2)
+        k, v = (torch.randn(b, m, h, d, requires_grad=train).transpose(1, 2) for _ in range(2))
         bias = torch.randn(1, h, n, m, requires_grad=train) if has_bias else None
         grad = torch.randn(b, h, n, d)
         ms = {}

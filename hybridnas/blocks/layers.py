@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,7 @@ from torch import nn
 __all__ = [
     "make_act", "fresh_act", "residual", "make_norm2d", "make_norm_last", "LayerNorm2d",
     "DropPath", "SqueezeExcite", "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc",
-    "to_nchw", "cpu_maps", "cpu_channels_last", "depthwise_input",
+    "to_nchw", "cpu_maps", "cpu_channels_last", "depthwise_input", "timed_conv",
 ]
 
 _ACTS = {
@@ -168,6 +169,44 @@ def depthwise_input(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+#: Memory layout each dense conv shape runs faster in, timed in this process
+#: (``timed_conv``): key -> True for channels-last.
+_CONV_LAYOUTS: dict[tuple, bool] = {}
+
+
+def timed_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv``'s forward with ``weight``/``bias`` (e.g. a BN folded in) on
+    ``x`` laid out in the memory order this conv shape runs faster in on
+    this CPU, in plain inference on 2-D maps (see ``cpu_maps``).
+
+    oneDNN's dense convs at inference sizes have no layout that wins
+    everywhere: a 3x3 stride-2 conv 3 -> 64 over a 224x224 image runs ~7x
+    faster channels-last, one 256 -> 768 over 28x28 ~1.7x faster channels
+    first (``benchmarks/bench_cpu_kernels.py``), and where the crossover
+    sits depends on the CPU. So the first call with a new shape (weights,
+    stride, input size, dtype, threads) times both layouts, a few calls
+    each, and keeps the faster for the process. The output comes in the
+    layout the conv ran in; values are the same either way.
+    """
+    if not (cpu_channels_last(x) and plain_inference() and conv.groups == 1):
+        return conv._conv_forward(x, weight, bias)
+    key = (tuple(weight.shape), conv.stride, conv.padding, conv.dilation, tuple(x.shape),
+           x.dtype, torch.get_num_threads())
+    last = _CONV_LAYOUTS.get(key)
+    if last is None:
+        inputs = {False: x.contiguous(), True: x.contiguous(memory_format=torch.channels_last)}
+        best = {False: math.inf, True: math.inf}
+        for _ in range(3):
+            for layout, xi in inputs.items():
+                t0 = time.perf_counter()
+                conv._conv_forward(xi, weight, bias)
+                best[layout] = min(best[layout], time.perf_counter() - t0)
+        last = _CONV_LAYOUTS[key] = best[True] <= best[False]
+    fmt = torch.channels_last if last else torch.contiguous_format
+    return conv._conv_forward(x.contiguous(memory_format=fmt), weight, bias)
+
+
 def to_nchw(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, 1)
 
@@ -310,11 +349,6 @@ def fold_conv_bn(conv: nn.Module, bn: nn.Module,
     return w * s.view(-1, *([1] * (w.ndim - 1))), b * s + t
 
 
-#: Logits per head (queries x keys) up to which training on the CPU writes
-#: attention out rather than calling the fused kernel (see ``attend``).
-SMALL_ATTENTION = 100 * 100
-
-
 def attention_written_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           bias: torch.Tensor | None = None) -> bool:
     """Whether ``attend`` writes these inputs' attention out as matmul +
@@ -323,8 +357,7 @@ def attention_written_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         return False
     if v.shape[-1] != q.shape[-1]:
         return True
-    return ((bias is not None or q.shape[-2] * k.shape[-2] <= SMALL_ATTENTION)
-            and torch.is_grad_enabled() and q.requires_grad and _eager())
+    return bias is not None and torch.is_grad_enabled() and q.requires_grad and _eager()
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -343,9 +376,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     Values wider than the keys (LeViT, EfficientFormer) have no fused CPU
     kernel: SDPA would run its unfused path, and the same computation
     written out here has less overhead. Written out too on the CPU while
-    autograd records (training), when there is a bias or at most
-    ``SMALL_ATTENTION`` logits per head: there matmul + softmax runs 5-30 %
-    faster forward and backward than the fused kernel
+    autograd records (training) with a bias: there matmul + softmax runs
+    10-30 % faster forward and backward than the fused kernel. Without a
+    bias the two are level on the head-transposed q/k/v the blocks make
+    (written out wins only on contiguous inputs of at most ~100x100 logits,
+    which no block produces), so the fused kernel runs
     (``benchmarks/bench_cpu_kernels.py``).
     """
     grouped = bias is not None and bias.ndim == 4 and bias.shape[0] not in (1, q.shape[0])
@@ -507,15 +542,27 @@ def trunc_normal_init(module: nn.Module) -> None:
 class _WeightStandardised:
     """Convolution with weight standardisation (zero mean, unit variance per
     output filter; Qiao et al. 2019), as BiT and the R50+ViT hybrid pair with
-    GroupNorm. Same parameters as the plain conv."""
+    GroupNorm. Same parameters as the plain conv. In plain inference the
+    standardised weights are computed once (kept until the weights change)
+    and 2-D convs run in the layout timed faster (``timed_conv``)."""
 
     eps = 1e-6
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._standardised: dict = {}
+
+    def _standardise(self) -> torch.Tensor:
         w = self.weight
-        w = F.batch_norm(w.reshape(1, w.shape[0], -1), None, None, training=True, momentum=0.0,
-                         eps=self.eps).reshape_as(w)
-        return self._conv_forward(x, w, self.bias)
+        return F.batch_norm(w.reshape(1, w.shape[0], -1), None, None, training=True,
+                            momentum=0.0, eps=self.eps).reshape_as(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not plain_inference():
+            return self._conv_forward(x, self._standardise(), self.bias)
+        w = inference_cached(self._standardised, (str(x.device), x.dtype), (self.weight,),
+                             self._standardise)
+        return timed_conv(self, x, w, self.bias)
 
 
 class StdConv2d(_WeightStandardised, nn.Conv2d):
