@@ -80,9 +80,13 @@ class HybridNet(nn.Module):
         # CPU maps channels-last from the input on (``blocks.layers.cpu_maps``),
         # except into a patchify stem: oneDNN runs a kernel = stride conv over
         # the image channels faster channels-first (ViT-B/16's 16x16: 1.1-1.6x).
+        # A first stage that makes tokens copies the map once in either layout.
         if self.spec.stem.kind != "patchify":
             x = cpu_maps(x)
-        return self.stages(cpu_maps(self.stem(x)))
+        x = self.stem(x)
+        if not (len(self.stages) and self.stages[0].use_tokens):
+            x = cpu_maps(x)
+        return self.stages(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         pool = self.spec.head.pool

@@ -162,7 +162,8 @@ class Stage(nn.Module):
             extra = 1 if self.cls_token is not None else 0
             pos_cls, pos_grid = pos[:, :extra], pos[:, extra:]
             w = self.spec.window
-            if tuple(grid) != ((w, w) if len(grid) == 2 else (w,)):
+            resized = tuple(grid) != ((w, w) if len(grid) == 2 else (w,))
+            if resized:
                 if len(grid) == 2:
                     pos_grid = pos_grid.reshape(1, w, w, c).permute(0, 3, 1, 2)
                     pos_grid = F.interpolate(pos_grid, size=tuple(grid), mode="bicubic",
@@ -173,7 +174,7 @@ class Stage(nn.Module):
                 pos_grid = pos_grid.flatten(2).transpose(1, 2)
             if self.cls_token is not None:
                 tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
-                tokens = tokens + torch.cat([pos_cls, pos_grid], dim=1)
+                tokens = tokens + (torch.cat([pos_cls, pos_grid], dim=1) if resized else pos)
             else:
                 tokens = tokens + pos_grid
         elif self.cls_token is not None:
