@@ -284,9 +284,12 @@ def forward_cached(cache: dict, key, make) -> torch.Tensor:
     builds in ``forward`` and keeps (index tables). They are made outside
     inference mode even when the forward runs inside it, so a model timed or
     evaluated under ``torch.inference_mode`` trains afterwards (an inference
-    tensor kept for backward raises). Other modes (tracing, export) are left
-    as they are."""
+    tensor kept for backward raises). While tracing or exporting a table
+    already made is used and a new one is not kept (``torch.export`` warns
+    about tensors assigned to a module during export)."""
     value = cache.get(key)
+    if value is None and not _eager():
+        return make()
     if value is None:
         ctx = (torch.inference_mode(False) if torch.is_inference_mode_enabled()
                else contextlib.nullcontext())
