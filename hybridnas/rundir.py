@@ -465,7 +465,8 @@ class RunDir:
         if not self.fidelity_parquet.exists():
             return None, {}
         try:
-            df = pd.read_parquet(self.fidelity_parquet)
+            with open(self.fidelity_parquet, "rb") as f:  # one file, as load_run reads
+                df = pd.read_parquet(f)
         except Exception as e:  # noqa: BLE001 - a damaged or foreign file: name it
             raise UserError(f"{self.fidelity_parquet}: cannot read it "
                             f"({type(e).__name__}: {str(e)[:200]})") from None
@@ -500,7 +501,10 @@ def load_run(path: str | os.PathLike):
     parquet, csv = p / "trials.parquet", p / "trials.csv"
     if parquet.exists():
         try:
-            return pd.read_parquet(parquet)
+            # One open file: a writer's atomic replace between pyarrow's reads
+            # of the footer and of the pages (a live run) cannot mix two files.
+            with open(parquet, "rb") as f:
+                return pd.read_parquet(f)
         except Exception as e:  # noqa: BLE001 - truncated or foreign: the CSV copy may be intact
             reason = f"{type(e).__name__}: {str(e).strip()[:200]}"
             if not csv.exists():

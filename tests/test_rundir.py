@@ -128,3 +128,43 @@ def test_config_and_summary_go_through_the_guarded_reader(tmp_path, name, conten
     with pytest.raises(UserError, match=message) as err:
         read()
     assert str(run.path / name) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_trials_table_read_while_a_search_rewrites_it(tmp_path):
+    """A dashboard or report reading a live run: the search replaces
+    trials.parquet atomically over and over, and every read gets one whole
+    table (never the CSV fallback, never a mix of two files)."""
+    import threading
+    import time
+    import warnings
+
+    from hybridnas._io import write_atomic
+
+    def table(n):
+        return pd.DataFrame({"trial_id": range(n), "spec": ["x" * (50 + n)] * n})
+
+    write_atomic(tmp_path / "trials.parquet", lambda p: table(5).to_parquet(p, index=False))
+    write_atomic(tmp_path / "trials.csv", lambda p: table(5).to_csv(p, index=False))
+    done = threading.Event()
+
+    def search():
+        n = 5
+        while not done.is_set():
+            n = n % 300 + 1
+            write_atomic(tmp_path / "trials.parquet", lambda p: table(n).to_parquet(p, index=False))
+
+    writer = threading.Thread(target=search)
+    writer.start()
+    reads = 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", rundir.TrialsFallbackWarning)
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                df = rundir.load_run(tmp_path)
+                assert df.trial_id.tolist() == list(range(len(df)))
+                reads += 1
+    finally:
+        done.set()
+        writer.join()
+    assert reads > 20
