@@ -297,19 +297,31 @@ def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     kept = {k[4]: v for k, v in layers._CONV_LAYOUTS.items()}
     assert set(kept) == {(2, 3, 16, 16), (2, 8, 8, 8)}  # one timing per conv shape
+    with torch.no_grad():
+        stem(x)
+    assert len(layers._CONV_LAYOUTS) == 2  # kept: not timed again
+
+    class Kept(dict):  # every shape kept in one layout
+        def __init__(self, layout):
+            super().__init__()
+            self.layout = layout
+
+        def get(self, key, default=None):
+            return self.layout
+
     for layout in (False, True):  # the layout kept is the one the conv runs in
-        for k in layers._CONV_LAYOUTS:
-            layers._CONV_LAYOUTS[k] = layout
+        monkeypatch.setattr(layers, "_CONV_LAYOUTS", Kept(layout))
         with torch.no_grad():
             out = stem(x)
         assert out.is_contiguous(memory_format=torch.channels_last if layout else
                                  torch.contiguous_format)
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    with torch.no_grad():  # a new input size is timed anew
+    monkeypatch.setattr(layers, "_CONV_LAYOUTS", {})
+    with torch.no_grad():  # each new input size is timed
         stem(torch.randn(1, 3, 12, 12).contiguous(memory_format=torch.channels_last))
-    assert len(layers._CONV_LAYOUTS) == 4
-    out = stem(x)  # training graph: plain convs, nothing timed
-    assert len(layers._CONV_LAYOUTS) == 4
+    assert {k[4] for k in layers._CONV_LAYOUTS} == {(1, 3, 12, 12), (1, 8, 6, 6)}
+    stem(x)  # training graph: plain convs, nothing timed
+    assert len(layers._CONV_LAYOUTS) == 2
 
 
 def test_weight_standardised_conv_keeps_its_weights_in_inference():

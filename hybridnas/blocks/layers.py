@@ -185,22 +185,23 @@ def timed_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     faster channels-last, one 256 -> 768 over 28x28 ~1.7x faster channels
     first (``benchmarks/bench_cpu_kernels.py``), and where the crossover
     sits depends on the CPU. So the first call with a new shape (weights,
-    stride, input size, dtype, threads) times both layouts, a few calls
-    each, and keeps the faster for the process. The output comes in the
-    layout the conv ran in; values are the same either way.
+    stride, input size and layout, dtype, threads) times both layouts, the
+    conversion of the input included, a few calls each, and keeps the
+    faster for the process. The output comes in the layout the conv ran in;
+    values are the same either way.
     """
     if not (cpu_channels_last(x) and plain_inference() and conv.groups == 1):
         return conv._conv_forward(x, weight, bias)
     key = (tuple(weight.shape), conv.stride, conv.padding, conv.dilation, tuple(x.shape),
-           x.dtype, torch.get_num_threads())
+           x.is_contiguous(), x.dtype, torch.get_num_threads())
     last = _CONV_LAYOUTS.get(key)
     if last is None:
-        inputs = {False: x.contiguous(), True: x.contiguous(memory_format=torch.channels_last)}
         best = {False: math.inf, True: math.inf}
         for _ in range(3):
-            for layout, xi in inputs.items():
+            for layout in best:
+                fmt = torch.channels_last if layout else torch.contiguous_format
                 t0 = time.perf_counter()
-                conv._conv_forward(xi, weight, bias)
+                conv._conv_forward(x.contiguous(memory_format=fmt), weight, bias)
                 best[layout] = min(best[layout], time.perf_counter() - t0)
         last = _CONV_LAYOUTS[key] = best[True] <= best[False]
     fmt = torch.channels_last if last else torch.contiguous_format
