@@ -84,10 +84,10 @@ def _time(fn, rounds: int) -> float:
 
 def _row(label: str, ms: dict, names: tuple[str, str], pick: str) -> bool:
     a, b = names
-    best = min(ms, key=ms.get)
+    right = pick.split()[0] == min(ms, key=ms.get)  # "NHWC (timed)" picks NHWC
     print(f"{label:<36}{ms[a]:8.2f}{ms[b]:9.2f}{ms[b] / ms[a]:7.2f}  "
-          f"{pick}{'' if pick.split()[0] == best else '  (the other is faster here)'}")
-    return pick.split()[0] == best
+          f"{pick}{'' if right else '  (the other is faster here)'}")
+    return right
 
 
 def conv_layouts(train: bool, rounds: int) -> None:

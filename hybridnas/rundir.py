@@ -460,13 +460,10 @@ class RunDir:
     def read_fidelity(self):
         """(fidelity table, its summary dict), or (None, {}) when the run has
         none; every ``FIDELITY_COLUMNS`` column is there (defaults filled)."""
-        import pandas as pd
-
         if not self.fidelity_parquet.exists():
             return None, {}
         try:
-            with open(self.fidelity_parquet, "rb") as f:  # one file, as load_run reads
-                df = pd.read_parquet(f)
+            df = _read_parquet(self.fidelity_parquet)
         except Exception as e:  # noqa: BLE001 - a damaged or foreign file: name it
             raise UserError(f"{self.fidelity_parquet}: cannot read it "
                             f"({type(e).__name__}: {str(e)[:200]})") from None
@@ -486,6 +483,16 @@ class RunDir:
         return load_run(self.path)
 
 
+def _read_parquet(path: Path):
+    """A table read through one open file: a writer's atomic replace between
+    pyarrow's reads of the footer and of the pages (a live run) cannot mix
+    two files."""
+    import pandas as pd
+
+    with open(path, "rb") as f:
+        return pd.read_parquet(f)
+
+
 def load_run(path: str | os.PathLike):
     """The trials table of a run directory as a pandas DataFrame.
 
@@ -501,10 +508,7 @@ def load_run(path: str | os.PathLike):
     parquet, csv = p / "trials.parquet", p / "trials.csv"
     if parquet.exists():
         try:
-            # One open file: a writer's atomic replace between pyarrow's reads
-            # of the footer and of the pages (a live run) cannot mix two files.
-            with open(parquet, "rb") as f:
-                return pd.read_parquet(f)
+            return _read_parquet(parquet)
         except Exception as e:  # noqa: BLE001 - truncated or foreign: the CSV copy may be intact
             reason = f"{type(e).__name__}: {str(e).strip()[:200]}"
             if not csv.exists():

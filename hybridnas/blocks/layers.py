@@ -289,14 +289,15 @@ def forward_cached(cache: dict, key, make) -> torch.Tensor:
     already made is used and a new one is not kept (``torch.export`` warns
     about tensors assigned to a module during export)."""
     value = cache.get(key)
-    if value is None and not _eager():
+    if value is not None:
+        return value
+    if not _eager():
         return make()
-    if value is None:
-        ctx = (torch.inference_mode(False) if torch.is_inference_mode_enabled()
-               else contextlib.nullcontext())
-        with ctx:
-            value = make()
-        cache[key] = value
+    ctx = (torch.inference_mode(False) if torch.is_inference_mode_enabled()
+           else contextlib.nullcontext())
+    with ctx:
+        value = make()
+    cache[key] = value
     return value
 
 

@@ -47,7 +47,6 @@ class ConvStem(nn.Sequential):
         return x
 
 
-
 def build_stem(spec: StemSpec, in_chans: int, dims: int = 2) -> nn.Module:
     conv = conv_nd(dims)
     if spec.kind == "none":
