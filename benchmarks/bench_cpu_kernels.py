@@ -20,6 +20,13 @@ the builder picks and whether that is the faster one here:
   blocks make them (contiguous copies time differently: written out wins
   there for small grids without a bias too).
 
+- **Packed linears** (inference only). In plain CPU inference ``layers.linear``
+  runs a linear layer on a weight packed once into oneDNN's blocked layout,
+  with the activation applied inside the matmul, where timing shows that is
+  faster for the shape (``layers.faster``); a transformer block that could run
+  PyTorch's fused encoder layer times that against itself written out with
+  packed linears (``TransformerBlock._fuse``). The pick is what that timing chose.
+
     python benchmarks/bench_cpu_kernels.py                # training: forward + backward
     python benchmarks/bench_cpu_kernels.py --inference    # forward, no grad, batch 1 convs
 
@@ -159,6 +166,79 @@ def attention(train: bool, rounds: int) -> None:
     print(f"attend's pick is the faster one for {right} of {len(ATTENTION)} shapes")
 
 
+#: name: (rows, in features, out features, activation): linear layers of the
+#: named networks at batch 1, 224 px, and of small proxy models.
+LINEARS = {
+    "ViT-B/16 qkv (197 tokens)": (197, 768, 2304, None),
+    "ViT-B/16 proj": (197, 768, 768, None),
+    "ViT-B/16 MLP fc1 + GELU": (197, 768, 3072, "gelu"),
+    "ViT-B/16 MLP fc2": (197, 3072, 768, None),
+    "LeViT-128S stage 1 qkv (196)": (196, 128, 256, None),
+    "LeViT-128S stage 3 MLP + hswish (16)": (16, 384, 768, "hardswish"),
+    "EfficientFormer-L1 stage 4 fc1 (49)": (49, 448, 1792, "gelu"),
+    "classifier 768 -> 1000 (1 row)": (1, 768, 1000, None),
+    "proxy 64 wide, 49 tokens qkv": (49, 64, 192, None),
+    "proxy 128 wide, 16 tokens fc1 + GELU": (16, 128, 512, "gelu"),
+}
+
+#: name: (width, heads, tokens) of an encoder layer the fused kernel can run.
+ENCODERS = {
+    "ViT-B/16 (197 tokens)": (768, 12, 197),
+    "ViT-S (197 tokens)": (384, 6, 197),
+    "ViT-Ti @112 (50 tokens)": (192, 3, 50),
+    "proxy 64 wide, 49 tokens": (64, 2, 49),
+}
+
+
+def packed_linears(rounds: int) -> None:
+    print("\nlinear layers, inference (weight packed for oneDNN, activation fused)")
+    print(f"{'linear':<36}{'plain':>8}{'packed':>9}{'ratio':>7}  linear picks")
+    right = 0
+    for name, (rows, cin, cout, act_name) in LINEARS.items():
+        fc = layers.Linear(cin, cout)
+        act = layers.make_act(act_name) if act_name else None
+        x = torch.randn(1, rows, cin)
+        ms = {}
+        with torch.inference_mode():
+            layers.CPU_PACKED_LINEAR = False
+            ms["plain"] = _time(lambda: fc(x, act), rounds) * 1e3
+            layers.CPU_PACKED_LINEAR = True
+            layers._LINEAR_PACKED.clear()
+            fc(x, act)  # first sight
+            fc(x, act)  # packs and times
+            pick = ("packed" if layers.packed_for(fc, x) else "plain") + " (timed)"
+            packed = fc.__dict__["_packed"]
+            if packed.packed is None:  # plain chosen: pack to time it all the same
+                packed.packed = layers._reorder(fc.weight)
+            ms["packed"] = _time(lambda: layers._packed_linear(x, packed, fc.bias, act),
+                                 rounds) * 1e3
+        right += _row(name, ms, ("plain", "packed"), pick)
+    print(f"the timed pick is the faster one for {right} of {len(LINEARS)} linears")
+
+
+def encoder_layers(rounds: int) -> None:
+    from hybridnas.blocks.transformer import _FUSED_FASTER, TransformerBlock
+    from hybridnas.spec import StageSpec
+    print("\ntransformer block, inference: PyTorch's fused encoder layer vs written out "
+          "(packed linears)")
+    print(f"{'block, batch 1':<36}{'fused':>8}{'written':>9}{'ratio':>7}  block picks")
+    right = 0
+    for name, (width, heads, tokens) in ENCODERS.items():
+        stage = StageSpec(block="transformer", depth=1, width=width, heads=heads,
+                          attention="global", norm="ln", act="gelu")
+        block = TransformerBlock(width, stage).eval()
+        x = torch.randn(1, tokens, width)
+        with torch.inference_mode():
+            _FUSED_FASTER.clear()
+            for _ in range(3):  # linears: first sight, packing; then the block is timed
+                block(x)
+            pick = ("fused" if block._fuse(x) else "written") + " (timed)"
+            ms = {"fused": _time(lambda: block._fused(x), rounds) * 1e3,
+                  "written": _time(lambda: block._written(x), rounds) * 1e3}
+        right += _row(name, ms, ("fused", "written"), pick)
+    print(f"the timed pick is the faster one for {right} of {len(ENCODERS)} blocks")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -172,6 +252,9 @@ def main() -> None:
           f"call, median of {args.rounds}; ratio: second column / first")
     conv_layouts(train, args.rounds)
     attention(train, args.rounds)
+    if not train:
+        packed_linears(args.rounds)
+        encoder_layers(args.rounds)
 
 
 if __name__ == "__main__":

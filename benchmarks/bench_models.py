@@ -22,6 +22,14 @@ written (channels first), as timm's models do unless their user converts
 them. ``--hand-channels-last`` converts the hand-written model and its input
 to ``torch.channels_last`` as such a user would, to show how much of a ratio
 is that layout.
+
+In CPU inference the builder also runs linear layers on weights packed for
+oneDNN, with their activation fused, where that is faster for the shape
+(``blocks.layers.linear``), and a ViT block as the faster of PyTorch's fused
+encoder layer and itself written out with packed linears; the hand-written
+versions call ``F.linear`` / ``nn.TransformerEncoderLayer`` as written.
+``--plain-linear`` turns packing off in the builder, to show how much of an
+inference ratio it is.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hybridnas
+from hybridnas.blocks import layers as builder_layers
 from hybridnas.complexity import count_macs
 
 
@@ -879,7 +888,9 @@ def main():
     p.add_argument("--models", nargs="*", default=sorted(REFERENCES))
     p.add_argument("--resolution", type=int, default=224, help="inference input size")
     p.add_argument("--runs", type=int, default=8, help="timed inference calls per model")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed calls first; the builder settles its CPU kernel choices "
+                        "(timed conv layouts, packed linears) in its first three inference calls")
     p.add_argument("--train-resolution", type=int, default=None,
                    help="default 224 on GPU, 112 on CPU")
     p.add_argument("--batch-size", type=int, default=None, help="default 64 on GPU, 4 on CPU")
@@ -887,6 +898,9 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hand-channels-last", action="store_true",
                    help="convert the hand-written models and their input to channels-last")
+    p.add_argument("--plain-linear", action="store_true",
+                   help="builder: no packed linear weights in CPU inference "
+                        "(blocks.layers.CPU_PACKED_LINEAR = False)")
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="thread: CPU time of the timing thread (with --device cpu --threads 1), "
                         "steadier than wall time on a machine shared with other jobs")
@@ -899,11 +913,14 @@ def main():
     args.batch_size = args.batch_size or (4 if cpu else 64)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.plain_linear:
+        builder_layers.CPU_PACKED_LINEAR = False
     missing = sorted(set(hybridnas.list_models()) - set(REFERENCES) - {"financial_hybrid"})
     print(f"device={device} threads={torch.get_num_threads()}; inference: batch 1, "
           f"{args.resolution} px, {args.runs} rounds; training: batch {args.batch_size}, "
           f"{args.train_resolution} px, {args.train_steps} rounds; {args.clock} clock; "
-          f"hand-written models {'channels-last' if args.hand_channels_last else 'as written'}")
+          f"hand-written models {'channels-last' if args.hand_channels_last else 'as written'}"
+          f"{'; builder linears unpacked' if args.plain_linear else ''}")
     print("ratio: median over pairs of rounds of time(builder) / time(hand-written), the two "
           "timed back to back in both orders; [IQR]: its quartiles; target <= 1.0")
     print(f"{'model':<20}{'params M':>12}  {'infer ms  ratio [IQR]':<35}"

@@ -16,7 +16,7 @@ from torch import nn
 
 from .blocks import Stage, build_stem
 from .blocks.base import link
-from .blocks.layers import cpu_maps, make_act, trunc_normal_init
+from .blocks.layers import Linear, cpu_maps, make_act, trunc_normal_init
 from .spec import ArchSpec
 
 __all__ = ["HybridNet", "build_model"]
@@ -60,7 +60,7 @@ class HybridNet(nn.Module):
         else:
             self.head_norm = nn.Identity()
         if head.hidden:
-            self.pre_logits = nn.Sequential(nn.Linear(channels, head.hidden), make_act(head.hidden_act))
+            self.pre_logits = nn.Sequential(Linear(channels, head.hidden), make_act(head.hidden_act))
             self.head_features = head.hidden
         else:
             self.pre_logits = nn.Identity()
@@ -72,7 +72,7 @@ class HybridNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        make = (lambda: nn.Linear(self.head_features, num_classes)) if num_classes else nn.Identity
+        make = (lambda: Linear(self.head_features, num_classes)) if num_classes else nn.Identity
         self.fc = make()
         self.fc_dist = make() if self.spec.head.distillation else None
 

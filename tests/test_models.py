@@ -348,6 +348,137 @@ def test_weight_standardised_conv_keeps_its_weights_in_inference():
     torch.testing.assert_close(again, conv(x).detach())
 
 
+class _Always(dict):
+    """A decision table that answers ``choice`` for every shape (and records
+    the keys asked for)."""
+
+    def __init__(self, choice):
+        super().__init__()
+        self.choice = choice
+        self.asked = []
+
+    def get(self, key, default=None):
+        self.asked.append(key)
+        return self.choice
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+@pytest.mark.parametrize("act", [None, "gelu", "relu", "hardswish", "silu", "tanh", "identity"])
+def test_packed_linear_equals_the_plain_linear(monkeypatch, act):
+    """In plain CPU inference a linear may run on a packed weight with its
+    activation fused: the values must be ``act(F.linear(...))``'s, whichever
+    way the timing picks; training and autograd run the plain linear."""
+    import torch.nn.functional as F
+
+    from hybridnas.blocks import layers
+
+    torch.manual_seed(0)
+    fc = layers.Linear(24, 40)
+    act_mod = layers.make_act(act) if act else None
+    x = torch.randn(3, 7, 24)
+    ref = F.linear(x, fc.weight, fc.bias)
+    ref = act_mod(ref) if act_mod is not None else ref
+    for choice in (True, False):
+        monkeypatch.setattr(layers, "_LINEAR_PACKED", _Always(choice))
+        fc.__dict__.pop("_packed", None)
+        with torch.inference_mode():
+            for _ in range(3):
+                torch.testing.assert_close(fc(x, act_mod), ref, rtol=1e-5, atol=1e-5)
+        assert layers.packed_for(fc, x) is choice
+        assert (fc._packed.packed is not None) is choice  # no packed copy kept when unused
+    out = fc(x, act_mod)  # autograd records: the plain linear, a gradient flows
+    assert out.requires_grad
+    torch.testing.assert_close(out.detach(), ref.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_packed_linear_follows_its_weight(monkeypatch):
+    """A weight is packed on its second call and packed again after any
+    change (in place, ``load_state_dict``, ``.data =``); tensors made anew
+    each call (the supernet's views under ``functional_call``) are never
+    packed; a deep copy of a packed module works; each shape is timed once."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from hybridnas.blocks import layers
+
+    monkeypatch.setattr(layers, "_LINEAR_PACKED", {})
+    torch.manual_seed(0)
+    fc = layers.Linear(16, 32)
+    x = torch.randn(1, 5, 16)
+    reorders = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(layers, "_reorder", lambda w: reorders.append(1) or reorder(w, None))
+    timed = []
+    faster = layers.faster
+    monkeypatch.setattr(layers, "faster", lambda a, b: timed.append(1) or faster(a, b) or True)
+
+    def check():
+        with torch.no_grad():
+            torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
+
+    check()
+    assert not reorders  # first sight: plain
+    check()
+    check()
+    assert len(reorders) == 1 and len(timed) == 1 and layers.packed_for(fc, x)
+    with torch.no_grad():
+        fc.weight.mul_(2)  # an optimizer step
+    check()
+    check()
+    fc.load_state_dict({"weight": torch.randn(32, 16), "bias": torch.randn(32)})
+    check()
+    check()
+    fc.weight.data = torch.randn(32, 16)  # same tensor object and version, new storage
+    check()
+    check()
+    assert len(reorders) == 4 and len(timed) == 1  # repacked each time, timed once
+    clone = copy.deepcopy(fc)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), fc(x))
+    views = []
+    for _ in range(4):  # a new view of the weight each call, as functional_call passes
+        with torch.no_grad():
+            params = {"weight": fc.weight[:, :16], "bias": fc.bias}
+            views.append(torch.func.functional_call(fc, params, (x,)))
+    assert len(reorders) == 4
+    monkeypatch.setattr(layers, "CPU_PACKED_LINEAR", False)
+    with torch.no_grad():  # switched off: the plain linear
+        torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
+    assert len(reorders) == 4
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_vit_block_runs_the_faster_of_fused_and_written_out(monkeypatch):
+    """A ViT block in CPU inference runs written out (packed linears) until
+    its linears have decided, then the faster of that and the fused encoder
+    layer, timed once per shape; the two give the block's values."""
+    from hybridnas.blocks import transformer
+    from hybridnas.blocks.transformer import TransformerBlock
+
+    torch.manual_seed(0)
+    stage = StageSpec(block="transformer", depth=1, width=32, heads=2, attention="global",
+                      norm="ln", act="gelu")
+    block = TransformerBlock(32, stage).eval()
+    x = torch.randn(2, 10, 32)
+    ref = block(x).detach()  # autograd records: written out, nothing packed or timed
+    for fused in (True, False):
+        monkeypatch.setattr(transformer, "_FUSED_FASTER", {})
+        monkeypatch.setattr(transformer, "faster", lambda a, b, fused=fused: fused)
+        ran = []
+        monkeypatch.setattr(block, "_fused", lambda x, f=block._fused: ran.append("fused") or f(x))
+        monkeypatch.setattr(block, "_written",
+                            lambda x, f=block._written: ran.append("written") or f(x))
+        block.mixer.attn.qkv.__dict__.pop("_packed", None)
+        with torch.inference_mode():
+            for _ in range(4):
+                torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+        assert ran[:2] == ["written", "written"]  # the linears decide first
+        assert set(ran[2:]) == {"fused" if fused else "written"}
+        assert list(transformer._FUSED_FASTER.values()) == [fused]
+
+
 def test_attention_written_out_while_training_matches_the_fused_kernel():
     """``attend`` writes biased attention out while training on the CPU
     (faster there than the fused kernel); values and gradients must be the

@@ -8,8 +8,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, LayerNorm2d, SqueezeExcite, bn_tensors, conv_nd, depthwise_input,
-                     fold_conv_bn, fresh_act, inference_cached, layer_scale, make_act,
+from .layers import (DropPath, LayerNorm2d, Linear, SqueezeExcite, bn_tensors, conv_nd,
+                     depthwise_input, fold_conv_bn, fresh_act, inference_cached, layer_scale, make_act,
                      make_norm2d, plain_inference, pooled_projection)
 
 
@@ -113,9 +113,9 @@ class ConvNeXtBlock(Block):
         self.norm = nn.LayerNorm(dim, eps=1e-6) if stage.norm == "ln" else nn.Identity()
         self.bn = make_norm2d("bn", dim, dims) if stage.norm == "bn" else None
         hidden = int(round(dim * stage.expansion))
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = make_act(stage.act)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.ls = layer_scale(dim, stage.layer_scale)
         self.drop_path = DropPath(drop_path)
 
@@ -128,5 +128,5 @@ class ConvNeXtBlock(Block):
         if self.bn is not None:
             y = self.bn(y)
         y = y.movedim(1, -1)
-        y = self.ls(self.fc2(fresh_act(self.act, self.fc1(self.norm(y)))))
+        y = self.ls(self.fc2(self.fc1(self.norm(y), self.act)))
         return x + self.drop_path(y.movedim(-1, 1))

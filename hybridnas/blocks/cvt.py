@@ -15,7 +15,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, LayerNorm2d, Mlp, attend, make_norm_last, residual
+from .layers import DropPath, LayerNorm2d, Linear, Mlp, attend, make_norm_last, residual
 
 __all__ = ["CvTBlock", "ConvAttention", "conv_embedding"]
 
@@ -62,10 +62,10 @@ class ConvAttention(nn.Module):
         self.conv_q = _dw_projection(dim, 1)
         self.conv_k = _dw_projection(dim, kv_stride)
         self.conv_v = _dw_projection(dim, kv_stride)
-        self.proj_q = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj_k = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj_v = nn.Linear(dim, dim, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj_q = Linear(dim, dim, bias=qkv_bias)
+        self.proj_k = Linear(dim, dim, bias=qkv_bias)
+        self.proj_v = Linear(dim, dim, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def _tokens(self, conv: nn.Module, linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
         y = conv(x).flatten(2).transpose(1, 2)  # (B, N, C)

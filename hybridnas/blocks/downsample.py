@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
-from .layers import make_conv, make_norm2d, make_norm_last, pooled_projection
+from .layers import Linear, make_conv, make_norm2d, make_norm_last, pooled_projection
 
 __all__ = ["PatchMerging", "build_downsampler", "downsampler_width"]
 
@@ -38,7 +38,7 @@ class PatchMerging(nn.Module):
         merged = in_ch * stride * stride
         self.merged = merged
         self.norm = make_norm_last(norm, merged)
-        self.reduction = nn.Linear(merged, out_ch, bias=False)
+        self.reduction = Linear(merged, out_ch, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride

@@ -16,13 +16,12 @@ the same attention with plain (biased) linears and no activation.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, OffsetBias, attend, fresh_act, inference_cached, make_act,
-                     make_norm_last, plain_inference)
+from .layers import (DropPath, Linear, OffsetBias, attend, fresh_act, inference_cached, linear,
+                     make_act, make_norm_last, plain_inference)
 
 __all__ = ["BNLinear", "LeViTBlock", "OffsetAttention", "ShrinkBlock", "bn_linear"]
 
@@ -39,7 +38,7 @@ class BNLinear(nn.Sequential):
     def __init__(self, in_dim: int, out_dim: int, bn_weight: float = 1.0):
         norm = make_norm_last("bn", out_dim)
         nn.init.constant_(norm.weight, bn_weight)
-        super().__init__(nn.Linear(in_dim, out_dim, bias=False), norm)
+        super().__init__(Linear(in_dim, out_dim, bias=False), norm)
         self._folded: dict = {}
 
     def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -47,13 +46,15 @@ class BNLinear(nn.Sequential):
         scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
         return lin.weight * scale[:, None], bn.bias - bn.running_mean * scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
+        """``act(bn(linear(x)))`` (no ``act``: without it)."""
         bn = self[1]
         if self.training or bn.running_mean is None or not plain_inference():
-            return super().forward(x)
+            y = super().forward(x)
+            return y if act is None else fresh_act(act, y)
         params = (self[0].weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         w, b = inference_cached(self._folded, (str(x.device), x.dtype), params, self._fold)
-        return F.linear(x, w, b)
+        return linear(self, x, w, b, act)
 
 
 def bn_linear(in_dim: int, out_dim: int, bn_weight: float = 1.0) -> BNLinear:
@@ -83,7 +84,7 @@ class OffsetAttention(nn.Module):
         self.q_stride = q_stride
 
         def linear(i: int, o: int, bn_weight: float = 1.0) -> nn.Module:
-            return bn_linear(i, o, bn_weight) if bn else nn.Linear(i, o)
+            return bn_linear(i, o, bn_weight) if bn else Linear(i, o)
 
         if q_stride == 1:
             self.qkv = linear(dim, heads * (2 * key_dim + value_dim))
@@ -126,7 +127,7 @@ class LeViTMlp(nn.Module):
         self.fc2 = bn_linear(hidden, dim, bn_weight=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(fresh_act(self.act, self.fc1(x)))
+        return self.fc2(self.fc1(x, self.act))
 
 
 class ShrinkBlock(nn.Module):
