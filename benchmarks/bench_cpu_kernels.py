@@ -23,7 +23,8 @@ the builder picks and whether that is the faster one here:
 - **Packed linears** (inference only). In plain CPU inference ``layers.linear``
   runs a linear layer on a weight packed once into oneDNN's blocked layout,
   with the activation applied inside the matmul, where timing shows that is
-  faster for the shape (``layers.faster``); a transformer block that could run
+  faster for the shape (``layers.faster``; plain below ``PACKED_MIN_MACS``
+  multiply-adds, untimed); a transformer block that could run
   PyTorch's fused encoder layer times that against itself written out with
   packed linears (``TransformerBlock._fuse``). The pick is what that timing chose.
 
@@ -206,8 +207,11 @@ def packed_linears(rounds: int) -> None:
             layers._LINEAR_PACKED.clear()
             fc(x, act)  # first sight
             fc(x, act)  # packs and times
-            pick = ("packed" if layers.packed_for(fc, x) else "plain") + " (timed)"
-            packed = fc.__dict__["_packed"]
+            if x.numel() * cout < layers.PACKED_MIN_MACS:
+                pick = "plain (small)"
+            else:
+                pick = ("packed" if layers.packed_for(fc, x) else "plain") + " (timed)"
+            packed = fc.__dict__.setdefault("_packed", layers._PackedSlot())
             if packed.packed is None:  # plain chosen: pack to time it all the same
                 packed.packed = layers._reorder(fc.weight)
             ms["packed"] = _time(lambda: layers._packed_linear(x, packed, fc.bias, act),

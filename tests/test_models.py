@@ -372,6 +372,7 @@ def test_packed_linear_equals_the_plain_linear(monkeypatch, act):
 
     from hybridnas.blocks import layers
 
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
     torch.manual_seed(0)
     fc = layers.Linear(24, 40)
     act_mod = layers.make_act(act) if act else None
@@ -384,7 +385,7 @@ def test_packed_linear_equals_the_plain_linear(monkeypatch, act):
         with torch.inference_mode():
             for _ in range(3):
                 torch.testing.assert_close(fc(x, act_mod), ref, rtol=1e-5, atol=1e-5)
-        assert layers.packed_for(fc, x) is choice
+            assert layers.packed_for(fc, x) is choice
         assert (fc._packed.packed is not None) is choice  # no packed copy kept when unused
     out = fc(x, act_mod)  # autograd records: the plain linear, a gradient flows
     assert out.requires_grad
@@ -404,6 +405,7 @@ def test_packed_linear_follows_its_weight(monkeypatch):
     from hybridnas.blocks import layers
 
     monkeypatch.setattr(layers, "_LINEAR_PACKED", {})
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 16 * 32 * 5)  # x's size: packable
     torch.manual_seed(0)
     fc = layers.Linear(16, 32)
     x = torch.randn(1, 5, 16)
@@ -422,7 +424,9 @@ def test_packed_linear_follows_its_weight(monkeypatch):
     assert not reorders  # first sight: plain
     check()
     check()
-    assert len(reorders) == 1 and len(timed) == 1 and layers.packed_for(fc, x)
+    assert len(reorders) == 1 and len(timed) == 1
+    with torch.no_grad():
+        assert layers.packed_for(fc, x)
     with torch.no_grad():
         fc.weight.mul_(2)  # an optimizer step
     check()
@@ -443,10 +447,18 @@ def test_packed_linear_follows_its_weight(monkeypatch):
             params = {"weight": fc.weight[:, :16], "bias": fc.bias}
             views.append(torch.func.functional_call(fc, params, (x,)))
     assert len(reorders) == 4
+    small = torch.randn(1, 4, 16)  # under PACKED_MIN_MACS: plain, nothing packed or timed
+    fresh = layers.Linear(16, 32)
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(fresh(small), F.linear(small, fresh.weight, fresh.bias))
+        torch.testing.assert_close(fc(small), F.linear(small, fc.weight, fc.bias))
+        assert layers.packed_for(fresh, small) is False
+    assert "_packed" not in fresh.__dict__
     monkeypatch.setattr(layers, "CPU_PACKED_LINEAR", False)
     with torch.no_grad():  # switched off: the plain linear
         torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
-    assert len(reorders) == 4
+    assert len(reorders) == 4 and len(timed) == 1
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
@@ -454,7 +466,7 @@ def test_vit_block_runs_the_faster_of_fused_and_written_out(monkeypatch):
     """A ViT block in CPU inference runs written out (packed linears) until
     its linears have decided, then the faster of that and the fused encoder
     layer, timed once per shape; the two give the block's values."""
-    from hybridnas.blocks import transformer
+    from hybridnas.blocks import layers, transformer
     from hybridnas.blocks.transformer import TransformerBlock
 
     torch.manual_seed(0)
@@ -463,20 +475,25 @@ def test_vit_block_runs_the_faster_of_fused_and_written_out(monkeypatch):
     block = TransformerBlock(32, stage).eval()
     x = torch.randn(2, 10, 32)
     ref = block(x).detach()  # autograd records: written out, nothing packed or timed
+    ran = []
+    ways = {"fused": block._fused, "written": block._written}
+    for way, f in ways.items():
+        monkeypatch.setattr(block, f"_{way}", lambda x, way=way, f=f: ran.append(way) or f(x))
     for fused in (True, False):
-        monkeypatch.setattr(transformer, "_FUSED_FASTER", {})
         monkeypatch.setattr(transformer, "faster", lambda a, b, fused=fused: fused)
-        ran = []
-        monkeypatch.setattr(block, "_fused", lambda x, f=block._fused: ran.append("fused") or f(x))
-        monkeypatch.setattr(block, "_written",
-                            lambda x, f=block._written: ran.append("written") or f(x))
-        block.mixer.attn.qkv.__dict__.pop("_packed", None)
-        with torch.inference_mode():
-            for _ in range(4):
-                torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
-        assert ran[:2] == ["written", "written"]  # the linears decide first
-        assert set(ran[2:]) == {"fused" if fused else "written"}
-        assert list(transformer._FUSED_FASTER.values()) == [fused]
+        for small in (False, True):  # linears big enough to pack, or not
+            monkeypatch.setattr(layers, "PACKED_MIN_MACS", 1 << 30 if small else 0)
+            monkeypatch.setattr(transformer, "_FUSED_FASTER", {})
+            ran.clear()
+            block.mixer.attn.qkv.__dict__.pop("_packed", None)
+            with torch.inference_mode():
+                for _ in range(4):
+                    torch.testing.assert_close(block(x), ref, rtol=1e-5, atol=1e-5)
+            if not small:  # the linears decide first (first sight, then packing)
+                assert ran[:2] == ["written", "written"]
+                ran[:2] = []
+            assert set(ran) == {"fused" if fused else "written"}
+            assert list(transformer._FUSED_FASTER.values()) == [fused]
 
 
 def test_attention_written_out_while_training_matches_the_fused_kernel():

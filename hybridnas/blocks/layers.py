@@ -35,7 +35,9 @@ _ACTS = {
 
 #: In-place versions of the activations (``fresh_act``).
 _INPLACE_ACTS = {
-    nn.GELU: lambda m, x: torch.ops.aten.gelu_(x, approximate=m.approximate),
+    # the aten binding: torch.ops' Python dispatch costs ~2 us a call, which
+    # made the in-place GELU slower than F.gelu on small tensors
+    nn.GELU: lambda m, x: torch._C._nn.gelu_(x, approximate=m.approximate),
     nn.ReLU: lambda m, x: x.relu_(),
     nn.SiLU: lambda m, x: F.silu(x, inplace=True),
     nn.Hardswish: lambda m, x: F.hardswish(x, inplace=True),
@@ -292,6 +294,12 @@ class SqueezeExcite(nn.Module):
 #: (``linear``: no packed weights kept, nothing timed).
 CPU_PACKED_LINEAR = True
 
+#: Linear layers with fewer multiply-adds per call run plain without timing:
+#: there oneDNN's call costs more than packing saves (a 64 -> 192 linear over
+#: 49 tokens, 0.6 M: 1.5x plain's time; ``benchmarks/bench_cpu_kernels.py``),
+#: and the proxy models' many small linears skip the checks.
+PACKED_MIN_MACS = 1 << 20
+
 #: Whether each linear shape runs faster on a packed weight, timed in this
 #: process (``linear``): key -> True for packed.
 _LINEAR_PACKED: dict[tuple, bool] = {}
@@ -355,19 +363,24 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
 
     A packed weight saves the reordering every call otherwise pays: ViT-B/16's
     linears at 197 tokens run 10-25 % faster on one thread, and the fused
-    GELU saves a pass over the MLP's hidden activations. On small matmuls (a
-    few rows, or under ~1M multiply-adds) the oneDNN call costs more than it
-    saves, and where the crossover sits depends on the CPU, so the first
-    packed call of each shape (weight, rows, activation, threads) times both
-    ways a few calls each and keeps the faster for the process, as
-    ``timed_conv`` does for conv layouts (``benchmarks/bench_cpu_kernels.py``
-    prints both). ``owner`` keeps the packed copy (memory: one more copy of
+    GELU saves a pass over the MLP's hidden activations. Below
+    ``PACKED_MIN_MACS`` the oneDNN call costs more than it saves and the
+    linear runs plain. Above it the crossover depends on the shape and the
+    CPU, so the first packed call of each shape (weight, rows, activation,
+    threads) times both ways a few calls each and keeps the faster for the
+    process, as ``timed_conv`` does for conv layouts
+    (``benchmarks/bench_cpu_kernels.py`` prints both). ``owner`` keeps the packed copy (memory: one more copy of
     its weight) until ``weight`` changes; a weight is packed only on its second
     call, so tensors made anew for each call (the supernet's sliced views
     under ``functional_call``) are never packed. Values equal ``F.linear``'s
     to float rounding. Training, autograd, tracing and export, other devices
     and dtypes run ``F.linear``."""
-    if not (packing(x) and weight.dtype == torch.float32 and x.numel()):
+    # cheapest tests first (most calls in small models stop at the size); not
+    # the size while exporting, where it would put a guard on a symbolic batch
+    if not (CPU_PACKED_LINEAR and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and x.numel() * weight.shape[0] >= PACKED_MIN_MACS and packing(x)
+            and weight.dtype == torch.float32):
         return _plain_linear(x, weight, bias, act)
     slot = owner.__dict__.get("_packed")
     if slot is None:
@@ -406,8 +419,11 @@ def _choose_packed(x: torch.Tensor, slot: _PackedSlot, bias: torch.Tensor | None
 
 
 def packed_for(fc: nn.Module, x: torch.Tensor) -> bool | None:
-    """Whether ``fc``'s last ``linear`` call, with input shaped as ``x``,
-    ran packed; None when no call of that shape has been decided yet."""
+    """Whether ``fc``'s ``linear`` call on an input shaped as ``x`` runs
+    packed: False below ``PACKED_MIN_MACS``, otherwise what its last call of
+    that shape decided, None when none has yet."""
+    if not packing(x) or x.numel() * fc.weight.shape[0] < PACKED_MIN_MACS:
+        return False
     slot = fc.__dict__.get("_packed")
     if slot is None or slot.call is None or slot.call[:2] != (
             x.numel() // x.shape[-1], torch.get_num_threads()):
