@@ -925,7 +925,7 @@ def main():
           "timed back to back in both orders; [IQR]: its quartiles; target <= 1.0")
     print(f"{'model':<20}{'params M':>12}  {'infer ms  ratio [IQR]':<35}"
           f"{'train ms  ratio [IQR]':<33}{'MACs ratio':>11}")
-    worst = 0.0
+    worst = {"inference": 0.0, "training": 0.0}
     different = []
     for name in args.models:
         ours = hybridnas.create_model(name)
@@ -933,12 +933,12 @@ def main():
         sizes = f"{_params(ours):.2f}/{_params(theirs):.2f}"
         text, r_inf = _cell(infer_times(ours, theirs, args, device), 1e3, "7.1f")
         line = f"{name:<20}{sizes:>12}  {text:<35}"
-        worst = max(worst, r_inf)
+        worst["inference"] = max(worst["inference"], r_inf)
         same = [macs_ratio(ours, theirs, args.resolution, device)]
         if args.train_steps:
             theirs = REFERENCES[name](args.train_resolution)
             text, r_tr = _cell(train_times(ours, theirs, args, device), 1e3, "5.0f")
-            worst = max(worst, r_tr)
+            worst["training"] = max(worst["training"], r_tr)
             line += f"{text:<33}"
             same.append(macs_ratio(ours, theirs, args.train_resolution, device))
         else:
@@ -947,7 +947,10 @@ def main():
         if any(abs(r - 1.0) > 1e-3 for r in same):
             different.append(name)
         print(line, flush=True)
-    print(f"max ratio {worst:.3f} (target <= 1.0): {'OK' if worst <= 1.0 else 'ABOVE TARGET'}")
+    for kind, ratio in worst.items():
+        if kind == "inference" or args.train_steps:
+            print(f"max {kind} ratio {ratio:.3f} (target <= 1.0): "
+                  f"{'OK' if ratio <= 1.0 else 'ABOVE TARGET'}")
     print("MACs ratio: builder / hand-written at the inference / training size (1.000: the same "
           "network)")
     if different:
