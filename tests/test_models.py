@@ -349,16 +349,13 @@ def test_weight_standardised_conv_keeps_its_weights_in_inference():
 
 
 class _Always(dict):
-    """A decision table that answers ``choice`` for every shape (and records
-    the keys asked for)."""
+    """A decision table that answers ``choice`` for every shape."""
 
     def __init__(self, choice):
         super().__init__()
         self.choice = choice
-        self.asked = []
 
     def get(self, key, default=None):
-        self.asked.append(key)
         return self.choice
 
 
@@ -441,11 +438,11 @@ def test_packed_linear_follows_its_weight(monkeypatch):
     clone = copy.deepcopy(fc)
     with torch.no_grad():
         torch.testing.assert_close(clone(x), fc(x))
-    views = []
     for _ in range(4):  # a new view of the weight each call, as functional_call passes
         with torch.no_grad():
-            params = {"weight": fc.weight[:, :16], "bias": fc.bias}
-            views.append(torch.func.functional_call(fc, params, (x,)))
+            params = {"weight": fc.weight[:, :16] * 1.0, "bias": fc.bias}
+            torch.testing.assert_close(torch.func.functional_call(fc, params, (x,)),
+                                       F.linear(x, params["weight"], fc.bias))
     assert len(reorders) == 4
     small = torch.randn(1, 4, 16)  # under PACKED_MIN_MACS: plain, nothing packed or timed
     fresh = layers.Linear(16, 32)
@@ -459,6 +456,87 @@ def test_packed_linear_follows_its_weight(monkeypatch):
     with torch.no_grad():  # switched off: the plain linear
         torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
     assert len(reorders) == 4 and len(timed) == 1
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_packed_linear_edge_cases(monkeypatch):
+    """No stale weights for a model built under inference mode (its weights
+    change in place without a version), a packed module pickles, autocast
+    keeps its dtype, and a BN-folded weight made in inference mode is packed."""
+    import io
+    import pickle
+
+    import torch.nn.functional as F
+
+    from hybridnas.blocks import layers
+    from hybridnas.blocks.levit import BNLinear
+
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "_LINEAR_PACKED", _Always(True))
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 16)
+    with torch.inference_mode():
+        fc = layers.Linear(16, 32)  # inference-tensor parameters
+        for _ in range(3):
+            fc(x)
+        fc.weight.copy_(torch.randn(32, 16))  # load_state_dict inside inference mode
+        torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
+        bn = BNLinear(16, 32).eval()
+        bn[1].running_mean.uniform_(-1, 1)
+        for _ in range(3):
+            bn(x)
+        bn[1].running_mean.zero_()
+        torch.testing.assert_close(bn(x), bn[1](bn[0](x)), rtol=1e-5, atol=1e-5)
+    fc = layers.Linear(16, 32)
+    bn = BNLinear(16, 32).eval()
+    with torch.inference_mode():
+        for _ in range(3):
+            fc(x)
+            bn(x)
+        assert layers.packed_for(fc, x) and bn.__dict__["_packed"].packed is not None
+        ref = fc(x)
+    for copy in (pickle.loads(pickle.dumps(fc)), torch.load(io.BytesIO(_saved(fc)),
+                                                            weights_only=False)):
+        with torch.no_grad():
+            torch.testing.assert_close(copy(x), ref)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert {fc(x).dtype for _ in range(3)} == {torch.bfloat16}
+
+
+def _saved(module) -> bytes:
+    import io
+    buf = io.BytesIO()
+    torch.save(module, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_vit_block_under_functional_call_still_chooses(monkeypatch):
+    """Under ``functional_call`` (the supernet) a ViT block's weights are new
+    views each call, never packed; the block still times fused against
+    written out and runs the pick."""
+    from hybridnas.blocks import layers, transformer
+    from hybridnas.blocks.transformer import TransformerBlock
+
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(transformer, "_FUSED_FASTER", {})
+    monkeypatch.setattr(transformer, "faster", lambda a, b: True)
+    torch.manual_seed(0)
+    stage = StageSpec(block="transformer", depth=1, width=32, heads=2, attention="global",
+                      norm="ln", act="gelu")
+    block = TransformerBlock(32, stage).eval()
+    x = torch.randn(2, 10, 32)
+    ref = block(x).detach()
+    ran = []
+    fused = block._fused
+    monkeypatch.setattr(block, "_fused", lambda x: ran.append("fused") or fused(x))
+    with torch.inference_mode():
+        for _ in range(3):
+            views = {n: p[:] for n, p in block.named_parameters()}
+            torch.testing.assert_close(torch.func.functional_call(block, views, (x,)), ref,
+                                       rtol=1e-5, atol=1e-5)
+    assert ran and list(transformer._FUSED_FASTER.values()) == [True]
+    assert block.mixer.attn.qkv.__dict__["_packed"].packed is None
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")

@@ -317,8 +317,8 @@ _PACKED_ACTS = {
 class _PackedSlot:
     """What a module's ``linear`` last saw: its weight (and that weight's
     version and storage), its packed copy, and the last call's shape (rows,
-    threads, activation) with the way chosen for it. A copy of the module
-    starts empty (a packed weight has no storage to copy)."""
+    threads, activation) with the way chosen for it. Copies and pickles of
+    the module start empty (a packed weight has no storage to copy)."""
 
     __slots__ = ("weight", "stamp", "packed", "call", "use")
 
@@ -329,8 +329,8 @@ class _PackedSlot:
         self.call: tuple | None = None
         self.use = False
 
-    def __deepcopy__(self, memo) -> "_PackedSlot":
-        return _PackedSlot()
+    def __reduce__(self):
+        return _PackedSlot, ()
 
 
 def _plain_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
@@ -339,19 +339,32 @@ def _plain_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return y if act is None else fresh_act(act, y)
 
 
-def _packed_linear(x: torch.Tensor, slot: _PackedSlot, bias: torch.Tensor | None,
+def _packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None,
                    act: nn.Module | None) -> torch.Tensor:
     fused = _PACKED_ACTS.get(type(act))
     attr, algorithm = fused(act) if fused is not None else ("none", "")
-    y = torch.ops.mkldnn._linear_pointwise(x, slot.packed, bias, attr, [], algorithm)
+    y = torch.ops.mkldnn._linear_pointwise(x, packed, bias, attr, [], algorithm)
     return y if act is None or fused is not None else fresh_act(act, y)
 
 
 def packing(x: torch.Tensor) -> bool:
     """Whether ``linear`` may run packed on input ``x``: plain inference on
-    the CPU in float32, with oneDNN present and ``CPU_PACKED_LINEAR`` on."""
+    the CPU in float32 without autocast, with oneDNN present and
+    ``CPU_PACKED_LINEAR`` on."""
     return (CPU_PACKED_LINEAR and x.dtype == torch.float32 and x.is_cpu and _MKLDNN
-            and plain_inference())
+            and plain_inference() and not torch.is_autocast_enabled("cpu"))
+
+
+def _packable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``linear(.., x, weight)`` may run packed: ``packing(x)``, at
+    least ``PACKED_MIN_MACS``, and a float32 weight whose changes show (not an
+    inference tensor: those change in place without a version)."""
+    # cheapest tests first (most calls in small models stop at the size); not
+    # the size while exporting, where it would put a guard on a symbolic batch
+    return (CPU_PACKED_LINEAR and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and x.numel() * weight.shape[0] >= PACKED_MIN_MACS and packing(x)
+            and weight.dtype == torch.float32 and not weight.is_inference())
 
 
 def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
@@ -373,14 +386,11 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     its weight) until ``weight`` changes; a weight is packed only on its second
     call, so tensors made anew for each call (the supernet's sliced views
     under ``functional_call``) are never packed. Values equal ``F.linear``'s
-    to float rounding. Training, autograd, tracing and export, other devices
-    and dtypes run ``F.linear``."""
-    # cheapest tests first (most calls in small models stop at the size); not
-    # the size while exporting, where it would put a guard on a symbolic batch
-    if not (CPU_PACKED_LINEAR and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and x.numel() * weight.shape[0] >= PACKED_MIN_MACS and packing(x)
-            and weight.dtype == torch.float32):
+    to float rounding. Training, autograd, tracing and export, autocast,
+    other devices and dtypes run ``F.linear``. Threads sharing a module
+    never see a half-updated choice (each call reads the packed copy once
+    and runs plain without one)."""
+    if not _packable(x, weight):
         return _plain_linear(x, weight, bias, act)
     slot = owner.__dict__.get("_packed")
     if slot is None:
@@ -391,8 +401,12 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
         return _plain_linear(x, weight, bias, act)  # first sight: pack if it is used again
     call = (x.numel() // x.shape[-1], torch.get_num_threads(), act)
     if slot.call != call:
-        slot.call, slot.use = call, _choose_packed(x, slot, bias, act, call)
-    return _packed_linear(x, slot, bias, act) if slot.use else _plain_linear(x, weight, bias, act)
+        slot.use = _choose_packed(x, slot, bias, act, call)
+        slot.call = call
+    packed = slot.packed
+    if slot.use and packed is not None:
+        return _packed_linear(x, packed, bias, act)
+    return _plain_linear(x, weight, bias, act)
 
 
 def _choose_packed(x: torch.Tensor, slot: _PackedSlot, bias: torch.Tensor | None,
@@ -406,27 +420,34 @@ def _choose_packed(x: torch.Tensor, slot: _PackedSlot, bias: torch.Tensor | None
     use = _LINEAR_PACKED.get(key)
     if use is False:
         return False
-    if slot.packed is None:
+    packed = slot.packed
+    if packed is None:
         with (torch.inference_mode(False) if torch.is_inference_mode_enabled()
               else contextlib.nullcontext()):
-            slot.packed = _reorder(weight.detach())
+            packed = _reorder(weight.detach())
     if use is None:
         use = _LINEAR_PACKED[key] = faster(lambda: _plain_linear(x, weight, bias, act),
-                                           lambda: _packed_linear(x, slot, bias, act))
-    if not use:
-        slot.packed = None
+                                           lambda: _packed_linear(x, packed, bias, act))
+    if use:
+        slot.packed = packed
     return use
 
 
 def packed_for(fc: nn.Module, x: torch.Tensor) -> bool | None:
     """Whether ``fc``'s ``linear`` call on an input shaped as ``x`` runs
-    packed: False below ``PACKED_MIN_MACS``, otherwise what its last call of
-    that shape decided, None when none has yet."""
-    if not packing(x) or x.numel() * fc.weight.shape[0] < PACKED_MIN_MACS:
+    packed: False where it cannot (``_packable``) or its weight is not the
+    one it saw last (a tensor made anew each call, as ``functional_call``
+    passes, runs plain), otherwise what its last call of that shape decided,
+    None when none has yet."""
+    weight = fc.weight
+    if not _packable(x, weight):
         return False
     slot = fc.__dict__.get("_packed")
-    if slot is None or slot.call is None or slot.call[:2] != (
-            x.numel() // x.shape[-1], torch.get_num_threads()):
+    if slot is None:
+        return None
+    if slot.weight is not weight:
+        return False
+    if slot.call is None or slot.call[:2] != (x.numel() // x.shape[-1], torch.get_num_threads()):
         return None
     return slot.use
 
@@ -495,24 +516,32 @@ def inference_cached(cache: dict, key, params: tuple[torch.Tensor, ...], make) -
     steps, ``load_state_dict``; ``p.data = ...`` changes its storage). The
     cache holds the tensors it was made from, so a tensor made anew (a view
     ``functional_call`` passes) never matches one that has been freed.
-    Attention-bias tables gathered per call and BN-folded weights use it, so
-    inference pays for them once."""
-    if not plain_inference():
+    Parameters that are inference tensors (a model built under
+    ``torch.inference_mode``) change in place without a version: nothing is
+    kept for them. The value is made outside inference mode, so it has a
+    version of its own (``linear`` packs such a weight). Attention-bias
+    tables gathered per call and BN-folded weights use it, so inference pays
+    for them once."""
+    if not plain_inference() or any(p.is_inference() for p in params):
         return make()
     hit = cache.get(key)
     if hit is not None and len(hit[0]) == len(params) and all(
             p is q and _stamp(p) == stamp for p, (q, stamp) in zip(params, hit[0])):
         return hit[1]
-    value = make()
+    if torch.is_inference_mode_enabled():
+        with torch.inference_mode(False), torch.no_grad():
+            value = make()
+    else:
+        value = make()
     cache[key] = (tuple((p, _stamp(p)) for p in params), value)
     return value
 
 
 def _stamp(t: torch.Tensor) -> tuple[int, int]:
     """What changes when ``t``'s values may have: its version (bumped by
-    in-place updates) and its storage (``p.data = ...``). Inference tensors
-    have no version; made once, they are read only outside inference mode."""
-    return (-1 if t.is_inference() else t._version), t.data_ptr()
+    in-place updates) and its storage (``p.data = ...``); not for inference
+    tensors, which have no version."""
+    return t._version, t.data_ptr()
 
 
 def bn_scale_shift(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

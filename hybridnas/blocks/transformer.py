@@ -18,7 +18,7 @@ from .layers import (Attention, DropPath, Linear, Mlp, RelPosBias, conv_nd, dept
 SHIFT_MASK_VALUE = -100.0
 
 #: Whether the fused encoder layer runs faster than the block written out,
-#: per input shape, heads and threads, timed in this process
+#: per input shape, heads, MLP width and threads, timed in this process
 #: (``TransformerBlock._fuse``).
 _FUSED_FASTER: dict[tuple, bool] = {}
 
@@ -191,7 +191,8 @@ class TransformerBlock(Block):
             return False
         if not (x.is_cpu and packing(x)):
             return True
-        key = (tuple(x.shape), self.mixer.attn.heads, torch.get_num_threads())
+        key = (tuple(x.shape), self.mixer.attn.heads, self.mlp.fc1.out_features,
+               torch.get_num_threads())
         fuse = _FUSED_FASTER.get(key)
         if fuse is None:
             if packed_for(self.mixer.attn.qkv, x) is None:
