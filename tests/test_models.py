@@ -276,6 +276,37 @@ def test_depthwise_input_layout_rule():
         assert laid(768, 7) == "nhwc"
 
 
+def test_group_norm_resnet_block_trains_channels_first():
+    """A GroupNorm ResNet block takes channels-first maps while training on
+    the CPU (PyTorch's channels-last GroupNorm is the slower there), keeps
+    channels-last in inference and with BatchNorm; values and gradients are
+    those of the other layout."""
+    from hybridnas.blocks import layers
+    from hybridnas.blocks.resnet import ResNetBottleneck
+
+    torch.manual_seed(0)
+    for norm in ("gn", "bn"):
+        stage = StageSpec(block="resnet", depth=1, width=64, norm=norm, act="relu")
+        block = ResNetBottleneck(32, stage, stride=2).double()
+        seen = []
+        block.conv1.register_forward_pre_hook(lambda m, a: seen.append(a[0].is_contiguous()))
+        x = torch.randn(2, 32, 8, 8, dtype=torch.float64).contiguous(
+            memory_format=torch.channels_last).requires_grad_()
+        out = block(x)
+        (grad,) = torch.autograd.grad(out.square().sum(), x)
+        plain = x.detach().contiguous().requires_grad_()
+        ref = block(plain)
+        (ref_grad,) = torch.autograd.grad(ref.square().sum(), plain)
+        torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(grad, ref_grad)
+        assert seen[0] is (norm == "gn")  # channels first for GroupNorm only
+        block.eval()
+        with torch.no_grad():
+            block(x.detach())
+        assert seen[-1] is False  # inference: channels-last as given
+    assert layers.group_norm_input(torch.nn.GroupNorm(4, 8), torch.randn(1, 8, 3)).ndim == 3
+
+
 def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
     """In plain inference a stem conv is timed in both memory layouts once per
     shape and then runs in the one kept; values are the conv's either way."""

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, fresh_act, make_act, make_conv, make_norm2d
+from .layers import DropPath, fresh_act, group_norm_input, make_act, make_conv, make_norm2d
 
 __all__ = ["ResNetBottleneck"]
 
@@ -42,6 +42,7 @@ class ResNetBottleneck(Block):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = group_norm_input(self.norm1, x)
         shortcut = self.shortcut(x)
         x = fresh_act(self.act, self.norm1(self.conv1(x)))
         x = fresh_act(self.act, self.norm2(self.conv2(x)))
