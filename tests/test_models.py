@@ -307,6 +307,17 @@ def test_group_norm_resnet_block_trains_channels_first():
     assert layers.group_norm_input(torch.nn.GroupNorm(4, 8), torch.randn(1, 8, 3)).ndim == 3
 
 
+class _Always(dict):
+    """A decision table that answers ``choice`` for every shape."""
+
+    def __init__(self, choice):
+        super().__init__()
+        self.choice = choice
+
+    def get(self, key, default=None):
+        return self.choice
+
+
 def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
     """In plain inference a stem conv is timed in both memory layouts once per
     shape and then runs in the one kept; values are the conv's either way."""
@@ -332,16 +343,8 @@ def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
         stem(x)
     assert len(layers._CONV_LAYOUTS) == 2  # kept: not timed again
 
-    class Kept(dict):  # every shape kept in one layout
-        def __init__(self, layout):
-            super().__init__()
-            self.layout = layout
-
-        def get(self, key, default=None):
-            return self.layout
-
     for layout in (False, True):  # the layout kept is the one the conv runs in
-        monkeypatch.setattr(layers, "_CONV_LAYOUTS", Kept(layout))
+        monkeypatch.setattr(layers, "_CONV_LAYOUTS", _Always(layout))  # every shape kept so
         with torch.no_grad():
             out = stem(x)
         assert out.is_contiguous(memory_format=torch.channels_last if layout else
@@ -377,17 +380,6 @@ def test_weight_standardised_conv_keeps_its_weights_in_inference():
     assert len(calls) == 3
     assert not torch.allclose(again, ref)
     torch.testing.assert_close(again, conv(x).detach())
-
-
-class _Always(dict):
-    """A decision table that answers ``choice`` for every shape."""
-
-    def __init__(self, choice):
-        super().__init__()
-        self.choice = choice
-
-    def get(self, key, default=None):
-        return self.choice
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")

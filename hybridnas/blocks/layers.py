@@ -436,8 +436,7 @@ def _choose_packed(x: torch.Tensor, slot: _PackedSlot, bias: torch.Tensor | None
         return False
     packed = slot.packed
     if packed is None:
-        with (torch.inference_mode(False) if torch.is_inference_mode_enabled()
-              else contextlib.nullcontext()):
+        with _outside_inference_mode():
             packed = _reorder(weight.detach())
     if use is None:
         use = _LINEAR_PACKED[key] = faster(lambda: _plain_linear(x, weight, bias, act),
@@ -509,12 +508,22 @@ def forward_cached(cache: dict, key, make) -> torch.Tensor:
         return value
     if not _eager():
         return make()
-    ctx = (torch.inference_mode(False) if torch.is_inference_mode_enabled()
-           else contextlib.nullcontext())
-    with ctx:
+    with _outside_inference_mode():
         value = make()
     cache[key] = value
     return value
+
+
+def _outside_inference_mode():
+    """Context for making a tensor a module keeps: outside inference mode
+    (without autograd) when the caller is in it, so the tensor is an
+    ordinary one, with a version and usable by a later training step."""
+    if torch.is_inference_mode_enabled():
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode(False))
+        stack.enter_context(torch.no_grad())
+        return stack
+    return contextlib.nullcontext()
 
 
 def plain_inference() -> bool:
@@ -542,10 +551,7 @@ def inference_cached(cache: dict, key, params: tuple[torch.Tensor, ...], make) -
     if hit is not None and len(hit[0]) == len(params) and all(
             p is q and _stamp(p) == stamp for p, (q, stamp) in zip(params, hit[0])):
         return hit[1]
-    if torch.is_inference_mode_enabled():
-        with torch.inference_mode(False), torch.no_grad():
-            value = make()
-    else:
+    with _outside_inference_mode():
         value = make()
     cache[key] = (tuple((p, _stamp(p)) for p in params), value)
     return value
