@@ -9,7 +9,9 @@ the builder picks and whether that is the faster one here:
   convs with kernels over 3x3 and at least ``DEPTHWISE_CHANNELS_FIRST_MIN``
   weights channels-first input (``depthwise_input``); a patchify stem (kernel =
   stride over the image channels) takes the image as it is, channels first
-  (``HybridNet.forward_features``). In inference the stems' convs (and
+  (``HybridNet.forward_features``); while training, a dense kxk conv with more
+  than ``DENSE_CHANNELS_FIRST_RATIO`` times as many weights as its input has
+  values runs channels-first (``dense_conv``). In inference the stems' convs (and
   weight-standardised convs) run in the layout timed faster for their shape
   (``timed_conv``); for the dense rows of the inference table the pick is
   what that timing chose, so the column checks the timing against this one.
@@ -61,6 +63,10 @@ CONVS = [
     (96, 384, 1, 1, 1, 28), (384, 96, 1, 1, 1, 28), (96, 192, 2, 2, 1, 28),
     # the seed's hybrid stem and ViT_C stems further down (3x3 stride 2)
     (128, 256, 3, 2, 1, 56), (256, 768, 3, 2, 1, 28), (192, 384, 3, 2, 1, 14),
+    # wide convs over small maps at the proxy size (``dense_conv``): the hybrid stem's
+    # last conv, LeViT's stem, EfficientFormer's and ConvNeXt's last downsamplers
+    (256, 768, 3, 2, 1, 14), (64, 128, 3, 2, 1, 14), (224, 448, 3, 2, 1, 7),
+    (384, 768, 2, 2, 1, 7),
 ]
 
 #: name: (batch x windows, heads, queries, keys, head dim, learned bias)
@@ -122,6 +128,13 @@ def conv_layouts(train: bool, rounds: int) -> None:
         depthwise = groups == cin > 1
         with torch.set_grad_enabled(train):
             first = depthwise and layers.depthwise_input(conv, probe).is_contiguous()
+            if groups == 1 and train:  # what dense_conv hands the conv at this size
+                seen = []
+                hook = conv.register_forward_pre_hook(
+                    lambda m, args: seen.append(args[0].is_contiguous()))
+                layers.dense_conv(conv, x.contiguous(memory_format=torch.channels_last))
+                hook.remove()
+                first = seen[0]
         patchify = cin == 3 and k == stride  # a patchify stem takes the image as it is
         pick = "NCHW" if first or patchify else "NHWC"
         kind = "depthwise" if depthwise else "patchify" if patchify else "dense"

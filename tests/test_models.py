@@ -221,7 +221,7 @@ def test_cpu_maps_run_channels_last_and_compute_the_same(name, size, monkeypatch
         x = args[0]
         if x.shape[-1] * x.shape[-2] > 1 and mod.in_channels > 1:  # else both layouts coincide
             seen.append((mod, x.is_contiguous(memory_format=torch.channels_last)
-                         and not x.is_contiguous()))
+                         and not x.is_contiguous(), x.numel()))
 
     hooks = [m.register_forward_pre_hook(layout) for m in model.modules()
              if isinstance(m, nn.Conv2d)]
@@ -235,16 +235,20 @@ def test_cpu_maps_run_channels_last_and_compute_the_same(name, size, monkeypatch
     if model.spec.stem.kind == "patchify":  # takes the image as it is (faster channels-first)
         assert laid[0][0] is model.stem[0] and not laid[0][1]
         laid = laid[1:]
-    big = [m for m, _ in laid if m.groups == m.in_channels > 1
+    big = [m for m, _, _ in laid if m.groups == m.in_channels > 1
            and m.weight.numel() >= layers.DEPTHWISE_CHANNELS_FIRST_MIN
            and m.kernel_size[0] * m.kernel_size[1] > 9]
-    assert laid and all(last for m, last in laid if m not in big), name
-    assert not any(last for m, last in laid if m in big)
+    # dense kxk convs with more weights than input values: channels first (dense_conv)
+    wide = [m for m, _, n in laid if m.groups == 1 and m.kernel_size != (1, 1)
+            and m.weight.numel() > layers.DENSE_CHANNELS_FIRST_RATIO * n]
+    assert laid and all(last for m, last, _ in laid if m not in big + wide), name
+    assert not any(last for m, last, _ in laid if m in big + wide)
     if name == "convnext_tiny":
         assert big, "ConvNeXt-T's last stage (7x7 over 768 channels) takes channels-first input"
+        assert wide, "ConvNeXt-T's last downsampler (2x2, 384 -> 768 over 4x4 maps) too"
     monkeypatch.setattr(layers, "CPU_CHANNELS_LAST", False)
     ref, ref_grads, laid = run()
-    assert not all(last for _, last in laid)  # channels-first maps again
+    assert not all(last for _, last, _ in laid)  # channels-first maps again
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
@@ -274,6 +278,69 @@ def test_depthwise_input_layout_rule():
     assert laid(768, 7, ndim=3) == "nchw"  # 1-D maps are left as they are (contiguous)
     with torch.no_grad():  # the slow kernel is the backward: inference stays channels-last
         assert laid(768, 7) == "nhwc"
+
+
+def test_dense_conv_runs_wide_convs_channels_first_while_training():
+    """``dense_conv``: a kxk conv with more than DENSE_CHANNELS_FIRST_RATIO
+    times as many weights as its input has values runs channels-first while
+    training, hands its output back channels-last and its input's gradient
+    back in the input's order; values and gradients are the conv's."""
+    from torch import nn
+
+    from hybridnas.blocks import layers
+
+    torch.manual_seed(0)
+    seen = []
+    hook = lambda mod, args: seen.append(args[0].is_contiguous())  # noqa: E731
+
+    def run(cin, cout, k, size, grad=True):
+        conv = nn.Conv2d(cin, cout, k, 2, k // 2)
+        handle = conv.register_forward_pre_hook(hook)
+        x = torch.randn(2, cin, size, size).contiguous(memory_format=torch.channels_last)
+        x.requires_grad_(grad)
+        with torch.set_grad_enabled(grad):
+            out = layers.dense_conv(conv, x)
+            ref = conv._conv_forward(x.detach().contiguous(), conv.weight, conv.bias)
+        handle.remove()
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        if grad:
+            g = torch.randn_like(out)
+            (gx,) = torch.autograd.grad(out, x, g)
+            x2 = x.detach().requires_grad_()
+            (ref_gx,) = torch.autograd.grad(conv(x2), x2, g)
+            torch.testing.assert_close(gx, ref_gx, rtol=1e-5, atol=1e-5)
+            assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+        return "nchw" if seen[-1] else "nhwc"
+
+    # 3x3 256 -> 512 over 4x4 maps: 1.2M weights against 8K values
+    assert run(256, 512, 3, 4) == "nchw"
+    assert run(256, 512, 3, 4, grad=False) == "nhwc"  # inference: timed_conv decides
+    assert run(16, 32, 3, 16) == "nhwc"  # 4.6K weights against 8K values
+    assert run(256, 512, 1, 4) == "nhwc"  # 1x1: the same weight in either order
+    # at the threshold: weights = 2x the values stays channels-last
+    ratio = layers.DENSE_CHANNELS_FIRST_RATIO
+    assert run(8, 8 * ratio, 2, 4) == "nhwc"  # 16 * 8 * 2 * 2 = 512 weights, 2 * 8 * 4 * 4 = 256 values
+    assert run(8, 8 * ratio + 1, 2, 4) == "nchw"
+    grouped = nn.Conv2d(256, 512, 3, groups=2)
+    x = torch.randn(1, 256, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert layers.dense_conv(grouped, x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_relayout_sends_the_gradient_back_in_the_input_order():
+    """``contiguous`` passes the gradient through in whatever order it comes;
+    ``relayout`` turns it back into its input's order."""
+    from hybridnas.blocks.layers import relayout
+
+    x = torch.randn(2, 3, 4, 5).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = relayout(x, torch.contiguous_format)
+    assert y.is_contiguous() and torch.equal(y, x)
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert g.is_contiguous(memory_format=torch.channels_last) and not g.is_contiguous()
+    x = torch.randn(2, 3, 4, 5, requires_grad=True)
+    y = relayout(x, torch.channels_last)
+    (g,) = torch.autograd.grad(y, x, torch.randn_like(y).contiguous(memory_format=torch.channels_last))
+    assert g.is_contiguous()
 
 
 def test_group_norm_resnet_block_trains_channels_first():
@@ -324,11 +391,11 @@ def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
     from torch import nn
 
     from hybridnas.blocks import layers
-    from hybridnas.blocks.stems import ConvStem
+    from hybridnas.blocks.layers import ConvSequence
 
     monkeypatch.setattr(layers, "_CONV_LAYOUTS", {})
     torch.manual_seed(0)
-    stem = ConvStem(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
+    stem = ConvSequence(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
                     nn.Conv2d(8, 16, 3, 2, 1)).eval()
     stem[1].running_mean.uniform_(-1, 1)
     stem[1].running_var.uniform_(0.5, 2)

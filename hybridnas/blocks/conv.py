@@ -9,7 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..spec import StageSpec
 from .base import Block, register_block
 from .layers import (DropPath, LayerNorm2d, Linear, SqueezeExcite, bn_tensors, conv_nd,
-                     depthwise_input, fold_conv_bn, fresh_act, inference_cached, layer_scale, make_act,
+                     dense_conv, depthwise_input, fold_conv_bn, fresh_act, inference_cached, layer_scale, make_act,
                      make_norm2d, plain_inference, pooled_projection)
 
 
@@ -34,7 +34,7 @@ class PatchMerge(nn.Module):
                 pad += [0, (-n) % s]
             if any(pad):
                 x = F.pad(x, pad)
-        return self.conv(x)
+        return dense_conv(self.conv, x)
 
 
 def patch_downsample(in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:

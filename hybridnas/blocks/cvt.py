@@ -15,7 +15,8 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, LayerNorm2d, Linear, Mlp, attend, make_norm_last, residual
+from .layers import (ConvSequence, DropPath, LayerNorm2d, Linear, Mlp, attend, make_norm_last,
+                     residual)
 
 __all__ = ["CvTBlock", "ConvAttention", "conv_embedding"]
 
@@ -23,7 +24,7 @@ __all__ = ["CvTBlock", "ConvAttention", "conv_embedding"]
 PROJ_KERNEL = 3
 
 
-def conv_embedding(in_ch: int, out_ch: int, kernel: int, stride: int) -> nn.Sequential:
+def conv_embedding(in_ch: int, out_ch: int, kernel: int, stride: int) -> ConvSequence:
     """CvT's convolutional token embedding on channels-first maps.
 
     Padded so that the output is ceil(n / stride) for any n, the same
@@ -38,7 +39,7 @@ def conv_embedding(in_ch: int, out_ch: int, kernel: int, stride: int) -> nn.Sequ
         before = 0
     layers += [nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=before),
                LayerNorm2d(out_ch, eps=1e-5)]
-    return nn.Sequential(*layers)
+    return ConvSequence(*layers)
 
 
 def _dw_projection(dim: int, stride: int) -> nn.Sequential:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..spec import StageSpec
-from .layers import Linear, make_conv, make_norm2d, make_norm_last, pooled_projection
+from .layers import ConvSequence, Linear, make_conv, make_norm2d, make_norm_last, pooled_projection
 
 __all__ = ["PatchMerging", "build_downsampler", "downsampler_width"]
 
@@ -61,7 +61,7 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class ConvDownsample(nn.Sequential):
+class ConvDownsample(ConvSequence):
     """Strided conv + norm (bias only when there is no norm)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, norm: str, dims: int):

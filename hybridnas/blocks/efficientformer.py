@@ -14,7 +14,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, inference_cached,
+from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, inference_cached,
                      layer_scale, make_act, plain_inference, residual)
 from .levit import OffsetAttention
 
@@ -51,10 +51,8 @@ class Meta4D(Block):
     def downsample(cls, in_ch: int, stage: StageSpec, dims: int) -> nn.Module | None:
         if stage.stride == 1 and in_ch == stage.width:
             return None
-        return nn.Sequential(
-            nn.Conv2d(in_ch, stage.width, 3, stride=stage.stride, padding=1),
-            nn.BatchNorm2d(stage.width),
-        )
+        return ConvSequence(nn.Conv2d(in_ch, stage.width, 3, stride=stage.stride, padding=1),
+                            nn.BatchNorm2d(stage.width))
 
     @classmethod
     def variant(cls, stage: StageSpec, index: int) -> type[Block]:

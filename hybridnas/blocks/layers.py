@@ -15,12 +15,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
     "make_act", "fresh_act", "residual", "make_norm2d", "make_norm_last", "LayerNorm2d",
     "DropPath", "SqueezeExcite", "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc",
     "to_nchw", "cpu_maps", "cpu_channels_last", "depthwise_input", "group_norm_input",
-    "timed_conv", "Linear",
+    "dense_conv", "timed_conv", "ConvSequence", "Linear",
     "linear", "packing", "packed_for",
 ]
 
@@ -173,6 +174,59 @@ def depthwise_input(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
             and torch.is_grad_enabled() and cpu_channels_last(x)):
         return x.contiguous()
     return x
+
+
+#: A dense kxk conv with more than this many times as many weights as its
+#: input has values runs channels-first while training (``dense_conv``).
+DENSE_CHANNELS_FIRST_RATIO = 2
+
+
+def dense_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a dense (ungrouped) conv on CPU maps (see ``cpu_maps``):
+    while autograd records, a kxk conv with more weights than ``x`` has values
+    (a wide conv over small late-stage maps) runs channels-first and hands its
+    output back channels-last, so the layout downstream is unchanged.
+
+    oneDNN runs a channels-last conv with the weight copied into
+    channels-last order, and PyTorch makes that copy (a slow permuting one) in
+    the forward, in the backward and for the weight's gradient: four copies a
+    step, none of them needed channels-first. With the weights larger than
+    the map those copies cost more than the conv gains from channels-last:
+    forward + backward at batch 4, the seed's hybrid stem's 3x3 256 -> 768
+    over 14x14 maps 40.9 ms channels-last vs 31.9 ms channels-first, CvT-13's
+    192 -> 384 embedding 10.6 vs 8.9 ms, while 64 -> 128 over 56x56 is 12.4
+    vs 17.7 ms (``benchmarks/bench_cpu_kernels.py`` prints both layouts with
+    the pick). In inference ``timed_conv`` times the layout per shape; 1x1
+    convs have the same weight in either order."""
+    w = conv.weight
+    # the size last: while exporting it would put a guard on a symbolic batch
+    if (conv.groups == 1 and torch.is_grad_enabled() and cpu_channels_last(x)
+            and w[0, 0].numel() > 1 and w.numel() > DENSE_CHANNELS_FIRST_RATIO * x.numel()):
+        return relayout(conv(relayout(x, torch.contiguous_format)), torch.channels_last)
+    return conv(x)
+
+
+class _Relayout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:  # type: ignore[override]
+        ctx.back = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+                    and not x.is_contiguous() else torch.contiguous_format)
+        return x.contiguous(memory_format=fmt)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return grad.contiguous(memory_format=ctx.back), None
+
+
+def relayout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``x.contiguous(memory_format=fmt)`` whose gradient goes back in ``x``'s
+    memory order. ``contiguous`` passes the gradient through as it comes, so
+    the layers before a layout change would run their backward on gradients
+    in the other order than their inputs: slow kernels (PyTorch's
+    BatchNorm and average-pool backward 3-8x) and copies."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return x.contiguous(memory_format=fmt)
+    return _Relayout.apply(x, fmt)
 
 
 def faster(current: Callable[[], object], other: Callable[[], object], rounds: int = 3,
@@ -903,3 +957,42 @@ def unpartition(win: torch.Tensor, info) -> torch.Tensor:
     if x.shape[1] != h or x.shape[2] != w:
         x = x[:, :h, :w]
     return x
+
+
+class ConvSequence(nn.Sequential):
+    """Convs with their norms and activations, in order (an ``nn.Sequential``:
+    the same parameter names): stems, conv downsamplers. In plain inference a
+    conv followed by an eval-mode BatchNorm runs as one conv with the norm
+    folded in (computed once, kept until a parameter changes), each 2-D conv
+    in the memory layout timed faster for its shape (``timed_conv``), and
+    activations work in place; while training, dense convs take the layout
+    ``dense_conv`` gives them."""
+
+    def __init__(self, *layers: nn.Module):
+        super().__init__(*layers)
+        self._folded: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not plain_inference():
+            for m in self:
+                x = dense_conv(m, x) if isinstance(m, nn.Conv2d) else m(x)
+            return x
+        mods = list(self)
+        i, fresh = 0, False
+        while i < len(mods):
+            m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
+            if (type(m) in (nn.Conv1d, nn.Conv2d) and isinstance(nxt, _BatchNorm)
+                    and not nxt.training):
+                params = (m.weight, *([] if m.bias is None else [m.bias]), *bn_tensors(nxt))
+                w, b = inference_cached(self._folded, (i, str(x.device), x.dtype), params,
+                                        lambda m=m, bn=nxt: fold_conv_bn(m, bn))
+                x, fresh = timed_conv(m, x, w, b), True
+                i += 2
+                continue
+            if type(m) is nn.Conv2d:
+                x = timed_conv(m, x, m.weight, m.bias)
+            else:
+                x = fresh_act(m, x) if fresh else m(x)  # in place only for activations
+            fresh = isinstance(m, (nn.Conv1d, nn.Conv2d, _BatchNorm))
+            i += 1
+        return x

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import DropPath, fresh_act, group_norm_input, make_act, make_conv, make_norm2d
+from .layers import (DropPath, dense_conv, fresh_act, group_norm_input, make_act, make_conv,
+                     make_norm2d)
 
 __all__ = ["ResNetBottleneck"]
 
@@ -45,6 +46,6 @@ class ResNetBottleneck(Block):
         x = group_norm_input(self.norm1, x)
         shortcut = self.shortcut(x)
         x = fresh_act(self.act, self.norm1(self.conv1(x)))
-        x = fresh_act(self.act, self.norm2(self.conv2(x)))
+        x = fresh_act(self.act, self.norm2(dense_conv(self.conv2, x)))
         x = self.norm3(self.conv3(x))
         return fresh_act(self.act, shortcut + self.drop_path(x))
