@@ -411,3 +411,10 @@ def test_inference_fast_paths_match_the_training_graph_and_follow_updates():
     plain = model(x)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), plain.detach(), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # same tensor objects and versions, new storage
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.data = t.data * 1.1
+    plain = model(x)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), plain.detach(), atol=1e-5, rtol=1e-4)

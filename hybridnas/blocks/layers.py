@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import statistics
 import time
 from collections.abc import Callable
@@ -125,9 +126,12 @@ def to_nhwc(x: torch.Tensor) -> torch.Tensor:
 
 
 def _eager() -> bool:
-    """Not tracing, scripting or compiling: export sees the plain graph."""
-    return not (torch.jit.is_scripting() or torch.jit.is_tracing()
-                or torch.compiler.is_compiling())
+    """Not tracing (``torch.jit.trace``, TorchScript-based ONNX export) or
+    compiling (``torch.compile``, ``torch.export``): export sees the plain
+    graph. Asked in most layers' forward, so kept to two calls (the public
+    ``torch.jit.is_tracing`` adds two Python frames); compiling is asked
+    first, so Dynamo folds it without reaching the C call."""
+    return not (torch.compiler.is_compiling() or torch._C._is_tracing())
 
 
 def cpu_maps(x: torch.Tensor) -> torch.Tensor:
@@ -599,15 +603,20 @@ def inference_cached(cache: dict, key, params: tuple[torch.Tensor, ...], make) -
     version of its own (``linear`` packs such a weight). Attention-bias
     tables gathered per call and BN-folded weights use it, so inference pays
     for them once."""
-    if not plain_inference() or any(p.is_inference() for p in params):
+    if not plain_inference():
         return make()
     hit = cache.get(key)
-    if hit is not None and len(hit[0]) == len(params) and all(
-            p is q and _stamp(p) == stamp for p, (q, stamp) in zip(params, hit[0])):
-        return hit[1]
+    # A hit holds the same tensors, so none is an inference tensor (those are
+    # never kept): their stamps can be read. One pass, no frame per tensor:
+    # this runs in every BN-folded layer's forward.
+    if (hit is not None and len(hit[0]) == len(params) and all(map(operator.is_, hit[0], params))
+            and [(p._version, p.data_ptr()) for p in params] == hit[1]):
+        return hit[2]
+    if any(p.is_inference() for p in params):
+        return make()
     with _outside_inference_mode():
         value = make()
-    cache[key] = (tuple((p, _stamp(p)) for p in params), value)
+    cache[key] = (tuple(params), [_stamp(p) for p in params], value)
     return value
 
 

@@ -48,11 +48,11 @@ class BNLinear(nn.Sequential):
 
     def forward(self, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
         """``act(bn(linear(x)))`` (no ``act``: without it)."""
-        bn = self[1]
+        lin, bn = self._modules.values()  # not self[i]: two Python calls each
         if self.training or bn.running_mean is None or not plain_inference():
-            y = super().forward(x)
+            y = bn(lin(x))
             return y if act is None else fresh_act(act, y)
-        params = (self[0].weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        params = (lin.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
         w, b = inference_cached(self._folded, (str(x.device), x.dtype), params, self._fold)
         return linear(self, x, w, b, act)
 
