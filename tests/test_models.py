@@ -315,7 +315,7 @@ def test_dense_conv_runs_wide_convs_channels_first_while_training():
 
     # 3x3 256 -> 512 over 4x4 maps: 1.2M weights against 8K values
     assert run(256, 512, 3, 4) == "nchw"
-    assert run(256, 512, 3, 4, grad=False) == "nhwc"  # inference: timed_conv decides
+    assert run(256, 512, 3, 4, grad=False) == "nhwc"  # without autograd: as given
     assert run(16, 32, 3, 16) == "nhwc"  # 4.6K weights against 8K values
     assert run(256, 512, 1, 4) == "nhwc"  # 1x1: the same weight in either order
     # at the threshold: weights = 2x the values stays channels-last
@@ -325,6 +325,26 @@ def test_dense_conv_runs_wide_convs_channels_first_while_training():
     grouped = nn.Conv2d(256, 512, 3, groups=2)
     x = torch.randn(1, 256, 4, 4).contiguous(memory_format=torch.channels_last)
     assert layers.dense_conv(grouped, x).is_contiguous(memory_format=torch.channels_last)
+    # a channels-first map (a GroupNorm block's) stays channels-first
+    wide = nn.Conv2d(256, 512, 3, padding=1)
+    assert layers.dense_conv(wide, torch.randn(1, 256, 4, 4)).is_contiguous()
+    # torch.func transforms and forward-mode AD run through the layout change
+    from torch.autograd import forward_ad
+    from torch.func import functional_call, grad
+
+    seq = layers.ConvSequence(wide)  # its training forward calls dense_conv
+    params = dict(seq.named_parameters())
+    x = torch.randn(1, 256, 4, 4).contiguous(memory_format=torch.channels_last)
+    g = grad(lambda p: functional_call(seq, p, (x,)).square().sum())(params)
+    ref = grad(lambda p: torch.nn.functional.conv2d(x, p["0.weight"], p["0.bias"], padding=1)
+               .square().sum())(params)
+    torch.testing.assert_close(g["0.bias"], ref["0.bias"], rtol=1e-4, atol=1e-3)
+    t = torch.randn_like(x)
+    with forward_ad.dual_level():
+        out = seq(forward_ad.make_dual(x, t))
+        tangent = forward_ad.unpack_dual(out).tangent
+    torch.testing.assert_close(tangent, wide._conv_forward(t, wide.weight, None), rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_relayout_sends_the_gradient_back_in_the_input_order():

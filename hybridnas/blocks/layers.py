@@ -187,39 +187,61 @@ DENSE_CHANNELS_FIRST_RATIO = 2
 
 def dense_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``conv(x)`` for a dense (ungrouped) conv on CPU maps (see ``cpu_maps``):
-    while autograd records, a kxk conv with more weights than ``x`` has values
-    (a wide conv over small late-stage maps) runs channels-first and hands its
-    output back channels-last, so the layout downstream is unchanged.
+    while autograd records, a kxk conv on a channels-last map with more than
+    ``DENSE_CHANNELS_FIRST_RATIO`` times as many weights as the map has
+    values (a wide conv over small late-stage maps) runs channels-first and
+    hands its output back channels-last, so the layout downstream is
+    unchanged. Maps already channels-first (a GroupNorm block's:
+    ``group_norm_input``) stay so.
 
     oneDNN runs a channels-last conv with the weight copied into
     channels-last order, and PyTorch makes that copy (a slow permuting one) in
     the forward, in the backward and for the weight's gradient: four copies a
-    step, none of them needed channels-first. With the weights larger than
-    the map those copies cost more than the conv gains from channels-last:
-    forward + backward at batch 4, the seed's hybrid stem's 3x3 256 -> 768
-    over 14x14 maps 40.9 ms channels-last vs 31.9 ms channels-first, CvT-13's
-    192 -> 384 embedding 10.6 vs 8.9 ms, while 64 -> 128 over 56x56 is 12.4
-    vs 17.7 ms (``benchmarks/bench_cpu_kernels.py`` prints both layouts with
-    the pick). In inference ``timed_conv`` times the layout per shape; 1x1
-    convs have the same weight in either order."""
+    step, none of them needed channels-first. With the weights much larger
+    than the map those copies cost more than the conv gains from
+    channels-last: forward + backward at batch 4 with the conversions, the
+    seed's hybrid stem's 3x3 256 -> 768 over 14x14 maps 64.5 -> 42.1 ms,
+    EfficientFormer-L1's 224 -> 448 over 7x7 25.5 -> 11.6 ms, CvT-13's
+    192 -> 384 embedding 11.0 -> 9.6 ms, while at 1.5-2x as many weights as
+    values channels-first is 2-6 % slower (``benchmarks/bench_cpu_kernels.py``
+    prints both layouts with the pick). Without autograd the conv runs as
+    given (stems and conv downsamplers time their layout in inference:
+    ``ConvSequence``, ``timed_conv``); 1x1 convs have the same weight in
+    either order."""
     w = conv.weight
     # the size last: while exporting it would put a guard on a symbolic batch
     if (conv.groups == 1 and torch.is_grad_enabled() and cpu_channels_last(x)
+            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
             and w[0, 0].numel() > 1 and w.numel() > DENSE_CHANNELS_FIRST_RATIO * x.numel()):
         return relayout(conv(relayout(x, torch.contiguous_format)), torch.channels_last)
     return conv(x)
 
 
 class _Relayout(torch.autograd.Function):
+    """``x.contiguous(memory_format=fmt)``; the gradient goes back in ``x``'s
+    order. Written in the ``setup_context`` form with a vmap rule and a jvp,
+    so ``torch.func`` transforms and forward-mode AD work through it."""
+
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:  # type: ignore[override]
+        return x.contiguous(memory_format=fmt)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        x, fmt = inputs
+        ctx.fmt = fmt
         ctx.back = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
                     and not x.is_contiguous() else torch.contiguous_format)
-        return x.contiguous(memory_format=fmt)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         return grad.contiguous(memory_format=ctx.back), None
+
+    @staticmethod
+    def jvp(ctx, tangent: torch.Tensor, _fmt) -> torch.Tensor:  # type: ignore[override]
+        return tangent.contiguous(memory_format=ctx.fmt)
 
 
 def relayout(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
