@@ -210,11 +210,16 @@ def dense_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     either order."""
     w = conv.weight
     # the size last: while exporting it would put a guard on a symbolic batch
-    if (conv.groups == 1 and torch.is_grad_enabled() and cpu_channels_last(x)
-            and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    if (conv.groups == 1 and torch.is_grad_enabled() and cpu_channels_last(x) and _laid_last(x)
             and w[0, 0].numel() > 1 and w.numel() > DENSE_CHANNELS_FIRST_RATIO * x.numel()):
         return relayout(conv(relayout(x, torch.contiguous_format)), torch.channels_last)
     return conv(x)
+
+
+def _laid_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also channels-first,
+    as maps with one channel or 1x1 maps are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class _Relayout(torch.autograd.Function):
@@ -232,8 +237,7 @@ class _Relayout(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
         x, fmt = inputs
         ctx.fmt = fmt
-        ctx.back = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
-                    and not x.is_contiguous() else torch.contiguous_format)
+        ctx.back = torch.channels_last if _laid_last(x) else torch.contiguous_format
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
