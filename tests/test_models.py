@@ -480,6 +480,7 @@ def test_packed_linear_equals_the_plain_linear(monkeypatch, act):
     from hybridnas.blocks import layers
 
     monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
     torch.manual_seed(0)
     fc = layers.Linear(24, 40)
     act_mod = layers.make_act(act) if act else None
@@ -513,6 +514,7 @@ def test_packed_linear_follows_its_weight(monkeypatch):
 
     monkeypatch.setattr(layers, "_LINEAR_PACKED", {})
     monkeypatch.setattr(layers, "PACKED_MIN_MACS", 16 * 32 * 5)  # x's size: packable
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 5)
     torch.manual_seed(0)
     fc = layers.Linear(16, 32)
     x = torch.randn(1, 5, 16)
@@ -569,6 +571,34 @@ def test_packed_linear_follows_its_weight(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_linear_over_few_rows_runs_plain(monkeypatch):
+    """Under ``PACKED_MIN_ROWS`` rows (batch times tokens) a linear runs
+    plain, never timed or packed, however many multiply-adds it has; at the
+    minimum it is timed and packed as usual."""
+    import torch.nn.functional as F
+
+    from hybridnas.blocks import layers
+
+    monkeypatch.setattr(layers, "_LINEAR_PACKED", {})
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 8)
+    timed = []
+    monkeypatch.setattr(layers, "faster", lambda a, b: timed.append(1) or True)
+    torch.manual_seed(0)
+    fc = layers.Linear(16, 32)
+    few, enough = torch.randn(1, 7, 16), torch.randn(2, 4, 16)
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(fc(few), F.linear(few, fc.weight, fc.bias))
+        assert not timed and layers.packed_for(fc, few) is False
+        assert "_packed" not in fc.__dict__
+        for _ in range(3):
+            torch.testing.assert_close(fc(enough), F.linear(enough, fc.weight, fc.bias),
+                                       rtol=1e-5, atol=1e-5)
+        assert timed == [1] and layers.packed_for(fc, enough)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 def test_packed_linear_edge_cases(monkeypatch):
     """No stale weights for a model built under inference mode (its weights
     change in place without a version), a packed module pickles, autocast
@@ -582,6 +612,7 @@ def test_packed_linear_edge_cases(monkeypatch):
     from hybridnas.blocks.levit import BNLinear
 
     monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
     monkeypatch.setattr(layers, "_LINEAR_PACKED", _Always(True))
     torch.manual_seed(0)
     x = torch.randn(2, 5, 16)
@@ -629,6 +660,7 @@ def test_vit_block_under_functional_call_still_chooses(monkeypatch):
     from hybridnas.blocks.transformer import TransformerBlock
 
     monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
     monkeypatch.setattr(transformer, "_FUSED_FASTER", {})
     monkeypatch.setattr(transformer, "faster", lambda a, b: True)
     torch.manual_seed(0)
@@ -671,6 +703,7 @@ def test_vit_block_runs_the_faster_of_fused_and_written_out(monkeypatch):
         monkeypatch.setattr(transformer, "faster", lambda a, b, fused=fused: fused)
         for small in (False, True):  # linears big enough to pack, or not
             monkeypatch.setattr(layers, "PACKED_MIN_MACS", 1 << 30 if small else 0)
+            monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
             monkeypatch.setattr(transformer, "_FUSED_FASTER", {})
             ran.clear()
             block.mixer.attn.qkv.__dict__.pop("_packed", None)

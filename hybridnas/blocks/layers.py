@@ -398,6 +398,15 @@ CPU_PACKED_LINEAR = True
 #: and the proxy models' many small linears skip the checks.
 PACKED_MIN_MACS = 1 << 20
 
+#: Linear layers over fewer rows (tokens times batch) run plain without
+#: timing. There the matmul streams its weight more than it computes, and in
+#: a whole network, where each weight arrives cold from memory, the packed
+#: weight ran slower than the plain one even for shapes a warm timing loop
+#: found faster packed: LeViT-128S at batch 1 (16 and 49 rows in its later
+#: stages) inferred 9-11 % faster with no linear packed than with the timed
+#: choice, in three runs that packed 3, 6 and 8 of its 16 shapes.
+PACKED_MIN_ROWS = 64
+
 #: Whether each linear shape runs faster on a packed weight, timed in this
 #: process (``linear``): key -> True for packed.
 _LINEAR_PACKED: dict[tuple, bool] = {}
@@ -455,14 +464,17 @@ def packing(x: torch.Tensor) -> bool:
 
 def _packable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(.., x, weight)`` may run packed: ``packing(x)``, at
-    least ``PACKED_MIN_MACS``, and a float32 weight whose changes show (not an
-    inference tensor: those change in place without a version)."""
-    # cheapest tests first (most calls in small models stop at the size); not
-    # the size while exporting, where it would put a guard on a symbolic batch
-    return (CPU_PACKED_LINEAR and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and x.numel() * weight.shape[0] >= PACKED_MIN_MACS and packing(x)
-            and weight.dtype == torch.float32 and not weight.is_inference())
+    least ``PACKED_MIN_MACS`` and a float32 weight. (``linear`` also never
+    packs an inference tensor: those change in place without a version.)"""
+    # Cheapest tests first, each asked once: this runs in every linear layer's
+    # inference forward (most calls in small models stop at the size). Not the
+    # size while compiling, where it would put a guard on a symbolic batch.
+    return (CPU_PACKED_LINEAR and _MKLDNN and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and x.is_cpu
+            and x.numel() * weight.shape[0] >= PACKED_MIN_MACS
+            and x.numel() >= PACKED_MIN_ROWS * weight.shape[-1]
+            and x.dtype == torch.float32 and weight.dtype == torch.float32
+            and not torch._C._is_tracing() and not torch.is_autocast_enabled("cpu"))
 
 
 def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
@@ -475,8 +487,9 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     A packed weight saves the reordering every call otherwise pays: ViT-B/16's
     linears at 197 tokens run 10-25 % faster on one thread, and the fused
     GELU saves a pass over the MLP's hidden activations. Below
-    ``PACKED_MIN_MACS`` the oneDNN call costs more than it saves and the
-    linear runs plain. Above it the crossover depends on the shape and the
+    ``PACKED_MIN_MACS`` the oneDNN call costs more than it saves, and below
+    ``PACKED_MIN_ROWS`` rows the weight's trip from memory outweighs what
+    packing saves: the linear runs plain. Above them the crossover depends on the shape and the
     CPU, so the first packed call of each shape (weight, rows, activation,
     threads) times both ways a few calls each and keeps the faster for the
     process, as ``timed_conv`` does for conv layouts
@@ -491,16 +504,30 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     if not _packable(x, weight):
         return _plain_linear(x, weight, bias, act)
     slot = owner.__dict__.get("_packed")
+    call = (x.numel() // x.size(-1), torch.get_num_threads(), act)
+    if slot is not None and slot.weight is weight and slot.call == call:
+        # this weight and shape decided before: plain needs no more checks,
+        # packed that the weight has not changed since it was packed (stamp
+        # read before the copy: a reset clears the copy before the stamp)
+        if not slot.use:
+            return _plain_linear(x, weight, bias, act)
+        if slot.stamp == _stamp(weight):
+            packed = slot.packed
+            if packed is not None:
+                return _packed_linear(x, packed, bias, act)
     if slot is None:
         slot = owner.__dict__["_packed"] = _PackedSlot()
+    if weight.is_inference():  # changes in place without a version: never packed
+        slot.packed, slot.use, slot.call = None, False, call  # decided before it matches
+        slot.weight, slot.stamp = weight, (-1, 0)
+        return _plain_linear(x, weight, bias, act)
     stamp = _stamp(weight)
     if slot.weight is not weight or slot.stamp != stamp:
-        slot.weight, slot.stamp, slot.packed, slot.call = weight, stamp, None, None
+        slot.call, slot.packed = None, None  # cleared before the new weight shows
+        slot.weight, slot.stamp = weight, stamp
         return _plain_linear(x, weight, bias, act)  # first sight: pack if it is used again
-    call = (x.numel() // x.shape[-1], torch.get_num_threads(), act)
-    if slot.call != call:
-        slot.use = _choose_packed(x, slot, bias, act, call)
-        slot.call = call
+    slot.use = _choose_packed(x, slot, bias, act, call)
+    slot.call = call
     packed = slot.packed
     if slot.use and packed is not None:
         return _packed_linear(x, packed, bias, act)
