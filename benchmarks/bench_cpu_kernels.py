@@ -26,7 +26,9 @@ the builder picks and whether that is the faster one here:
   runs a linear layer on a weight packed once into oneDNN's blocked layout,
   with the activation applied inside the matmul, where timing shows that is
   faster for the shape (``layers.faster``; plain below ``PACKED_MIN_MACS``
-  multiply-adds, untimed); a transformer block that could run
+  multiply-adds or ``PACKED_MIN_ROWS`` rows, untimed: a warm loop like this
+  one can find packed faster over few rows where a whole network, its
+  weights cold, runs slower); a transformer block that could run
   PyTorch's fused encoder layer times that against itself written out with
   packed linears (``TransformerBlock._fuse``). The pick is what that timing chose.
 
@@ -222,6 +224,8 @@ def packed_linears(rounds: int) -> None:
             fc(x, act)  # packs and times
             if x.numel() * cout < layers.PACKED_MIN_MACS:
                 pick = "plain (small)"
+            elif rows < layers.PACKED_MIN_ROWS:
+                pick = "plain (few rows)"
             else:
                 pick = ("packed" if layers.packed_for(fc, x) else "plain") + " (timed)"
             packed = fc.__dict__.setdefault("_packed", layers._PackedSlot())

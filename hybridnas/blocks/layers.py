@@ -489,12 +489,13 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     GELU saves a pass over the MLP's hidden activations. Below
     ``PACKED_MIN_MACS`` the oneDNN call costs more than it saves, and below
     ``PACKED_MIN_ROWS`` rows the weight's trip from memory outweighs what
-    packing saves: the linear runs plain. Above them the crossover depends on the shape and the
-    CPU, so the first packed call of each shape (weight, rows, activation,
-    threads) times both ways a few calls each and keeps the faster for the
-    process, as ``timed_conv`` does for conv layouts
-    (``benchmarks/bench_cpu_kernels.py`` prints both). ``owner`` keeps the packed copy (memory: one more copy of
-    its weight) until ``weight`` changes; a weight is packed only on its second
+    packing saves: the linear runs plain. Above them the crossover depends
+    on the shape and the CPU, so the first packed call of each shape
+    (weight, rows, activation, threads) times both ways a few calls each and
+    keeps the faster for the process, as ``timed_conv`` does for conv
+    layouts (``benchmarks/bench_cpu_kernels.py`` prints both). ``owner``
+    keeps the packed copy (memory: one more copy of its weight) until
+    ``weight`` changes; a weight is packed only on its second
     call, so tensors made anew for each call (the supernet's sliced views
     under ``functional_call``) are never packed. Values equal ``F.linear``'s
     to float rounding. Training, autograd, tracing and export, autocast,
