@@ -1,0 +1,58 @@
+"""The builder-vs-hand-written benchmark's bookkeeping
+(benchmarks/bench_models.py): ratios over pairs of rounds, the bootstrap
+interval of their median and the summary verdict, and one short run."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_models.py"
+_spec = importlib.util.spec_from_file_location("bench_models", _PATH)
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+
+def test_pair_ratios_sum_each_pair_of_rounds():
+    times = {"builder": [3.0, 3.0, 1.0, 3.0], "hand-written": [2.0, 3.0, 2.0, 3.0]}
+    assert bench.pair_ratios(times) == pytest.approx([0.8, 1.2])  # sorted: (1+3)/5, (3+3)/5
+    assert bench.pair_ratios({"builder": [2.0], "hand-written": [4.0]}) == [0.5]
+    median, q1, q3 = bench.paired_ratio(times)
+    assert median == pytest.approx(1.0) and q1 <= median <= q3
+
+
+def test_median_interval_brackets_the_median_and_narrows_with_agreement():
+    spread = [0.94, 0.97, 0.99, 1.01, 1.02, 1.04, 1.06, 1.09]
+    lo, hi = bench.median_interval(spread)
+    assert lo <= 1.0 <= hi and lo >= min(spread) and hi <= max(spread)
+    tight = [1.03, 1.031, 1.032, 1.033, 1.034, 1.035, 1.036, 1.037]
+    lo2, hi2 = bench.median_interval(tight)
+    assert 1.0 < lo2 <= hi2 and hi2 - lo2 < hi - lo
+    assert bench.median_interval(spread) == (lo, hi)  # seeded: reproducible
+
+
+def test_verdict_tells_a_tie_within_noise_from_a_loss():
+    ok = bench.verdict("inference", {"a": [0.90, 0.95], "b": [0.97, 0.99]})
+    assert ok == "max inference ratio 0.980 (target <= 1.0): OK"
+    mixed = bench.verdict("training", {
+        "tie": [0.94, 0.97, 0.99, 1.01, 1.02, 1.04, 1.06, 1.09],
+        "loss": [1.03, 1.031, 1.032, 1.033, 1.034, 1.035, 1.036, 1.037],
+        "fine": [0.9, 0.91]})
+    assert mixed.startswith("max training ratio 1.034 (target <= 1.0): ABOVE TARGET; above 1.0: ")
+    assert "tie 1.015 (95 % interval of the median" in mixed and "level within noise" in mixed
+    assert "loss 1.034" in mixed and "slower beyond noise" in mixed and "fine" not in mixed
+
+
+def test_a_short_run_prints_both_ratios_and_the_same_network(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["bench_models.py", "--device", "cpu", "--models",
+                                      "levit_128s", "--resolution", "64", "--runs", "2",
+                                      "--warmup", "1", "--train-resolution", "64",
+                                      "--batch-size", "2", "--train-steps", "2"])
+    bench.main()
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("levit_128s"))
+    assert row.rstrip().endswith("1.000/1.000")  # MACs ratio: the same network at both sizes
+    assert "max inference ratio" in out and "max training ratio" in out
+    assert "NOT THE SAME NETWORK" not in out
