@@ -7,7 +7,7 @@ Ratios are time(builder) / time(hand-written): target <= 1.0. Timing
 alternates between the two implementations call by call so drift in machine
 load hits both equally; medians are reported. The summary gives the largest
 inference and training ratios and, for each family above 1.0, a 95 %
-bootstrap interval of its median: an interval that holds 1.0 is a tie within
+interval of its median (the sign test's, from the pairs of rounds): an interval that holds 1.0 is a tie within
 the run's noise (two networks running the same kernels), one above it a
 measured loss. The hand-written versions
 follow timm's implementations (attention-bias tables cached in eval as timm's
@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import statistics
 import time
 
@@ -824,14 +823,19 @@ def paired_ratio(times: dict) -> tuple[float, float, float]:
     return statistics.median(ratios), q1, q3
 
 
-def median_interval(ratios: list[float], draws: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95 % bootstrap interval of the median of ``ratios`` (resampled with
-    replacement, a fixed seed so a run's verdict is reproducible from its
-    times): a ratio above 1.0 whose interval still holds 1.0 is a tie within
-    this run's noise, not a measured loss."""
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(draws))
-    return meds[int(0.025 * draws)], meds[int(0.975 * draws) - 1]
+def median_interval(ratios: list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Interval holding the median of the distribution ``ratios`` come from
+    with probability at least ``level``, whatever that distribution (the sign
+    test's interval): order statistics x_(k) and x_(n+1-k) for the largest k
+    with P(k <= B <= n - k) >= level, B ~ Binomial(n, 1/2). None when there
+    are too few values for the level (fewer than 6 for 95 %). With 8 pairs
+    it is their range: a ratio above 1.0 whose interval still holds 1.0 is a
+    tie within this run's noise, not a measured loss."""
+    xs = sorted(ratios)
+    n, k = len(xs), 0
+    while k < n // 2 and sum(math.comb(n, i) for i in range(k + 1, n - k)) / 2 ** n >= level:
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else None
 
 
 def verdict(kind: str, ratios: dict[str, list[float]]) -> str:
@@ -844,7 +848,12 @@ def verdict(kind: str, ratios: dict[str, list[float]]) -> str:
     above = []
     for name, r in ratios.items():
         if medians[name] > 1.0:
-            lo, hi = median_interval(r)
+            interval = median_interval(r)
+            if interval is None:
+                above.append(f"{name} {medians[name]:.3f} (too few pairs of rounds for an "
+                             f"interval: run 12 or more rounds)")
+                continue
+            lo, hi = interval
             tie = "level within noise" if lo <= 1.0 else "slower beyond noise"
             above.append(f"{name} {medians[name]:.3f} (95 % interval of the median "
                          f"{lo:.3f}-{hi:.3f}: {tie})")

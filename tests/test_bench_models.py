@@ -23,14 +23,15 @@ def test_pair_ratios_sum_each_pair_of_rounds():
     assert median == pytest.approx(1.0) and q1 <= median <= q3
 
 
-def test_median_interval_brackets_the_median_and_narrows_with_agreement():
-    spread = [0.94, 0.97, 0.99, 1.01, 1.02, 1.04, 1.06, 1.09]
-    lo, hi = bench.median_interval(spread)
-    assert lo <= 1.0 <= hi and lo >= min(spread) and hi <= max(spread)
-    tight = [1.03, 1.031, 1.032, 1.033, 1.034, 1.035, 1.036, 1.037]
-    lo2, hi2 = bench.median_interval(tight)
-    assert 1.0 < lo2 <= hi2 and hi2 - lo2 < hi - lo
-    assert bench.median_interval(spread) == (lo, hi)  # seeded: reproducible
+def test_median_interval_is_the_sign_test_interval():
+    spread = [1.09, 0.94, 0.97, 0.99, 1.01, 1.02, 1.04, 1.06]
+    assert bench.median_interval(spread) == (0.94, 1.09)  # 8 values: their range (99.2 %)
+    nine = [0.1 * i for i in range(1, 10)]  # 9: x(2)..x(8), 96.1 %
+    assert bench.median_interval(nine) == pytest.approx((0.2, 0.8))
+    twenty = list(range(20))  # 20: x(6)..x(15), 95.9 % (x(7)..x(14) would be 88.5 %)
+    assert bench.median_interval(twenty) == (5, 14)
+    assert bench.median_interval([1.0, 1.1, 1.2, 1.3, 1.4, 1.5]) == (1.0, 1.5)  # 6: 96.9 %
+    assert bench.median_interval([1.0, 1.1, 1.2, 1.3, 1.4]) is None  # 5: at most 93.8 %
 
 
 def test_verdict_tells_a_tie_within_noise_from_a_loss():
@@ -41,8 +42,11 @@ def test_verdict_tells_a_tie_within_noise_from_a_loss():
         "loss": [1.03, 1.031, 1.032, 1.033, 1.034, 1.035, 1.036, 1.037],
         "fine": [0.9, 0.91]})
     assert mixed.startswith("max training ratio 1.034 (target <= 1.0): ABOVE TARGET; above 1.0: ")
-    assert "tie 1.015 (95 % interval of the median" in mixed and "level within noise" in mixed
-    assert "loss 1.034" in mixed and "slower beyond noise" in mixed and "fine" not in mixed
+    assert "tie 1.015 (95 % interval of the median 0.940-1.090: level within noise)" in mixed
+    assert "loss 1.034 (95 % interval of the median 1.030-1.037: slower beyond noise)" in mixed
+    assert "fine" not in mixed
+    few = bench.verdict("training", {"short": [1.02, 1.05]})
+    assert "short 1.035 (too few pairs of rounds for an interval" in few
 
 
 def test_a_short_run_prints_both_ratios_and_the_same_network(monkeypatch, capsys):

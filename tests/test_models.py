@@ -599,6 +599,53 @@ def test_linear_over_few_rows_runs_plain(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_kept_weights_never_outlive_the_values_they_came_from(monkeypatch):
+    """``p.data = a; p.data = b`` between calls (b may land at the address of
+    the storage a replaced, with the same version) and a weight changed while
+    another call is packing it (another thread's optimizer step and forward)
+    never leave a packed or BN-folded copy of the old values in use."""
+    import torch.nn.functional as F
+
+    from hybridnas.blocks import layers
+    from hybridnas.blocks.levit import BNLinear
+
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
+    monkeypatch.setattr(layers, "_LINEAR_PACKED", _Always(True))
+    torch.manual_seed(0)
+    fc, bn = layers.Linear(64, 64), BNLinear(64, 64).eval()
+    x = torch.randn(64, 64)
+    with torch.no_grad():
+        for _ in range(10):
+            for _ in range(3):
+                fc(x)
+                bn(x)
+            fc.weight.data = torch.randn(64, 64)
+            fc.weight.data = torch.randn(64, 64)
+            bn[0].weight.data = torch.randn(64, 64)
+            bn[0].weight.data = torch.randn(64, 64)
+            torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
+            torch.testing.assert_close(bn(x), bn[1](bn[0](x)), rtol=1e-5, atol=1e-5)
+
+    fc = layers.Linear(64, 64)
+    reorder, stepped = layers._reorder, []
+
+    def packing_while_stepped(w):
+        packed = reorder(w)
+        if not stepped:  # meanwhile: an optimizer step, then a forward
+            stepped.append(1)
+            fc.weight.mul_(2)
+            fc(x)
+        return packed
+
+    monkeypatch.setattr(layers, "_reorder", packing_while_stepped)
+    with torch.no_grad():
+        for _ in range(4):
+            torch.testing.assert_close(fc(x), F.linear(x, fc.weight, fc.bias))
+    assert stepped
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 def test_packed_linear_edge_cases(monkeypatch):
     """No stale weights for a model built under inference mode (its weights
     change in place without a version), a packed module pickles, autocast
@@ -628,6 +675,11 @@ def test_packed_linear_edge_cases(monkeypatch):
             bn(x)
         bn[1].running_mean.zero_()
         torch.testing.assert_close(bn(x), bn[1](bn[0](x)), rtol=1e-5, atol=1e-5)
+    with torch.inference_mode():
+        made_inside = layers.Linear(16, 32)
+        assert layers.packed_for(made_inside, x) is False  # never packed, asked before any call
+        made_inside(x)
+        assert layers.packed_for(made_inside, x) is False
     fc = layers.Linear(16, 32)
     bn = BNLinear(16, 32).eval()
     with torch.inference_mode():

@@ -427,11 +427,14 @@ class _PackedSlot:
     threads, activation) with the way chosen for it. Copies and pickles of
     the module start empty (a packed weight has no storage to copy)."""
 
-    __slots__ = ("weight", "stamp", "packed", "call", "use")
+    __slots__ = ("weight", "stamp", "storage", "packed", "call", "use")
 
     def __init__(self):
         self.weight: torch.Tensor | None = None
         self.stamp: tuple[int, int] = (-1, 0)
+        # held so that the stamped storage's address is not reused while the
+        # stamp is kept (``p.data = a; p.data = b`` could give b a's address)
+        self.storage: object = None
         self.packed: torch.Tensor | None = None
         self.call: tuple | None = None
         self.use = False
@@ -464,17 +467,19 @@ def packing(x: torch.Tensor) -> bool:
 
 def _packable(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear(.., x, weight)`` may run packed: ``packing(x)``, at
-    least ``PACKED_MIN_MACS`` and a float32 weight. (``linear`` also never
-    packs an inference tensor: those change in place without a version.)"""
+    least ``PACKED_MIN_MACS`` and ``PACKED_MIN_ROWS`` and a float32 weight.
+    (``linear`` also never packs an inference tensor: those change in place
+    without a version.)"""
     # Cheapest tests first, each asked once: this runs in every linear layer's
     # inference forward (most calls in small models stop at the size). Not the
-    # size while compiling, where it would put a guard on a symbolic batch.
+    # sizes while compiling or tracing, where they would put a guard on a
+    # symbolic batch or warn of a tensor turned into a Python value.
     return (CPU_PACKED_LINEAR and _MKLDNN and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling() and x.is_cpu
+            and not torch.compiler.is_compiling() and not torch._C._is_tracing() and x.is_cpu
             and x.numel() * weight.shape[0] >= PACKED_MIN_MACS
             and x.numel() >= PACKED_MIN_ROWS * weight.shape[-1]
             and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and not torch._C._is_tracing() and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu"))
 
 
 def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
@@ -525,7 +530,7 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     stamp = _stamp(weight)
     if slot.weight is not weight or slot.stamp != stamp:
         slot.call, slot.packed = None, None  # cleared before the new weight shows
-        slot.weight, slot.stamp = weight, stamp
+        slot.weight, slot.storage, slot.stamp = weight, weight.untyped_storage(), stamp
         return _plain_linear(x, weight, bias, act)  # first sight: pack if it is used again
     slot.use = _choose_packed(x, slot, bias, act, call)
     slot.call = call
@@ -547,13 +552,16 @@ def _choose_packed(x: torch.Tensor, slot: _PackedSlot, bias: torch.Tensor | None
     if use is False:
         return False
     packed = slot.packed
+    stamp = slot.stamp  # what the copy is made from (taken before it)
     if packed is None:
         with _outside_inference_mode():
             packed = _reorder(weight.detach())
     if use is None:
         use = _LINEAR_PACKED[key] = faster(lambda: _plain_linear(x, weight, bias, act),
                                            lambda: _packed_linear(x, packed, bias, act))
-    if use:
+    # kept only if the weight has not changed meanwhile (another thread's
+    # optimizer step and call may have reset the slot while this one packed)
+    if use and slot.weight is weight and slot.stamp == stamp == _stamp(weight):
         slot.packed = packed
     return use
 
@@ -565,7 +573,7 @@ def packed_for(fc: nn.Module, x: torch.Tensor) -> bool | None:
     passes, runs plain), otherwise what its last call of that shape decided,
     None when none has yet."""
     weight = fc.weight
-    if not _packable(x, weight):
+    if not _packable(x, weight) or weight.is_inference():
         return False
     slot = fc.__dict__.get("_packed")
     if slot is None:
@@ -670,14 +678,20 @@ def inference_cached(cache: dict, key, params: tuple[torch.Tensor, ...], make) -
         return make()
     with _outside_inference_mode():
         value = make()
-    cache[key] = (tuple(params), [_stamp(p) for p in params], value)
+    # the storages are held so that their addresses are not reused while the
+    # stamps are kept (``p.data = a; p.data = b`` could give b a's address)
+    cache[key] = (tuple(params), [_stamp(p) for p in params], value,
+                  [p.untyped_storage() for p in params])
     return value
 
 
 def _stamp(t: torch.Tensor) -> tuple[int, int]:
     """What changes when ``t``'s values may have: its version (bumped by
     in-place updates) and its storage (``p.data = ...``); not for inference
-    tensors, which have no version."""
+    tensors, which have no version. Not seen: values changed in place through
+    ``p.data`` (``p.data.mul_(2)``), which PyTorch gives a version counter of
+    its own; change parameters under ``torch.no_grad()`` instead, as
+    optimizers and ``load_state_dict`` do."""
     return t._version, t.data_ptr()
 
 
