@@ -228,9 +228,10 @@ def packed_linears(rounds: int) -> None:
                 pick = "plain (few rows)"
             else:
                 pick = ("packed" if layers.packed_for(fc, x) else "plain") + " (timed)"
-            packed = fc.__dict__.setdefault("_packed", layers._PackedSlot())
-            if packed.packed is None:  # plain chosen: pack to time it all the same
-                packed.packed = layers._reorder(fc.weight)
+            slot = fc.__dict__.get("_packed")
+            packed = slot.packed if slot is not None else None
+            if packed is None:  # plain chosen: pack to time it all the same
+                packed = layers._reorder(fc.weight)
             ms["packed"] = _time(lambda: layers._packed_linear(x, packed, fc.bias, act),
                                  rounds) * 1e3
         hit = _row(name, ms, ("plain", "packed"), pick)

@@ -521,12 +521,10 @@ def linear(owner: nn.Module, x: torch.Tensor, weight: torch.Tensor,
             packed = slot.packed
             if packed is not None:
                 return _packed_linear(x, packed, bias, act)
+    if weight.is_inference():  # changes in place without a version: never packed (nor
+        return _plain_linear(x, weight, bias, act)  # held: a BN-folded one is made per call)
     if slot is None:
         slot = owner.__dict__["_packed"] = _PackedSlot()
-    if weight.is_inference():  # changes in place without a version: never packed
-        slot.packed, slot.use, slot.call = None, False, call  # decided before it matches
-        slot.weight, slot.stamp = weight, (-1, 0)
-        return _plain_linear(x, weight, bias, act)
     stamp = _stamp(weight)
     if slot.weight is not weight or slot.stamp != stamp:
         slot.call, slot.packed = None, None  # cleared before the new weight shows
