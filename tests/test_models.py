@@ -798,3 +798,30 @@ def test_attention_written_out_while_training_matches_the_fused_kernel():
     with torch.no_grad():
         assert not attention_written_out(q, q, q, torch.zeros(1, 16, 16))  # inference
 
+
+
+def test_faster_times_pairs_in_alternating_order_and_picks_the_quicker():
+    """``layers.faster`` times one call of each way per round, the order
+    alternating between rounds, and picks the way with the lower median
+    time ratio, whichever side it is on."""
+    import time
+
+    from hybridnas.blocks import layers
+
+    calls: list[str] = []
+
+    def spin(name: str, seconds: float):
+        def run():
+            calls.append(name)
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+        return run
+
+    quick, slow = spin("quick", 0.0005), spin("slow", 0.0015)
+    assert layers.faster(slow, quick) is True
+    rounds = calls[2:]  # after one untimed call each
+    firsts = {rounds[i] for i in range(0, len(rounds), 2)}
+    assert len(rounds) >= 12 and len(rounds) % 2 == 0 and firsts == {"quick", "slow"}
+    calls.clear()
+    assert layers.faster(quick, slow) is False
