@@ -7,12 +7,12 @@ Ratios are time(builder) / time(hand-written): target <= 1.0. Timing
 alternates between the two implementations call by call so drift in machine
 load hits both equally; medians are reported. The summary gives the largest
 inference and training ratios and, for each family above 1.0, a 95 %
-interval of its median (the sign test's, from the pairs of rounds): an interval that holds 1.0 is a tie within
-the run's noise (two networks running the same kernels), one above it a
-measured loss. The hand-written versions
-follow timm's implementations (attention-bias tables cached in eval as timm's
-LeViT does, SDPA with the bias as mask as timm's CoAtNet/Swin do) and have the
-builder model's parameter count (printed side by side).
+interval of its median (the sign test's, from the pairs of rounds): an
+interval that holds 1.0 is a tie within the run's noise (two networks
+running the same kernels), one above it a measured loss. The hand-written
+versions follow timm's implementations (attention-bias tables cached in eval
+as timm's LeViT does, SDPA with the bias as mask as timm's CoAtNet/Swin do)
+and have the builder model's parameter count (printed side by side).
 
     python benchmarks/bench_models.py                       # every family, CPU defaults
     python benchmarks/bench_models.py --models levit_128s coatnet_0 --runs 20
@@ -813,10 +813,9 @@ def pair_ratios(times: dict) -> list[float]:
     return ratios or [b[0] / h[0]]  # a single round
 
 
-def paired_ratio(times: dict) -> tuple[float, float, float]:
+def paired_ratio(ratios: list[float]) -> tuple[float, float, float]:
     """Median and quartiles of ``pair_ratios``: the quartiles show how much
     noise is left."""
-    ratios = pair_ratios(times)
     if len(ratios) < 2:
         return ratios[0], ratios[0], ratios[0]
     q1, _, q3 = statistics.quantiles(ratios, n=4)
@@ -861,9 +860,10 @@ def verdict(kind: str, ratios: dict[str, list[float]]) -> str:
 
 
 def _cell(times: dict, scale: float, fmt: str) -> tuple[str, list[float]]:
-    ratio, q1, q3 = paired_ratio(times)
+    ratios = pair_ratios(times)
+    ratio, q1, q3 = paired_ratio(ratios)
     ours, ref = (statistics.median(times[k]) * scale for k in ("builder", "hand-written"))
-    return f"{ours:{fmt}}/{ref:<{fmt}} {ratio:.3f} [{q1:.2f}-{q3:.2f}]", pair_ratios(times)
+    return f"{ours:{fmt}}/{ref:<{fmt}} {ratio:.3f} [{q1:.2f}-{q3:.2f}]", ratios
 
 
 def _hand_layout(model, x, args):
