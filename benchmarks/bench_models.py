@@ -813,15 +813,6 @@ def pair_ratios(times: dict) -> list[float]:
     return ratios or [b[0] / h[0]]  # a single round
 
 
-def paired_ratio(ratios: list[float]) -> tuple[float, float, float]:
-    """Median and quartiles of ``pair_ratios``: the quartiles show how much
-    noise is left."""
-    if len(ratios) < 2:
-        return ratios[0], ratios[0], ratios[0]
-    q1, _, q3 = statistics.quantiles(ratios, n=4)
-    return statistics.median(ratios), q1, q3
-
-
 def median_interval(ratios: list[float], level: float = 0.95) -> tuple[float, float] | None:
     """Interval holding the median of the distribution ``ratios`` come from
     with probability at least ``level``, whatever that distribution (the sign
@@ -860,10 +851,13 @@ def verdict(kind: str, ratios: dict[str, list[float]]) -> str:
 
 
 def _cell(times: dict, scale: float, fmt: str) -> tuple[str, list[float]]:
+    """Both medians in ms, the median pair ratio and its 95 % interval
+    (``median_interval``; "few pairs" below six)."""
     ratios = pair_ratios(times)
-    ratio, q1, q3 = paired_ratio(ratios)
+    interval = median_interval(ratios)
+    spread = f"[{interval[0]:.2f}-{interval[1]:.2f}]" if interval else "[few pairs]"
     ours, ref = (statistics.median(times[k]) * scale for k in ("builder", "hand-written"))
-    return f"{ours:{fmt}}/{ref:<{fmt}} {ratio:.3f} [{q1:.2f}-{q3:.2f}]", ratios
+    return f"{ours:{fmt}}/{ref:<{fmt}} {statistics.median(ratios):.3f} {spread}", ratios
 
 
 def _hand_layout(model, x, args):
@@ -932,14 +926,17 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--models", nargs="*", default=sorted(REFERENCES))
     p.add_argument("--resolution", type=int, default=224, help="inference input size")
-    p.add_argument("--runs", type=int, default=8, help="timed inference calls per model")
+    p.add_argument("--runs", type=int, default=12,
+                   help="timed inference rounds per model (12 or more: an interval per ratio)")
     p.add_argument("--warmup", type=int, default=3,
                    help="untimed calls first; the builder settles its CPU kernel choices "
                         "(timed conv layouts, packed linears) in its first three inference calls")
     p.add_argument("--train-resolution", type=int, default=None,
                    help="default 224 on GPU, 112 on CPU")
     p.add_argument("--batch-size", type=int, default=None, help="default 64 on GPU, 4 on CPU")
-    p.add_argument("--train-steps", type=int, default=4, help="0 skips training")
+    p.add_argument("--train-steps", type=int, default=12,
+                   help="timed training rounds per model (12 or more: an interval per ratio); "
+                        "0 skips training")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--hand-channels-last", action="store_true",
                    help="convert the hand-written models and their input to channels-last")
@@ -967,9 +964,10 @@ def main():
           f"hand-written models {'channels-last' if args.hand_channels_last else 'as written'}"
           f"{'; builder linears unpacked' if args.plain_linear else ''}")
     print("ratio: median over pairs of rounds of time(builder) / time(hand-written), the two "
-          "timed back to back in both orders; [IQR]: its quartiles; target <= 1.0")
-    print(f"{'model':<20}{'params M':>12}  {'infer ms  ratio [IQR]':<35}"
-          f"{'train ms  ratio [IQR]':<33}{'MACs ratio':>11}")
+          "timed back to back in both orders; [lo-hi]: 95 % interval of that median (the sign "
+          "test's; one that holds 1.0 is a tie within this run's noise); target <= 1.0")
+    print(f"{'model':<20}{'params M':>12}  {'infer ms  ratio [95 % interval]':<35}"
+          f"{'train ms  ratio [95 % interval]':<33}{'MACs ratio':>11}")
     ratios: dict[str, dict[str, list[float]]] = {"inference": {}, "training": {}}
     different = []
     for name in args.models:

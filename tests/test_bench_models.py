@@ -19,8 +19,16 @@ def test_pair_ratios_sum_each_pair_of_rounds():
     times = {"builder": [3.0, 3.0, 1.0, 3.0], "hand-written": [2.0, 3.0, 2.0, 3.0]}
     assert bench.pair_ratios(times) == pytest.approx([0.8, 1.2])  # sorted: (1+3)/5, (3+3)/5
     assert bench.pair_ratios({"builder": [2.0], "hand-written": [4.0]}) == [0.5]
-    median, q1, q3 = bench.paired_ratio(bench.pair_ratios(times))
-    assert median == pytest.approx(1.0) and q1 <= median <= q3
+
+
+def test_each_cell_gives_the_interval_of_its_median_ratio():
+    rounds = {"builder": [1.0] * 12, "hand-written": [1.0 + 0.01 * i for i in range(12)]}
+    text, ratios = bench._cell(rounds, 1e3, "5.0f")
+    assert len(ratios) == 6
+    lo, hi = bench.median_interval(ratios)  # six pairs: their range
+    assert text == f" 1000/1055  {sorted(ratios)[2] / 2 + sorted(ratios)[3] / 2:.3f} [{lo:.2f}-{hi:.2f}]"
+    short, _ = bench._cell({"builder": [1.0] * 4, "hand-written": [2.0] * 4}, 1e3, "5.0f")
+    assert short.endswith("0.500 [few pairs]")
 
 
 def test_median_interval_is_the_sign_test_interval():
