@@ -367,16 +367,17 @@ def test_downsample_outside_the_choices_is_named():
     assert "downsample" in answer.reason
 
 
-# ---- inference fast paths (folded BN, kept attention biases, in-place activations) ----
+# ---- inference fast paths (folded BN, kept attention biases, in-place activations,
+# layer scales and residual adds) ----
 
 def _small_hybrid():
     return ArchSpec(
         stem=StemSpec(kind="conv", widths=(8, 16), strides=(2, 1)),
         stages=(StageSpec("mbconv", 1, 16, stride=1),
                 StageSpec("resnet", 1, 16, stride=1),
-                StageSpec("convnext", 1, 16, stride=1),
+                StageSpec("convnext", 1, 16, stride=1, layer_scale=0.5),
                 StageSpec("efficientformer", 2, 16, stride=1, attn_blocks=1, heads=2,
-                          key_dim=8, window=8),
+                          key_dim=8, window=8, layer_scale=0.5),
                 StageSpec("levit", 1, 32, stride=2, heads=2, key_dim=8, window=4),
                 StageSpec("transformer", 1, 32, stride=1, head_dim=16, window=4),
                 StageSpec("transformer", 1, 32, stride=1, head_dim=16, attention="global"),
@@ -418,3 +419,29 @@ def test_inference_fast_paths_match_the_training_graph_and_follow_updates():
     plain = model(x)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), plain.detach(), atol=1e-5, rtol=1e-4)
+
+
+def test_residual_adds_in_place_only_into_a_branch_laid_out_as_its_shortcut():
+    from hybridnas.blocks.layers import fresh_scale, layer_scale, residual
+    maps = torch.randn(2, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    keep = maps.clone()
+    for branch, in_place in ((torch.randn(2, 8, 5, 5), False),  # channels first
+                             (torch.randn(2, 8, 5, 5).contiguous(
+                                 memory_format=torch.channels_last), True),
+                             (torch.randn(2, 8, 1, 1).expand(2, 8, 5, 5), False)):  # overlapping
+        want = maps + branch
+        with torch.no_grad():
+            got = residual(maps, branch)
+        torch.testing.assert_close(got, want)
+        assert (got is branch) == in_place
+        assert got.stride() == want.stride()
+        torch.testing.assert_close(maps, keep)  # the shortcut is never written
+    ls = layer_scale(8, 0.5, channels_last=False)
+    with torch.no_grad():
+        fresh = torch.randn(2, 8, 5, 5)
+        want = fresh * 0.5
+        scaled = fresh_scale(ls, fresh)
+        assert scaled is fresh
+        torch.testing.assert_close(scaled, want)
+    graded = torch.randn(2, 8, 5, 5)  # autograd on: a new tensor, the input untouched
+    assert fresh_scale(ls, graded) is not graded

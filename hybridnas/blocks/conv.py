@@ -9,8 +9,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..spec import StageSpec
 from .base import Block, register_block
 from .layers import (DropPath, LayerNorm2d, Linear, SqueezeExcite, bn_tensors, conv_nd,
-                     dense_conv, depthwise_input, fold_conv_bn, fresh_act, inference_cached, layer_scale, make_act,
-                     make_norm2d, plain_inference, pooled_projection)
+                     dense_conv, depthwise_input, fold_conv_bn, fresh_act, fresh_scale, inference_cached,
+                     layer_scale, make_act, make_norm2d, plain_inference, pooled_projection,
+                     residual)
 
 
 class PatchMerge(nn.Module):
@@ -89,7 +90,7 @@ class MBConv(Block):
             x = fresh_act(self.act1, self.conv1._conv_forward(x, w1, b1))
             x = fresh_act(self.act2, self.conv2._conv_forward(depthwise_input(self.conv2, x), w2,
                                                               b2))
-            return shortcut + self.drop_path(self.conv3(self.se(x)))
+            return residual(shortcut, self.drop_path(self.conv3(self.se(x))))
         x = fresh_act(self.act1, self.norm1(self.conv1(self.pre_norm(x))))
         x = fresh_act(self.act2, self.norm2(self.conv2(depthwise_input(self.conv2, x))))
         x = self.conv3(self.se(x))
@@ -128,5 +129,5 @@ class ConvNeXtBlock(Block):
         if self.bn is not None:
             y = self.bn(y)
         y = y.movedim(1, -1)
-        y = self.ls(self.fc2(self.fc1(self.norm(y), self.act)))
-        return x + self.drop_path(y.movedim(-1, 1))
+        y = fresh_scale(self.ls, self.fc2(self.fc1(self.norm(y), self.act)))
+        return residual(x, self.drop_path(y.movedim(-1, 1)))

@@ -14,8 +14,8 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, inference_cached,
-                     layer_scale, make_act, plain_inference, residual)
+from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, fresh_scale,
+                     inference_cached, layer_scale, make_act, plain_inference, residual)
 from .levit import OffsetAttention
 
 __all__ = ["Meta4D", "Meta3D"]
@@ -70,8 +70,8 @@ class Meta4D(Block):
         return conv2._conv_forward(fresh_act(act, conv1._conv_forward(x, w1, b1)), w2, b2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.ls1(self.pool(x) - x))
-        return x + self.drop_path(self.ls2(self._mlp(x)))
+        x = residual(x, self.drop_path(fresh_scale(self.ls1, self.pool(x) - x)))
+        return residual(x, self.drop_path(fresh_scale(self.ls2, self._mlp(x))))
 
 
 class Meta3D(Block):
@@ -97,5 +97,5 @@ class Meta3D(Block):
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = residual(x, self.drop_path(self.ls1(self.attn(self.norm1(x)))))
-        return residual(x, self.drop_path(self.ls2(self.mlp(self.norm2(x)))))
+        x = residual(x, self.drop_path(fresh_scale(self.ls1, self.attn(self.norm1(x)))))
+        return residual(x, self.drop_path(fresh_scale(self.ls2, self.mlp(self.norm2(x)))))
