@@ -445,6 +445,34 @@ def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
     assert len(layers._CONV_LAYOUTS) == 2
 
 
+def test_timed_conv_keeps_its_weight_in_the_layout_it_runs(monkeypatch):
+    """A conv kept channels-last gets its (folded) weight in channels-last
+    order once, not copied on every call, and anew when the weight changes."""
+    from torch import nn
+
+    from hybridnas.blocks import layers
+    from hybridnas.blocks.layers import ConvSequence
+
+    monkeypatch.setattr(layers, "_CONV_LAYOUTS", _Always(True))
+    torch.manual_seed(0)
+    stem = ConvSequence(nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                        nn.Conv2d(8, 16, 3, 1, 1)).eval()
+    x = torch.randn(2, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        stem(x)
+        kept = [m.__dict__["_laid_out"][torch.channels_last][2] for m in (stem[0], stem[3])]
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in kept)
+        stem(x)
+        again = [m.__dict__["_laid_out"][torch.channels_last][2] for m in (stem[0], stem[3])]
+        assert all(a is b for a, b in zip(again, kept))  # not copied again
+        stem[0].weight.mul_(2.0)  # an optimizer-style in-place update
+        stem[3].weight.add_(1.0)
+        out = stem(x)
+    ref = nn.Sequential(*stem)(x)
+    torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
+    assert stem[3].__dict__["_laid_out"][torch.channels_last][2] is not kept[1]
+
+
 def test_weight_standardised_conv_keeps_its_weights_in_inference():
     """StdConv2d standardises its weights once in plain inference and again
     after they change; outputs equal the per-call standardisation's."""

@@ -23,7 +23,7 @@ __all__ = [
     "DropPath", "SqueezeExcite", "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc",
     "to_nchw", "cpu_maps", "cpu_channels_last", "depthwise_input", "group_norm_input",
     "dense_conv", "timed_conv", "ConvSequence", "Linear",
-    "linear", "packing", "packed_for", "fresh_scale",
+    "linear", "packing", "packed_for", "fresh_scale", "laid_out",
 ]
 
 _ACTS = {
@@ -334,12 +334,30 @@ def timed_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
            x.is_contiguous(), x.dtype, torch.get_num_threads())
     last = _CONV_LAYOUTS.get(key)
     if last is None:
+        first_w = laid_out(conv, weight, torch.contiguous_format)
+        last_w = laid_out(conv, weight, torch.channels_last)
         last = _CONV_LAYOUTS[key] = faster(
-            lambda: conv._conv_forward(x.contiguous(), weight, bias),
-            lambda: conv._conv_forward(x.contiguous(memory_format=torch.channels_last), weight,
+            lambda: conv._conv_forward(x.contiguous(), first_w, bias),
+            lambda: conv._conv_forward(x.contiguous(memory_format=torch.channels_last), last_w,
                                        bias))
     fmt = torch.channels_last if last else torch.contiguous_format
-    return conv._conv_forward(x.contiguous(memory_format=fmt), weight, bias)
+    return conv._conv_forward(x.contiguous(memory_format=fmt), laid_out(conv, weight, fmt), bias)
+
+
+def laid_out(conv: nn.Module, weight: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``weight`` (a conv's, or one folded from it) in memory order ``fmt``,
+    kept with ``conv`` until the weight changes (``inference_cached``).
+    oneDNN runs a conv in the layout of its input and weight, and PyTorch
+    copies a weight that is not in it on every call: a permuting copy, for
+    a kxk conv on channels-last maps (the stems' folded weights, the R50
+    stem's standardised ones)."""
+    if weight.dim() != 4 or weight.is_contiguous(memory_format=fmt):
+        return weight
+    cache = conv.__dict__.get("_laid_out")
+    if cache is None:
+        cache = conv.__dict__["_laid_out"] = {}
+    return inference_cached(cache, fmt, (weight,),
+                            lambda: weight.contiguous(memory_format=fmt))
 
 
 def to_nchw(x: torch.Tensor) -> torch.Tensor:
