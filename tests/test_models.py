@@ -529,6 +529,48 @@ def test_packed_linear_equals_the_plain_linear(monkeypatch, act):
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_pointwise_conv_runs_as_a_packed_linear_on_channels_last_maps(monkeypatch):
+    """A 1x1 conv on a channels-last CPU map runs in plain inference as a
+    linear layer over the pixels (packed, activation fused, when timed so),
+    with the conv's values, output channels-last, and its packed weight
+    remade when the weight changes; elsewhere it is the conv."""
+    from torch import nn
+
+    from hybridnas.blocks import layers
+
+    monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
+    monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
+    monkeypatch.setattr(layers, "_LINEAR_PACKED", _Always(True))
+    torch.manual_seed(0)
+    conv, act = nn.Conv2d(8, 24, 1), nn.GELU()
+    x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)
+
+    def ref():
+        return act(conv(x)).detach()
+
+    with torch.no_grad():
+        for _ in range(3):
+            out = layers.pointwise_conv(conv, x, conv.weight, conv.bias, act)
+            torch.testing.assert_close(out, ref(), rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert conv._packed.packed is not None  # ran packed, GELU fused
+        conv.weight.mul_(-1.5)  # an optimizer-style in-place update
+        torch.testing.assert_close(layers.pointwise_conv(conv, x, conv.weight, conv.bias, act),
+                                   ref(), rtol=1e-5, atol=1e-5)
+        layers.pointwise_conv(conv, x, conv.weight, conv.bias, act)
+        slot = conv._packed
+        kept = (slot.weight, slot.call, slot.packed)
+        assert slot.packed is not None  # packed again for the new weight
+        first = x.contiguous()  # channels-first: the conv itself, the slot untouched
+        torch.testing.assert_close(layers.pointwise_conv(conv, first, conv.weight, conv.bias),
+                                   conv(first), rtol=1e-5, atol=1e-5)
+        assert (slot.weight, slot.call, slot.packed) == kept
+    out = layers.pointwise_conv(conv, x, conv.weight, conv.bias, act)  # autograd: the conv
+    assert out.requires_grad
+    torch.testing.assert_close(out.detach(), ref(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 def test_packed_linear_follows_its_weight(monkeypatch):
     """A weight is packed on its second call and packed again after any
     change (in place, ``load_state_dict``, ``.data =``); tensors made anew

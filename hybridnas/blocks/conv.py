@@ -10,8 +10,8 @@ from ..spec import StageSpec
 from .base import Block, register_block
 from .layers import (DropPath, LayerNorm2d, Linear, SqueezeExcite, bn_tensors, conv_nd,
                      dense_conv, depthwise_input, fold_conv_bn, fresh_act, fresh_scale, inference_cached,
-                     layer_scale, make_act, make_norm2d, plain_inference, pooled_projection,
-                     residual)
+                     layer_scale, make_act, make_norm2d, plain_inference, pointwise_conv,
+                     pooled_projection, residual)
 
 
 class PatchMerge(nn.Module):
@@ -87,10 +87,11 @@ class MBConv(Block):
                       *bn_tensors(self.norm1), *bn_tensors(self.norm2))
             w1, b1, w2, b2 = inference_cached(self._folded, (str(x.device), x.dtype), params,
                                               self._fold)
-            x = fresh_act(self.act1, self.conv1._conv_forward(x, w1, b1))
+            x = pointwise_conv(self.conv1, x, w1, b1, self.act1)
             x = fresh_act(self.act2, self.conv2._conv_forward(depthwise_input(self.conv2, x), w2,
                                                               b2))
-            return residual(shortcut, self.drop_path(self.conv3(self.se(x))))
+            x = pointwise_conv(self.conv3, self.se(x), self.conv3.weight, self.conv3.bias)
+            return residual(shortcut, self.drop_path(x))
         x = fresh_act(self.act1, self.norm1(self.conv1(self.pre_norm(x))))
         x = fresh_act(self.act2, self.norm2(self.conv2(depthwise_input(self.conv2, x))))
         x = self.conv3(self.se(x))

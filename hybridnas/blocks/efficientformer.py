@@ -14,8 +14,9 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_act, fresh_scale,
-                     inference_cached, layer_scale, make_act, plain_inference, residual)
+from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_scale,
+                     inference_cached, layer_scale, make_act, plain_inference, pointwise_conv,
+                     residual)
 from .levit import OffsetAttention
 
 __all__ = ["Meta4D", "Meta3D"]
@@ -67,7 +68,7 @@ class Meta4D(Block):
                   *bn_tensors(bn2))
         w1, b1, w2, b2 = inference_cached(self._folded, (str(x.device), x.dtype), params,
                                           lambda: fold_conv_bn(conv1, bn1) + fold_conv_bn(conv2, bn2))
-        return conv2._conv_forward(fresh_act(act, conv1._conv_forward(x, w1, b1)), w2, b2)
+        return pointwise_conv(conv2, pointwise_conv(conv1, x, w1, b1, act), w2, b2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = residual(x, self.drop_path(fresh_scale(self.ls1, self.pool(x) - x)))
