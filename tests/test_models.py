@@ -296,6 +296,7 @@ def test_dense_conv_runs_wide_convs_channels_first_while_training():
     def run(cin, cout, k, size, grad=True):
         conv = nn.Conv2d(cin, cout, k, 2, k // 2)
         handle = conv.register_forward_pre_hook(hook)
+        seen.clear()
         x = torch.randn(2, cin, size, size).contiguous(memory_format=torch.channels_last)
         x.requires_grad_(grad)
         with torch.set_grad_enabled(grad):
@@ -311,6 +312,10 @@ def test_dense_conv_runs_wide_convs_channels_first_while_training():
             (ref_gx,) = torch.autograd.grad(conv(x2), x2, g)
             torch.testing.assert_close(gx, ref_gx, rtol=1e-5, atol=1e-5)
             assert gx.is_contiguous(memory_format=torch.channels_last) and not gx.is_contiguous()
+        if not seen:  # inference: the conv's kernel called on its kept channels-last weight
+            assert conv.__dict__["_laid_out"][torch.channels_last][2].is_contiguous(
+                memory_format=torch.channels_last)
+            return "nhwc"
         return "nchw" if seen[-1] else "nhwc"
 
     # 3x3 256 -> 512 over 4x4 maps: 1.2M weights against 8K values
@@ -447,7 +452,8 @@ def test_timed_conv_runs_each_shape_in_its_faster_layout(monkeypatch):
 
 def test_timed_conv_keeps_its_weight_in_the_layout_it_runs(monkeypatch):
     """A conv kept channels-last gets its (folded) weight in channels-last
-    order once, not copied on every call, and anew when the weight changes."""
+    order once, not copied on every call, and anew when the weight changes;
+    so does ``dense_conv`` in inference."""
     from torch import nn
 
     from hybridnas.blocks import layers
@@ -471,6 +477,15 @@ def test_timed_conv_keeps_its_weight_in_the_layout_it_runs(monkeypatch):
     ref = nn.Sequential(*stem)(x)
     torch.testing.assert_close(out, ref.detach(), rtol=1e-5, atol=1e-5)
     assert stem[3].__dict__["_laid_out"][torch.channels_last][2] is not kept[1]
+
+    down = nn.Conv2d(3, 8, 2, 2)  # dense_conv (ConvNeXt's downsampler) in inference: the same
+    with torch.no_grad():
+        for _ in range(2):
+            out = layers.dense_conv(down, x)
+            torch.testing.assert_close(out, down(x.contiguous()), rtol=1e-5, atol=1e-5)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        assert down.__dict__["_laid_out"][torch.channels_last][2].is_contiguous(
+            memory_format=torch.channels_last)
 
 
 def test_weight_standardised_conv_keeps_its_weights_in_inference():

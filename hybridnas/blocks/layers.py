@@ -207,14 +207,19 @@ def dense_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     192 -> 384 embedding 11.0 -> 9.6 ms, while at 1.5-2x as many weights as
     values channels-first is 2-6 % slower (``benchmarks/bench_cpu_kernels.py``
     prints both layouts with the pick). Without autograd the conv runs as
-    given (stems and conv downsamplers time their layout in inference:
-    ``ConvSequence``, ``timed_conv``); 1x1 convs have the same weight in
-    either order."""
+    given, a channels-last map's with the weight kept channels-last
+    (``laid_out``; stems and conv downsamplers time their layout in
+    inference: ``ConvSequence``, ``timed_conv``); 1x1 convs have the same
+    weight in either order."""
     w = conv.weight
     # the size last: while exporting it would put a guard on a symbolic batch
     if (conv.groups == 1 and torch.is_grad_enabled() and cpu_channels_last(x) and _laid_last(x)
             and w[0, 0].numel() > 1 and w.numel() > DENSE_CHANNELS_FIRST_RATIO * x.numel()):
         return relayout(conv(relayout(x, torch.contiguous_format)), torch.channels_last)
+    if (type(conv) is nn.Conv2d and conv.groups == 1 and cpu_channels_last(x) and _laid_last(x)
+            and plain_inference()):
+        # the weight kept channels-last, not copied so on every call (``laid_out``)
+        return conv._conv_forward(x, laid_out(conv, w, torch.channels_last), conv.bias)
     return conv(x)
 
 
