@@ -31,6 +31,11 @@ the builder picks and whether that is the faster one here:
   weights cold, runs slower); a transformer block that could run
   PyTorch's fused encoder layer times that against itself written out with
   packed linears (``TransformerBlock._fuse``). The pick is what that timing chose.
+- **1x1 convs as linear layers** (inference only). On channels-last maps with
+  one thread and a batch under 16, MBConv's and EfficientFormer's 1x1 convs
+  run as linear layers over the pixels (``layers.pointwise_conv``), packed
+  where that times faster; the table times them against the conv with its
+  activation applied after.
 
     python benchmarks/bench_cpu_kernels.py                # training: forward + backward
     python benchmarks/bench_cpu_kernels.py --inference    # forward, no grad, batch 1 convs
@@ -120,9 +125,12 @@ def conv_layouts(train: bool, rounds: int) -> None:
             x.requires_grad_(train)
             grad = torch.randn_like(conv(x)) if train else None
 
-            def call(x=x, grad=grad):
+            # inference: the weight in the map's order, as the builder keeps it (``laid_out``)
+            weight = conv.weight if train else conv.weight.detach().contiguous(memory_format=fmt)
+
+            def call(x=x, grad=grad, weight=weight):
                 with torch.set_grad_enabled(train):
-                    out = conv(x)
+                    out = conv._conv_forward(x, weight, None)
                     if train:
                         out.backward(grad)
             ms[name] = _time(call, rounds) * 1e3
@@ -197,6 +205,19 @@ LINEARS = {
     "proxy 128 wide, 16 tokens fc1 + GELU": (16, 128, 512, "gelu"),
 }
 
+#: name: (in, out, map size, activation) of a 1x1 conv on a channels-last map
+#: (MBConv's expansion with its activation and projection; EfficientFormer's conv MLP).
+POINTWISE = {
+    "CoAtNet-0 S1 expand 64->384 @112": (64, 384, 112, "gelu"),
+    "CoAtNet-0 S1 expand 96->384 @56": (96, 384, 56, "gelu"),
+    "CoAtNet-0 S1 project 384->96 @56": (384, 96, 56, None),
+    "CoAtNet-0 S2 expand 192->768 @28": (192, 768, 28, "gelu"),
+    "CoAtNet-0 S2 project 768->192 @28": (768, 192, 28, None),
+    "EfficientFormer-L1 mlp 48->192 @56": (48, 192, 56, "gelu"),
+    "EfficientFormer-L1 mlp 192->48 @56": (192, 48, 56, None),
+    "EfficientFormer-L1 mlp 224->896 @14": (224, 896, 14, "gelu"),
+}
+
 #: name: (width, heads, tokens) of an encoder layer the fused kernel can run.
 ENCODERS = {
     "ViT-B/16 (197 tokens)": (768, 12, 197),
@@ -241,6 +262,32 @@ def packed_linears(rounds: int) -> None:
     print(f"the timed pick is the faster one for {right} of {timed} timed linears")
 
 
+def pointwise_convs(rounds: int) -> None:
+    print("\n1x1 convs, inference, batch 1, channels-last maps: the conv (with its activation) "
+          "vs a linear layer over the pixels (pointwise_conv)")
+    print(f"{'1x1 conv':<36}{'conv':>8}{'linear':>9}{'ratio':>7}  builder runs")
+    right = 0
+    for name, (cin, cout, size, act_name) in POINTWISE.items():
+        conv = nn.Conv2d(cin, cout, 1)
+        act = layers.make_act(act_name) if act_name else None
+        x = torch.randn(1, cin, size, size).contiguous(memory_format=torch.channels_last)
+
+        def as_conv():
+            y = conv._conv_forward(x, conv.weight, conv.bias)
+            return y if act is None else layers.fresh_act(act, y)
+
+        def as_linear():
+            return layers.pointwise_conv(conv, x, conv.weight, conv.bias, act)
+
+        with torch.inference_mode():
+            layers._LINEAR_PACKED.clear()
+            for _ in range(3):  # first sight, then the packed-or-plain timing
+                as_linear()
+            ms = {"conv": _time(as_conv, rounds) * 1e3, "linear": _time(as_linear, rounds) * 1e3}
+        right += _row(name, ms, ("conv", "linear"), "linear")
+    print(f"the linear is the faster one for {right} of {len(POINTWISE)} 1x1 convs")
+
+
 def encoder_layers(rounds: int) -> None:
     from hybridnas.blocks.transformer import _FUSED_FASTER, TransformerBlock
     from hybridnas.spec import StageSpec
@@ -279,6 +326,7 @@ def main() -> None:
     attention(train, args.rounds)
     if not train:
         packed_linears(args.rounds)
+        pointwise_convs(args.rounds)
         encoder_layers(args.rounds)
 
 

@@ -33,6 +33,7 @@ def test_every_table_runs_on_small_shapes(monkeypatch, capsys, inference):
                                             "few rows": (8, 512, 512, None),
                                             "small": (1, 16, 16, None)})
     monkeypatch.setattr(bench, "ENCODERS", {"tiny": (64, 2, 10)})
+    monkeypatch.setattr(bench, "POINTWISE", {"tiny": (8, 16, 6, "gelu")})
     monkeypatch.setattr(sys, "argv", ["bench_cpu_kernels.py", "--rounds", "1"]
                         + (["--inference"] if inference else []))
     bench.main()
@@ -43,5 +44,6 @@ def test_every_table_runs_on_small_shapes(monkeypatch, capsys, inference):
         assert "plain (few rows)" in out and "plain (small)" in out
         assert "of 1 timed linears" in out
         assert "of 1 blocks" in out
+        assert "of 1 1x1 convs" in out
     else:
         assert "linear layers" not in out

@@ -549,13 +549,22 @@ def test_pointwise_conv_runs_as_a_packed_linear_on_channels_last_maps(monkeypatc
     linear layer over the pixels (packed, activation fused, when timed so),
     with the conv's values, output channels-last, and its packed weight
     remade when the weight changes; elsewhere it is the conv."""
-    from torch import nn
-
     from hybridnas.blocks import layers
 
     monkeypatch.setattr(layers, "PACKED_MIN_MACS", 0)
     monkeypatch.setattr(layers, "PACKED_MIN_ROWS", 0)
     monkeypatch.setattr(layers, "_LINEAR_PACKED", _Always(True))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # where PyTorch itself would not run oneDNN's conv
+    try:
+        _pointwise_conv_checks(layers)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pointwise_conv_checks(layers):
+    from torch import nn
+
     torch.manual_seed(0)
     conv, act = nn.Conv2d(8, 24, 1), nn.GELU()
     x = torch.randn(2, 8, 5, 6).contiguous(memory_format=torch.channels_last)
@@ -579,6 +588,10 @@ def test_pointwise_conv_runs_as_a_packed_linear_on_channels_last_maps(monkeypatc
         first = x.contiguous()  # channels-first: the conv itself, the slot untouched
         torch.testing.assert_close(layers.pointwise_conv(conv, first, conv.weight, conv.bias),
                                    conv(first), rtol=1e-5, atol=1e-5)
+        assert (slot.weight, slot.call, slot.packed) == kept
+        big = torch.randn(16, 8, 5, 6).contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(layers.pointwise_conv(conv, big, conv.weight, conv.bias),
+                                   conv(big), rtol=1e-5, atol=1e-5)  # batch 16: oneDNN's conv
         assert (slot.weight, slot.call, slot.packed) == kept
     out = layers.pointwise_conv(conv, x, conv.weight, conv.bias, act)  # autograd: the conv
     assert out.requires_grad

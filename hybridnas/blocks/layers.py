@@ -237,11 +237,13 @@ def pointwise_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     expansion is the block's largest. As a linear layer the bias (and
     activation) come with the matmul: MBConv's 64 -> 384 expansion over
     112x112 with its GELU 9.1 -> 6.3 ms, EfficientFormer-L1's 48 -> 192 over
-    56x56 1.0 -> 0.6 ms, wider ones over smaller maps 5-15 % faster. Values
-    are the conv's to float rounding; 1x1 maps (squeeze-excitation) and
-    channels-first maps run the conv."""
+    56x56 1.0 -> 0.6 ms, wider ones over smaller maps 5-15 % faster. Only
+    there (one thread, batch under 16: where latency is measured); elsewhere
+    PyTorch runs oneDNN's conv, and so do 1x1 maps (squeeze-excitation) and
+    channels-first maps. Values are the conv's to float rounding."""
     if (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
-            and conv.groups == 1 and x.is_cpu and _laid_last(x) and plain_inference()):
+            and conv.groups == 1 and x.is_cpu and _laid_last(x) and plain_inference()
+            and torch.get_num_threads() == 1 and x.shape[0] < 16):
         rows = laid_out(conv, weight, torch.contiguous_format, flat=True)
         return linear(conv, x.permute(0, 2, 3, 1), rows, bias, act).permute(0, 3, 1, 2)
     y = conv._conv_forward(x, weight, bias)
