@@ -389,7 +389,16 @@ def _small_hybrid():
         head=HeadSpec(pool="avg", norm="ln"))
 
 
-def test_inference_fast_paths_match_the_training_graph_and_follow_updates():
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """One thread too: some fast paths (1x1 convs as linears) only run there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_inference_fast_paths_match_the_training_graph_and_follow_updates(threads):
     torch.manual_seed(0)
     model = hybridnas.build_model(_small_hybrid(), num_classes=5)
     assert model.stages[6].blocks[0].fusable  # the ViT block runs as the fused encoder layer
@@ -445,3 +454,42 @@ def test_residual_adds_in_place_only_into_a_branch_laid_out_as_its_shortcut():
         torch.testing.assert_close(scaled, want)
     graded = torch.randn(2, 8, 5, 5)  # autograd on: a new tensor, the input untouched
     assert fresh_scale(ls, graded) is not graded
+    low = torch.randn(2, 8, 5, 5, dtype=torch.bfloat16)  # autocast's output: promoted, as ls(x)
+    with torch.no_grad():
+        scaled = fresh_scale(ls, low)
+    assert scaled is not low and scaled.dtype == torch.float32
+    torch.testing.assert_close(scaled, ls(low).detach())
+
+
+def test_inference_fast_paths_run_module_hooks(threads):
+    """A conv or norm with forward hooks (pruning remakes its weight in one)
+    is called as a module in inference, not by the fast paths' direct kernel
+    calls: outputs match the training graph's and the hooks run."""
+    from torch.nn.utils import prune
+
+    torch.manual_seed(0)
+    spec = ArchSpec(
+        stem=StemSpec(kind="conv", widths=(8, 16), strides=(2, 1)),
+        stages=(StageSpec("mbconv", 1, 16, stride=1),
+                StageSpec("convnext", 1, 32, stride=2, layer_scale=0.5),
+                StageSpec("efficientformer", 1, 32, stride=1, layer_scale=0.5),
+                StageSpec("levit", 1, 32, stride=1, heads=2, key_dim=8, window=4)),
+        head=HeadSpec(pool="avg", norm="ln"))
+    model = hybridnas.build_model(spec, num_classes=5).eval()
+    mb = model.stages[0].blocks[0]
+    convs = [mb.conv3, mb.conv1, model.stages[1].down.conv,  # and LeViT's BN-linear:
+             model.stages[2].blocks[0].mlp[0], model.stem[0], model.stages[3].blocks[0].attn.qkv[0]]
+    for conv in convs:
+        prune.l1_unstructured(conv, "weight", amount=0.5)
+    calls = []
+    for conv in convs:
+        conv.register_forward_hook(lambda m, args, out: calls.append(m))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        model(x)  # settles timed choices and kept weights
+        for conv in convs:  # a new mask: the pre-hook remakes the weight from it
+            conv.weight_mask.copy_(torch.rand_like(conv.weight_mask) < 0.5)
+        calls.clear()
+        fast = model(x)
+    assert len(calls) == len(convs)  # each hooked conv was called as a module
+    torch.testing.assert_close(fast, model(x).detach(), atol=1e-5, rtol=1e-4)

@@ -9,7 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..spec import StageSpec
 from .base import Block, register_block
 from .layers import (DropPath, LayerNorm2d, Linear, SqueezeExcite, bn_tensors, conv_nd,
-                     dense_conv, depthwise_input, fold_conv_bn, fresh_act, fresh_scale, inference_cached,
+                     dense_conv, depthwise_input, fold_conv_bn, fresh_act, fresh_scale, hooked, inference_cached,
                      layer_scale, make_act, make_norm2d, plain_inference, pointwise_conv,
                      pooled_projection, residual)
 
@@ -81,7 +81,8 @@ class MBConv(Block):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)
         if not self.training and plain_inference() and isinstance(self.norm1, _BatchNorm) \
-                and isinstance(self.pre_norm, _BatchNorm):
+                and isinstance(self.pre_norm, _BatchNorm) \
+                and not hooked(self.pre_norm, self.conv1, self.norm1, self.conv2, self.norm2):
             # Inference: the three BatchNorms fold into the two convs.
             params = (self.conv1.weight, self.conv2.weight, *bn_tensors(self.pre_norm),
                       *bn_tensors(self.norm1), *bn_tensors(self.norm2))

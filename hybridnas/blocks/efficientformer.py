@@ -14,7 +14,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_scale,
+from .layers import (ConvSequence, DropPath, Mlp, bn_tensors, fold_conv_bn, fresh_scale, hooked,
                      inference_cached, layer_scale, make_act, plain_inference, pointwise_conv,
                      residual)
 from .levit import OffsetAttention
@@ -61,7 +61,7 @@ class Meta4D(Block):
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         conv1, bn1, act, conv2, bn2 = self.mlp
-        if self.training or not plain_inference():
+        if self.training or not plain_inference() or hooked(self.mlp, *self.mlp):
             return self.mlp(x)
         # Inference: each BatchNorm folds into the 1x1 conv before it.
         params = (conv1.weight, conv1.bias, conv2.weight, conv2.bias, *bn_tensors(bn1),

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
@@ -23,7 +24,7 @@ __all__ = [
     "DropPath", "SqueezeExcite", "Mlp", "Attention", "RelPosBias", "OffsetBias", "to_nhwc",
     "to_nchw", "cpu_maps", "cpu_channels_last", "depthwise_input", "group_norm_input",
     "dense_conv", "timed_conv", "ConvSequence", "Linear",
-    "linear", "packing", "packed_for", "fresh_scale", "laid_out", "pointwise_conv",
+    "linear", "packing", "packed_for", "fresh_scale", "laid_out", "pointwise_conv", "hooked",
 ]
 
 _ACTS = {
@@ -136,6 +137,20 @@ def _eager() -> bool:
     return not (torch.compiler.is_compiling() or torch._C._is_tracing())
 
 
+def hooked(*modules: nn.Module) -> bool:
+    """Whether calling any of ``modules`` runs forward hooks, its own or
+    global ones (``torch.nn.utils.prune`` and weight norm remake the weight
+    in one; feature extractors capture outputs): the inference fast paths
+    that call a module's kernel directly (folded norms, kept layouts, 1x1
+    convs as linears) call the modules instead, so no hook is skipped."""
+    if _module._global_forward_hooks or _module._global_forward_pre_hooks:
+        return True
+    for m in modules:
+        if m._forward_hooks or m._forward_pre_hooks:
+            return True
+    return False
+
+
 def cpu_maps(x: torch.Tensor) -> torch.Tensor:
     """2-D maps (B, C, H, W) on the CPU in channels-last memory order
     (``torch.channels_last``; same shape and values), in eager mode.
@@ -217,7 +232,7 @@ def dense_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
             and w[0, 0].numel() > 1 and w.numel() > DENSE_CHANNELS_FIRST_RATIO * x.numel()):
         return relayout(conv(relayout(x, torch.contiguous_format)), torch.channels_last)
     if (type(conv) is nn.Conv2d and conv.groups == 1 and cpu_channels_last(x) and _laid_last(x)
-            and plain_inference()):
+            and plain_inference() and not hooked(conv)):
         # the weight kept channels-last, not copied so on every call (``laid_out``)
         return conv._conv_forward(x, laid_out(conv, w, torch.channels_last), conv.bias)
     return conv(x)
@@ -241,6 +256,9 @@ def pointwise_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     there (one thread, batch under 16: where latency is measured); elsewhere
     PyTorch runs oneDNN's conv, and so do 1x1 maps (squeeze-excitation) and
     channels-first maps. Values are the conv's to float rounding."""
+    if weight is conv.weight and bias is conv.bias and hooked(conv):
+        y = conv(x)  # its hooks run (a pruned conv's remakes its weight)
+        return y if act is None else fresh_act(act, y)
     if (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
             and conv.groups == 1 and x.is_cpu and _laid_last(x) and plain_inference()
             and torch.get_num_threads() == 1 and x.shape[0] < 16):
@@ -365,9 +383,9 @@ def timed_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     key = (tuple(weight.shape), conv.stride, conv.padding, conv.dilation, tuple(x.shape),
            x.is_contiguous(), x.dtype, torch.get_num_threads())
     last = _CONV_LAYOUTS.get(key)
-    if last is None:
-        first_w = laid_out(conv, weight, torch.contiguous_format)
-        last_w = laid_out(conv, weight, torch.channels_last)
+    if last is None:  # timed on copies in each order (only the chosen one is kept)
+        first_w = weight.contiguous()
+        last_w = weight.contiguous(memory_format=torch.channels_last)
         last = _CONV_LAYOUTS[key] = faster(
             lambda: conv._conv_forward(x.contiguous(), first_w, bias),
             lambda: conv._conv_forward(x.contiguous(memory_format=torch.channels_last), last_w,
@@ -440,7 +458,8 @@ def fresh_scale(ls: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``ls(x)`` (a ``layer_scale``) for an ``x`` that nothing else holds:
     scaled in place during plain inference, as ``fresh_act`` does (ConvNeXt-T
     at batch 1: ~2 % of its forward, the allocation and the extra pass)."""
-    if type(ls) is LayerScale and plain_inference():
+    if type(ls) is LayerScale and x.dtype == ls.gamma.dtype and plain_inference():
+        # (same dtype: under autocast the product is promoted, as ``ls(x)`` gives it)
         gamma = ls.gamma if ls.channels_last else ls.gamma.view(-1, *([1] * (x.ndim - 2)))
         return x.mul_(gamma)
     return ls(x)
@@ -1136,14 +1155,14 @@ class ConvSequence(nn.Sequential):
         while i < len(mods):
             m, nxt = mods[i], mods[i + 1] if i + 1 < len(mods) else None
             if (type(m) in (nn.Conv1d, nn.Conv2d) and isinstance(nxt, _BatchNorm)
-                    and not nxt.training):
+                    and not nxt.training and not hooked(m, nxt)):
                 params = (m.weight, *([] if m.bias is None else [m.bias]), *bn_tensors(nxt))
                 w, b = inference_cached(self._folded, (i, str(x.device), x.dtype), params,
                                         lambda m=m, bn=nxt: fold_conv_bn(m, bn))
                 x, fresh = timed_conv(m, x, w, b), True
                 i += 2
                 continue
-            if type(m) is nn.Conv2d:
+            if type(m) is nn.Conv2d and not hooked(m):
                 x = timed_conv(m, x, m.weight, m.bias)
             else:
                 x = fresh_act(m, x) if fresh else m(x)  # in place only for activations

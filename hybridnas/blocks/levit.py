@@ -20,7 +20,7 @@ from torch import nn
 
 from ..spec import StageSpec
 from .base import Block, register_block
-from .layers import (DropPath, Linear, OffsetBias, attend, fresh_act, inference_cached, linear,
+from .layers import (DropPath, Linear, OffsetBias, attend, fresh_act, hooked, inference_cached, linear,
                      make_act, make_norm_last, plain_inference)
 
 __all__ = ["BNLinear", "LeViTBlock", "OffsetAttention", "ShrinkBlock", "bn_linear"]
@@ -49,7 +49,7 @@ class BNLinear(nn.Sequential):
     def forward(self, x: torch.Tensor, act: nn.Module | None = None) -> torch.Tensor:
         """``act(bn(linear(x)))`` (no ``act``: without it)."""
         lin, bn = self._modules.values()  # not self[i]: two Python calls each
-        if self.training or bn.running_mean is None or not plain_inference():
+        if self.training or bn.running_mean is None or not plain_inference() or hooked(lin, bn):
             y = bn(lin(x))
             return y if act is None else fresh_act(act, y)
         params = (lin.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
