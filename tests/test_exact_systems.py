@@ -473,12 +473,16 @@ def test_inference_fast_paths_run_module_hooks(threads):
         stages=(StageSpec("mbconv", 1, 16, stride=1),
                 StageSpec("convnext", 1, 32, stride=2, layer_scale=0.5),
                 StageSpec("efficientformer", 1, 32, stride=1, layer_scale=0.5),
-                StageSpec("levit", 1, 32, stride=1, heads=2, key_dim=8, window=4)),
+                StageSpec("levit", 1, 32, stride=1, heads=2, key_dim=8, window=4),
+                StageSpec("transformer", 1, 32, stride=1, head_dim=16, attention="global")),
         head=HeadSpec(pool="avg", norm="ln"))
     model = hybridnas.build_model(spec, num_classes=5).eval()
+    vit = model.stages[4].blocks[0]
+    assert vit.fusable  # unhooked, it would run as PyTorch's fused encoder layer
     mb = model.stages[0].blocks[0]
-    convs = [mb.conv3, mb.conv1, model.stages[1].down.conv,  # and LeViT's BN-linear:
-             model.stages[2].blocks[0].mlp[0], model.stem[0], model.stages[3].blocks[0].attn.qkv[0]]
+    convs = [mb.conv3, mb.conv1, model.stages[1].down.conv,  # and LeViT's BN-linear, a ViT MLP's:
+             model.stages[2].blocks[0].mlp[0], model.stem[0], model.stages[3].blocks[0].attn.qkv[0],
+             vit.mlp.fc1]
     for conv in convs:
         prune.l1_unstructured(conv, "weight", amount=0.5)
     calls = []

@@ -10,7 +10,7 @@ from ..spec import StageSpec
 from .base import Block, register_block
 from .conv import patch_downsample
 from .layers import (Attention, DropPath, Linear, Mlp, RelPosBias, conv_nd, depthwise_input,
-                     faster, forward_cached, inference_cached, layer_scale, make_norm_last,
+                     faster, forward_cached, hooked, inference_cached, layer_scale, make_norm_last,
                      packed_for, packing, partition, plain_inference, residual, unpartition)
 
 #: Logit added where shifted windows must not attend (Swin's value: finite, so
@@ -185,9 +185,12 @@ class TransformerBlock(Block):
         wins (64 wide, 49 tokens: 0.67x of the block written out). Once the
         qkv projection has decided how to run this shape the two are timed
         (``layers.faster``) and the faster kept for the process."""
+        attn, mlp = self.mixer.attn, self.mlp
         if not (self.fusable and not self.training and plain_inference()
                 and not torch.is_autocast_enabled(x.device.type)
-                and x.dtype == self.norm1.weight.dtype):
+                and x.dtype == self.norm1.weight.dtype
+                and not hooked(self.norm1, self.mixer, attn, attn.qkv, attn.proj, self.norm2, mlp,
+                               mlp.fc1, mlp.fc2)):  # the fused kernel would skip their hooks
             return False
         if not (x.is_cpu and packing(x)):
             return True
