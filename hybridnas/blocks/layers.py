@@ -258,13 +258,14 @@ def pointwise_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     channels-first maps. Values are the conv's to float rounding."""
     if weight is conv.weight and bias is conv.bias and hooked(conv):
         y = conv(x)  # its hooks run (a pruned conv's remakes its weight)
-        return y if act is None else fresh_act(act, y)
-    if (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+    elif (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
             and conv.groups == 1 and x.is_cpu and _laid_last(x) and plain_inference()
             and torch.get_num_threads() == 1 and x.shape[0] < 16):
-        rows = laid_out(conv, weight, torch.contiguous_format, flat=True)
+        # the (out, in) matrix, one tensor across calls so that ``linear`` can keep it packed
+        rows = _kept(conv, "rows", weight, lambda: weight.reshape(weight.shape[0], -1).contiguous())
         return linear(conv, x.permute(0, 2, 3, 1), rows, bias, act).permute(0, 3, 1, 2)
-    y = conv._conv_forward(x, weight, bias)
+    else:
+        y = conv._conv_forward(x, weight, bias)
     return y if act is None else fresh_act(act, y)
 
 
@@ -394,26 +395,25 @@ def timed_conv(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor,
     return conv._conv_forward(x.contiguous(memory_format=fmt), laid_out(conv, weight, fmt), bias)
 
 
-def laid_out(conv: nn.Module, weight: torch.Tensor, fmt: torch.memory_format,
-             flat: bool = False) -> torch.Tensor:
+def laid_out(conv: nn.Module, weight: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     """``weight`` (a conv's, or one folded from it) in memory order ``fmt``,
-    kept with ``conv`` until the weight changes (``inference_cached``).
-    oneDNN runs a conv in the layout of its input and weight, and PyTorch
-    copies a weight that is not in it on every call: a permuting copy, for
-    a kxk conv on channels-last maps (the stems' folded weights, the R50
-    stem's standardised ones). ``flat``: a 1x1 conv's weight as the
-    (out, in) matrix of a linear layer (``pointwise_conv``), one tensor
-    across calls so that ``linear`` can keep it packed."""
-    if not flat and (weight.dim() != 4 or weight.is_contiguous(memory_format=fmt)):
+    kept with ``conv`` until the weight changes. oneDNN runs a conv in the
+    layout of its input and weight, and PyTorch copies a weight that is not
+    in it on every call: a permuting copy, for a kxk conv on channels-last
+    maps (the stems' folded weights, the R50 stem's standardised ones)."""
+    if weight.dim() != 4 or weight.is_contiguous(memory_format=fmt):
         return weight
+    return _kept(conv, fmt, weight, lambda: weight.contiguous(memory_format=fmt))
+
+
+def _kept(conv: nn.Module, key, weight: torch.Tensor, make) -> torch.Tensor:
+    """``make()``, a form of ``weight`` (``laid_out``, ``pointwise_conv``),
+    kept with ``conv`` under ``key`` until the weight changes
+    (``inference_cached``)."""
     cache = conv.__dict__.get("_laid_out")
     if cache is None:
         cache = conv.__dict__["_laid_out"] = {}
-    if flat:
-        return inference_cached(cache, "flat", (weight,),
-                                lambda: weight.reshape(weight.shape[0], -1).contiguous())
-    return inference_cached(cache, fmt, (weight,),
-                            lambda: weight.contiguous(memory_format=fmt))
+    return inference_cached(cache, key, (weight,), make)
 
 
 def to_nchw(x: torch.Tensor) -> torch.Tensor:
